@@ -1,7 +1,14 @@
 //! stagefleet: one broadcast on a fleet of AWS IVS Real-Time stages.
 //!
-//! Module map (see DESIGN.md §3): `fleet` decides (pure), `state` remembers (Raft on sled),
-//! `ivs` talks to IVS (SDK, tokens, emulator), `control` drives IVS from the leader, `api` serves
-//! GraphQL, health and metrics, `node` wires one process together.
+//! Module map (DESIGN.md §3): `fleet` decides (pure), `state` remembers (Raft on sled), `ivs`
+//! talks to IVS (SDK, tokens, emulator), `control` drives IVS from the leader, `node` wires one
+//! process together, `api` serves GraphQL, health, metrics and the web pages.
 
+pub mod api;
+pub mod config;
+pub mod control;
+pub mod fleet;
 pub mod ivs;
+pub mod metrics;
+pub mod node;
+pub mod state;

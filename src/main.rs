@@ -1,1 +1,174 @@
-fn main() {}
+//! The `stagefleet` binary: `serve` (default), `ivs-emulator`, `sdl`, `config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use stagefleet::config::{Config, ConfigArgs, LogFormat};
+use stagefleet::ivs::emulator::{self, EmulatorConfig};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Run live broadcasts for very large audiences on a fleet of AWS IVS Real-Time stages"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ServeArgs {
+    /// TOML file with settings (keys = setting names); flags and environment override it.
+    #[arg(long, env = "STAGEFLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Run only the built-in IVS Real-Time emulator, for other tools or other nodes.
+    IvsEmulator {
+        #[arg(long, default_value = "127.0.0.1:4566")]
+        listen: SocketAddr,
+        /// Answer every call regardless of IVS's per-operation rate quotas.
+        #[arg(long)]
+        no_enforce_tps: bool,
+        /// Keep stages and keys in this file across restarts.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+    },
+    /// Print the GraphQL schema (SDL) this build serves.
+    Sdl,
+    /// Print the resolved settings as TOML, or the settings table as Markdown.
+    Config {
+        #[arg(long)]
+        markdown: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::IvsEmulator {
+            listen,
+            no_enforce_tps,
+            state_file,
+        }) => {
+            init_logging(LogFormat::Text, "info");
+            let cfg = EmulatorConfig {
+                listen,
+                enforce_tps: !no_enforce_tps,
+                state_file,
+                ..EmulatorConfig::default()
+            };
+            runtime.block_on(emulator::run_standalone(cfg))
+        }
+        Some(Command::Sdl) => {
+            let d = Config::default();
+            print!(
+                "{}",
+                stagefleet::api::schema::build_schema(
+                    None,
+                    d.graphql_max_depth,
+                    d.graphql_max_complexity
+                )
+                .sdl()
+            );
+            Ok(())
+        }
+        Some(Command::Config { markdown, serve }) => {
+            if markdown {
+                print!("{}", stagefleet::config::settings_markdown());
+            } else {
+                let cfg = Config::load(serve.settings, serve.config.as_deref())?;
+                print!("{}", toml::to_string(&cfg)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.settings, args.config.as_deref())?;
+    init_logging(cfg.log_format, &cfg.log_level);
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "binding http_addr {} (is another process using it?)",
+                cfg.http_addr
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let mut cfg = cfg;
+    cfg.http_addr = addr;
+    let node = stagefleet::node::Node::start(cfg).await?;
+    let url = node.cfg.public_url();
+    println!(
+        "stagefleet {} node {} ready",
+        env!("CARGO_PKG_VERSION"),
+        node.cfg.node_id
+    );
+    println!("  GraphQL (GraphiQL in a browser)  {url}/graphql");
+    println!("  web pages                        {url}/");
+    println!("  health, metrics                  {url}/readyz  {url}/metrics");
+    println!("  IVS                              {}", node.backend_label);
+    println!(
+        "  data                             {}",
+        node.cfg.data_dir.display()
+    );
+    if let Some(key) = &node.first_admin_key {
+        println!("  admin key (shown once; keep it): {key}");
+    }
+    let app = stagefleet::api::router(node.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

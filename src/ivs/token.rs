@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -29,8 +30,14 @@ pub struct TokenCapabilities {
 }
 
 impl TokenCapabilities {
-    pub const VIEWER: Self = Self { allow_publish: false, allow_subscribe: true };
-    pub const HOST: Self = Self { allow_publish: true, allow_subscribe: true };
+    pub const VIEWER: Self = Self {
+        allow_publish: false,
+        allow_subscribe: true,
+    };
+    pub const HOST: Self = Self {
+        allow_publish: true,
+        allow_subscribe: true,
+    };
 }
 
 /// The JWT payload. Field names are IVS's; all but `user_id` are mandatory.
@@ -86,7 +93,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,8 +112,17 @@ impl SigningKey {
     pub fn from_der(der: &[u8], kid: impl Into<String>) -> Result<Self, TokenError> {
         let pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, der)
             .map_err(|e| TokenError::BadKey(e.to_string()))?;
-        let pkcs8 = pair.to_pkcs8v1().map_err(|e| TokenError::BadKey(e.to_string()))?.as_ref().to_vec();
-        Ok(Self { pair, pkcs8, kid: kid.into(), rng: SystemRandom::new() })
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|e| TokenError::BadKey(e.to_string()))?
+            .as_ref()
+            .to_vec();
+        Ok(Self {
+            pair,
+            pkcs8,
+            kid: kid.into(),
+            rng: SystemRandom::new(),
+        })
     }
 
     /// From a PEM file's text (`BEGIN PRIVATE KEY` or `BEGIN EC PRIVATE KEY`, as openssl writes them).
@@ -134,11 +152,18 @@ impl SigningKey {
 
     /// Sign `claims` into `header.payload.signature`. CPU-bound (~0.1 ms): not on the reactor.
     pub fn sign(&self, claims: &Claims) -> String {
-        let header = Header { alg: "ES384".into(), typ: "JWT".into(), kid: self.kid.clone() };
+        let header = Header {
+            alg: "ES384".into(),
+            typ: "JWT".into(),
+            kid: self.kid.clone(),
+        };
         let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header json"));
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).expect("claims json"), &mut out);
-        let sig = self.pair.sign(&self.rng, out.as_bytes()).expect("ES384 sign");
+        let sig = self
+            .pair
+            .sign(&self.rng, out.as_bytes())
+            .expect("ES384 sign");
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
         out
@@ -148,7 +173,9 @@ impl SigningKey {
 /// The `kid` a token claims, without verifying anything (to pick the key to verify with).
 pub fn peek_kid(token: &str) -> Result<String, TokenError> {
     let header = token.split('.').next().ok_or(TokenError::Malformed)?;
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| TokenError::Malformed)?;
     let h: Header = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadHeader)?;
     if h.alg != "ES384" || h.kid.is_empty() {
         return Err(TokenError::BadHeader);
@@ -158,24 +185,40 @@ pub fn peek_kid(token: &str) -> Result<String, TokenError> {
 
 /// Verify an ES384 token against the public keys IVS knows (ARN → PEM) and return its claims.
 /// `now` (Unix seconds) is compared with `exp` with no leeway, like the Web SDK does.
-pub fn verify(token: &str, keys: &BTreeMap<String, String>, now: i64) -> Result<Claims, TokenError> {
+pub fn verify(
+    token: &str,
+    keys: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenError::Malformed);
     };
     let kid = peek_kid(token)?;
-    let pem = keys.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+    let pem = keys
+        .get(&kid)
+        .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
     let spki = pem_body(pem).ok_or(TokenError::UnknownKey(kid))?;
     let point = spki_point(&spki).ok_or(TokenError::BadSignature)?;
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| TokenError::Malformed)?;
     let signed = &token[..h.len() + 1 + p.len()];
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
         .verify(signed.as_bytes(), &sig)
         .map_err(|_| TokenError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|e| TokenError::BadClaims(e.to_string()))?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed)?;
+    let claims: Claims =
+        serde_json::from_slice(&payload).map_err(|e| TokenError::BadClaims(e.to_string()))?;
     if claims.version != "1.0" {
-        return Err(TokenError::BadClaims(format!("version {:?}", claims.version)));
+        return Err(TokenError::BadClaims(format!(
+            "version {:?}",
+            claims.version
+        )));
     }
     if claims.exp <= now {
         return Err(TokenError::Expired);
@@ -187,7 +230,9 @@ pub fn verify(token: &str, keys: &BTreeMap<String, String>, now: i64) -> Result<
 /// verify separately).
 pub fn decode_unverified(token: &str) -> Result<Claims, TokenError> {
     let p = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&payload).map_err(|e| TokenError::BadClaims(e.to_string()))
 }
 
@@ -209,7 +254,10 @@ pub fn pem_body(pem: &str) -> Option<Vec<u8>> {
     let rest = &pem[start..];
     let body_start = rest.find('\n')? + 1;
     let end = rest.find("-----END ")?;
-    let b64: String = rest[body_start..end].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = rest[body_start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     STANDARD.decode(b64).ok()
 }
 
@@ -218,8 +266,8 @@ pub fn pem_body(pem: &str) -> Option<Vec<u8>> {
 pub fn spki_point(spki: &[u8]) -> Option<&[u8]> {
     // SEQUENCE { SEQUENCE { id-ecPublicKey, secp384r1 }, BIT STRING { 0x00, point } }
     const P384_SPKI_PREFIX: [u8; 23] = [
-        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04,
-        0x00, 0x22, 0x03, 0x62, 0x00,
+        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+        0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
     ];
     let point = spki.strip_prefix(&P384_SPKI_PREFIX[..])?;
     (point.len() == 97 && point[0] == 0x04).then_some(point)
@@ -230,7 +278,9 @@ pub fn random_id(len: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -262,8 +312,14 @@ mod tests {
         assert_eq!(verify(&token, &keys, 1_000).unwrap(), claims(1_000));
         let wrong = BTreeMap::from([("arn:key/1".to_string(), other.public_key_pem())]);
         assert_eq!(verify(&token, &wrong, 1_000), Err(TokenError::BadSignature));
-        assert_eq!(verify(&token, &BTreeMap::new(), 1_000), Err(TokenError::UnknownKey("arn:key/1".into())));
-        assert_eq!(verify(&token, &keys, 1_000 + 720 * 60), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&token, &BTreeMap::new(), 1_000),
+            Err(TokenError::UnknownKey("arn:key/1".into()))
+        );
+        assert_eq!(
+            verify(&token, &keys, 1_000 + 720 * 60),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -271,16 +327,28 @@ mod tests {
         let json = serde_json::to_value(TokenCapabilities::VIEWER).unwrap();
         assert_eq!(json, serde_json::json!({"allow_subscribe": true}));
         let json = serde_json::to_value(TokenCapabilities::HOST).unwrap();
-        assert_eq!(json, serde_json::json!({"allow_publish": true, "allow_subscribe": true}));
+        assert_eq!(
+            json,
+            serde_json::json!({"allow_publish": true, "allow_subscribe": true})
+        );
     }
 
     #[test]
     fn header_names_es384_and_the_key_arn() {
-        let key = SigningKey::from_der(&SigningKey::generate_pkcs8(), "arn:aws:ivs:us-east-1:1:public-key/x").unwrap();
+        let key = SigningKey::from_der(
+            &SigningKey::generate_pkcs8(),
+            "arn:aws:ivs:us-east-1:1:public-key/x",
+        )
+        .unwrap();
         let token = key.sign(&claims(5));
-        let header = URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+        let header = URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
         let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
-        assert_eq!(header, serde_json::json!({"alg":"ES384","typ":"JWT","kid":"arn:aws:ivs:us-east-1:1:public-key/x"}));
+        assert_eq!(
+            header,
+            serde_json::json!({"alg":"ES384","typ":"JWT","kid":"arn:aws:ivs:us-east-1:1:public-key/x"})
+        );
     }
 
     #[test]
@@ -290,6 +358,9 @@ mod tests {
         let again = SigningKey::from_pem(&pem, "k").unwrap();
         assert_eq!(again.public_key_pem(), key.public_key_pem());
         assert!(spki_point(&pem_body(&key.public_key_pem()).unwrap()).is_some());
-        assert!(matches!(SigningKey::from_pem("nonsense", "k"), Err(TokenError::BadKey(_))));
+        assert!(matches!(
+            SigningKey::from_pem("nonsense", "k"),
+            Err(TokenError::BadKey(_))
+        ));
     }
 }

@@ -1,0 +1,140 @@
+//! The closed set of error codes clients see in `extensions.code`, and the one mapping from node
+//! errors to them. Internal details are logged here and replaced by a generic message.
+
+use async_graphql::{Enum, ErrorExtensions};
+
+use crate::fleet::Refusal;
+use crate::ivs::BackendError;
+use crate::node::NodeError;
+use crate::state::ProposeError;
+
+/// Every `extensions.code` stagefleet returns.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(name = "ErrorCode")]
+pub enum ErrorCode {
+    /// The request is not valid JSON, not valid GraphQL, or too deep or complex.
+    BadRequest,
+    /// An argument breaks a rule (length, characters, size, range).
+    InvalidInput,
+    /// A key is required, or the key given is not valid.
+    Unauthenticated,
+    /// The key is valid but its role may not do this.
+    Forbidden,
+    /// Too many joins from this client; retry after a moment.
+    RateLimited,
+    BroadcastNotFound,
+    StageNotFound,
+    SessionNotFound,
+    ApiKeyNotFound,
+    BroadcastExists,
+    BroadcastNotLive,
+    /// Every stage of the broadcast is full.
+    CapacityExhausted,
+    /// The fleet manages its configured maximum of stages.
+    StageQuotaExceeded,
+    /// The stage seats viewers; pass `force: true` to delete it anyway.
+    StageHasViewers,
+    /// The origin stage of a live broadcast cannot be deleted; end the broadcast.
+    OriginStage,
+    /// The broadcast has its maximum of 12 hosts.
+    HostLimit,
+    /// An IVS call failed (after retries); nothing was changed.
+    IvsError,
+    /// The node cannot take writes right now (no leader, shutting down); retry.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::InvalidInput => "INVALID_INPUT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::BroadcastNotFound => "BROADCAST_NOT_FOUND",
+            ErrorCode::StageNotFound => "STAGE_NOT_FOUND",
+            ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
+            ErrorCode::ApiKeyNotFound => "API_KEY_NOT_FOUND",
+            ErrorCode::BroadcastExists => "BROADCAST_EXISTS",
+            ErrorCode::BroadcastNotLive => "BROADCAST_NOT_LIVE",
+            ErrorCode::CapacityExhausted => "CAPACITY_EXHAUSTED",
+            ErrorCode::StageQuotaExceeded => "STAGE_QUOTA_EXCEEDED",
+            ErrorCode::StageHasViewers => "STAGE_HAS_VIEWERS",
+            ErrorCode::OriginStage => "ORIGIN_STAGE",
+            ErrorCode::HostLimit => "HOST_LIMIT",
+            ErrorCode::IvsError => "IVS_ERROR",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn error(self, message: impl Into<String>) -> async_graphql::Error {
+        async_graphql::Error::new(message).extend_with(|_, e| e.set("code", self.as_str()))
+    }
+}
+
+fn refusal_code(r: &Refusal) -> ErrorCode {
+    match r {
+        Refusal::UnknownBroadcast(_) => ErrorCode::BroadcastNotFound,
+        Refusal::BroadcastNotLive(_) => ErrorCode::BroadcastNotLive,
+        Refusal::CapacityExhausted(_) => ErrorCode::CapacityExhausted,
+        Refusal::StageQuotaExceeded(_) => ErrorCode::StageQuotaExceeded,
+        Refusal::UnknownStage(_) => ErrorCode::StageNotFound,
+        Refusal::StageHasViewers(..) => ErrorCode::StageHasViewers,
+        Refusal::OriginStage(_) => ErrorCode::OriginStage,
+        Refusal::HostLimit(..) => ErrorCode::HostLimit,
+        Refusal::BroadcastExists(_) => ErrorCode::BroadcastExists,
+        Refusal::UnknownSession(_) => ErrorCode::SessionNotFound,
+        Refusal::UnknownApiKey(_) => ErrorCode::ApiKeyNotFound,
+        Refusal::SigningKeySet | Refusal::Fenced(_) => ErrorCode::Unavailable,
+    }
+}
+
+/// `.gql()?` in resolvers: node errors become coded GraphQL errors (async-graphql's blanket
+/// `From<Display>` would drop the code).
+pub trait Gql<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> Gql<T> for Result<T, NodeError> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| to_graphql(&e))
+    }
+}
+
+pub fn to_graphql(e: &NodeError) -> async_graphql::Error {
+    {
+        match e {
+            NodeError::Input(i) => ErrorCode::InvalidInput.error(i.to_string()),
+            NodeError::Refused(r) => refusal_code(r).error(r.to_string()),
+            NodeError::Backend(b) => {
+                tracing::warn!(error = %b, "IVS call failed");
+                let msg = match b {
+                    BackendError::QuotaExceeded(_) => "IVS refused: an IVS quota is exhausted",
+                    BackendError::AccessDenied(_) => {
+                        "IVS refused: access denied (check the node's AWS credentials)"
+                    }
+                    _ => "IVS did not complete the call; nothing was changed, retry later",
+                };
+                ErrorCode::IvsError.error(msg)
+            }
+            NodeError::Propose(ProposeError::NotLeader { leader, .. }) => ErrorCode::Unavailable
+                .error(format!(
+                    "this node is not the leader (leader: {leader:?}); retry"
+                )),
+            NodeError::Propose(ProposeError::Unavailable(why)) => {
+                tracing::warn!(%why, "write refused");
+                ErrorCode::Unavailable.error("the replicated store is unavailable; retry")
+            }
+            NodeError::NoSigningKey => {
+                ErrorCode::Unavailable.error("the node is still setting up its signing key")
+            }
+            NodeError::Internal(why) => {
+                tracing::error!(%why, "internal error");
+                ErrorCode::Internal.error("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Liveness, readiness by layer, and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::fleet::{BroadcastState, StageState};
+
+/// The process answers.
+pub async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the store answers, a leader is known, and the signing key is in place.
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let m = app.node.store.raft.metrics().borrow().clone();
+    let store_ok = m.running_state.is_ok();
+    let leader = m.current_leader;
+    let key = app.node.store.shared.read().fleet.signing_key.is_some();
+    let ready = store_ok && leader.is_some() && key;
+    let body = format!(
+        "store: {}\nleader: {}\nsigning_key: {}\n",
+        if store_ok { "ok" } else { "failed" },
+        leader.map_or("none".to_string(), |l| format!("node {l}")),
+        if key { "ok" } else { "missing" },
+    );
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let node = &app.node;
+    let m = &node.metrics;
+    {
+        let core = node.store.shared.read();
+        let f = &core.fleet;
+        let live = f
+            .broadcasts
+            .values()
+            .filter(|b| b.state == BroadcastState::Live)
+            .count();
+        m.set("broadcasts_live", None, live as i64);
+        for (state, label) in [
+            (StageState::Creating, "creating"),
+            (StageState::Active, "active"),
+            (StageState::Deleting, "deleting"),
+        ] {
+            let n = f.stages.values().filter(|s| s.state == state).count();
+            m.set("stages", Some(("state", label.to_string())), n as i64);
+        }
+        m.set(
+            "viewers",
+            None,
+            f.stages.values().map(|s| i64::from(s.viewers)).sum(),
+        );
+        m.set("api_keys", None, f.api_keys.len() as i64);
+    }
+    let r = node.store.raft.metrics().borrow().clone();
+    m.set("raft_term", None, r.current_term as i64);
+    m.set(
+        "raft_is_leader",
+        None,
+        i64::from(r.current_leader == Some(node.store.node_id)),
+    );
+    m.set(
+        "raft_last_log_index",
+        None,
+        r.last_log_index.map_or(-1, |i| i as i64),
+    );
+    m.set(
+        "raft_last_applied_index",
+        None,
+        r.last_applied.map_or(-1, |l| l.index as i64),
+    );
+    m.set(
+        "raft_snapshot_index",
+        None,
+        r.snapshot.map_or(-1, |l| l.index as i64),
+    );
+    m.set(
+        "store_bytes_on_disk",
+        None,
+        node.store.size_on_disk() as i64,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,327 @@
+//! The GraphQL schema: queries read the applied state of this node; mutations go through the
+//! node's operations (and so through Raft). `schema.graphql` at the repository root is exactly
+//! `build_schema(..).sdl()`; a test fails when they differ.
+
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, EmptySubscription, ID, Object, Schema};
+
+use self::types::*;
+use super::auth::{JoinLimits, Principal};
+use super::error::{ErrorCode, Gql};
+use crate::fleet::{self, StageState};
+use crate::node::Node;
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Build the schema. `node` is `None` only for printing the SDL.
+pub fn build_schema(node: Option<Arc<Node>>, max_depth: usize, max_complexity: usize) -> AppSchema {
+    let mut b = Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(max_depth)
+        .limit_complexity(max_complexity)
+        .register_output_type::<ErrorCode>();
+    if let Some(node) = node {
+        let limits = JoinLimits::new(
+            node.cfg.viewer_join,
+            node.cfg.join_rate_per_ip,
+            node.cfg.join_rate_per_key,
+        );
+        b = b.data(node).data(Arc::new(limits));
+    }
+    b.finish()
+}
+
+fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
+    ctx.data_unchecked::<Principal>()
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Broadcasts, newest first; optionally only those in one state.
+    #[graphql(complexity = "10 * child_complexity")]
+    async fn broadcasts(&self, ctx: &Context<'_>, state: Option<BroadcastState>) -> Vec<Broadcast> {
+        let core = node(ctx).store.shared.read();
+        let want: Option<fleet::BroadcastState> = state.map(Into::into);
+        let mut out: Vec<_> = core
+            .fleet
+            .broadcasts
+            .values()
+            .filter(|b| want.is_none_or(|w| b.state == w))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        out.into_iter().map(Broadcast).collect()
+    }
+
+    async fn broadcast(&self, ctx: &Context<'_>, id: ID) -> Option<Broadcast> {
+        node(ctx).broadcast(&id).map(Broadcast)
+    }
+
+    /// Stages with live viewer counts, of one broadcast or of the whole fleet.
+    #[graphql(complexity = "10 * child_complexity")]
+    async fn stages(&self, ctx: &Context<'_>, broadcast_id: Option<ID>) -> Vec<Stage> {
+        let core = node(ctx).store.shared.read();
+        let mut out: Vec<_> = core
+            .fleet
+            .stages
+            .values()
+            .filter(|s| {
+                broadcast_id
+                    .as_ref()
+                    .is_none_or(|b| s.broadcast_id == b.as_str())
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            a.broadcast_id
+                .cmp(&b.broadcast_id)
+                .then(a.slot.cmp(&b.slot))
+        });
+        out.into_iter().map(Stage).collect()
+    }
+
+    async fn stage(&self, ctx: &Context<'_>, id: ID) -> Option<Stage> {
+        node(ctx)
+            .store
+            .shared
+            .read()
+            .fleet
+            .stages
+            .get(id.as_str())
+            .cloned()
+            .map(Stage)
+    }
+
+    /// A viewer session (the session id is its credential).
+    async fn session(&self, ctx: &Context<'_>, id: ID) -> Option<Session> {
+        node(ctx).store.shared.session(&id).map(Session)
+    }
+
+    /// Fleet totals, or one broadcast's.
+    async fn stats(
+        &self,
+        ctx: &Context<'_>,
+        broadcast_id: Option<ID>,
+    ) -> async_graphql::Result<Stats> {
+        let core = node(ctx).store.shared.read();
+        let f = &core.fleet;
+        if let Some(id) = &broadcast_id {
+            if !f.broadcasts.contains_key(id.as_str()) {
+                return Err(
+                    ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str()))
+                );
+            }
+        }
+        let mine = |b: &str| broadcast_id.as_ref().is_none_or(|id| id.as_str() == b);
+        let stages: Vec<&fleet::Stage> = f
+            .stages
+            .values()
+            .filter(|s| mine(&s.broadcast_id))
+            .collect();
+        let active = stages.iter().filter(|s| s.state == StageState::Active);
+        Ok(Stats {
+            broadcasts_live: f
+                .broadcasts
+                .values()
+                .filter(|b| mine(&b.id) && b.state == fleet::BroadcastState::Live)
+                .count() as u64,
+            stages: stages.len() as u64,
+            stages_active: active.clone().count() as u64,
+            viewers: stages.iter().map(|s| u64::from(s.viewers)).sum(),
+            capacity: active.map(|s| u64::from(s.capacity)).sum(),
+            admitted_total: f
+                .broadcasts
+                .values()
+                .filter(|b| mine(&b.id))
+                .map(|b| b.admitted_total)
+                .sum(),
+        })
+    }
+
+    /// This node and what it knows of the Raft cluster.
+    async fn node(&self, ctx: &Context<'_>) -> NodeStatus {
+        let n = node(ctx);
+        let m = n.store.raft.metrics().borrow().clone();
+        NodeStatus {
+            node_id: n.store.node_id,
+            leader_id: m.current_leader,
+            is_leader: m.current_leader == Some(n.store.node_id),
+            term: m.current_term,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            ivs_backend: n.backend_label.clone(),
+        }
+    }
+
+    /// API keys (admin).
+    async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKey>> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        Ok(node(ctx)
+            .store
+            .shared
+            .read()
+            .fleet
+            .api_keys
+            .values()
+            .cloned()
+            .map(ApiKey::from)
+            .collect())
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Start a broadcast: creates its origin stage in IVS and answers once it is live. Admin.
+    async fn start_broadcast(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Defaults to a generated id; A-Z a-z 0-9 _ - up to 64")] id: Option<ID>,
+        #[graphql(default)] name: String,
+    ) -> async_graphql::Result<Broadcast> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        Ok(Broadcast(
+            node(ctx)
+                .start_broadcast(id.as_ref().map(|i| i.as_str()), &name)
+                .await
+                .gql()?,
+        ))
+    }
+
+    /// End a broadcast: every viewer leaves and its stages are deleted in IVS. Admin.
+    async fn end_broadcast(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Broadcast> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        Ok(Broadcast(node(ctx).end_broadcast(&id).await.gql()?))
+    }
+
+    /// Join a live broadcast as a viewer: a seat on a stage with room and a subscribe-only token.
+    /// Joining again with the same user id gives the same seat back.
+    async fn join_broadcast(
+        &self,
+        ctx: &Context<'_>,
+        broadcast_id: ID,
+        user_id: String,
+        attributes: Option<Vec<AttributeInput>>,
+    ) -> async_graphql::Result<Join> {
+        ctx.data_unchecked::<Arc<JoinLimits>>()
+            .check(principal(ctx))?;
+        let j = node(ctx)
+            .join(&broadcast_id, &user_id, &attribute_pairs(attributes))
+            .await
+            .gql()?;
+        Ok(Join {
+            session: Session(j.session),
+            stage: Stage(j.stage),
+            token: j.token,
+            token_expires_at: types::rfc3339(j.expires_at * 1000),
+            rejoined: j.rejoined,
+        })
+    }
+
+    /// Leave now and free the seat.
+    async fn leave(&self, ctx: &Context<'_>, session_id: ID) -> async_graphql::Result<Session> {
+        Ok(Session(node(ctx).leave(&session_id).await.gql()?))
+    }
+
+    /// Keep a session alive (extends its lease).
+    async fn heartbeat(&self, ctx: &Context<'_>, session_id: ID) -> async_graphql::Result<Session> {
+        Ok(Session(node(ctx).heartbeat(&session_id).gql()?))
+    }
+
+    /// Publish+subscribe tokens for a host, one per origin stage. Host or admin.
+    async fn host_tokens(
+        &self,
+        ctx: &Context<'_>,
+        broadcast_id: ID,
+        user_id: String,
+        attributes: Option<Vec<AttributeInput>>,
+    ) -> async_graphql::Result<Vec<HostToken>> {
+        principal(ctx).require(fleet::Role::Host)?;
+        let tokens = node(ctx)
+            .host_tokens(&broadcast_id, &user_id, &attribute_pairs(attributes))
+            .await
+            .gql()?;
+        Ok(tokens
+            .into_iter()
+            .map(|t| HostToken {
+                stage: Stage(t.stage),
+                participant_id: t.participant_id,
+                token: t.token,
+                token_expires_at: types::rfc3339(t.expires_at * 1000),
+            })
+            .collect())
+    }
+
+    /// Add a stage to a live broadcast (created in IVS before this answers). Admin.
+    async fn create_stage(
+        &self,
+        ctx: &Context<'_>,
+        broadcast_id: ID,
+        #[graphql(default_with = "StageRole::Replica")] role: StageRole,
+    ) -> async_graphql::Result<Stage> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        Ok(Stage(
+            node(ctx)
+                .create_stage(&broadcast_id, role.into())
+                .await
+                .gql()?,
+        ))
+    }
+
+    /// Delete a stage in IVS. Refused while it seats viewers unless `force`, which ends their
+    /// sessions. Admin.
+    async fn delete_stage(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default)] force: bool,
+    ) -> async_graphql::Result<DeletedStage> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        let ended = node(ctx).delete_stage(&id, force).await.gql()?;
+        Ok(DeletedStage {
+            id,
+            sessions_ended: ended,
+        })
+    }
+
+    /// Create an API key. The key text is returned once. Admin.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        role: Role,
+    ) -> async_graphql::Result<NewApiKey> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        let (record, key) = node(ctx).create_api_key(&name, role.into()).await.gql()?;
+        Ok(NewApiKey {
+            api_key: record.into(),
+            key,
+        })
+    }
+
+    /// Revoke an API key at once. Admin.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKey> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        Ok(node(ctx).revoke_api_key(&id).await?.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_graphql_is_what_the_server_serves() {
+        let d = crate::config::Config::default();
+        let served = super::build_schema(None, d.graphql_max_depth, d.graphql_max_complexity).sdl();
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+                .unwrap_or_default();
+        assert!(
+            committed == served,
+            "schema.graphql is stale: run `cargo run -- sdl > schema.graphql`"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! GraphQL views of the domain. Wrappers hold a copy of the record they show; live numbers (such
+//! as a broadcast's viewers) are read from the applied state when asked.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+
+use crate::fleet;
+use crate::node::Node;
+
+pub fn node<'a>(ctx: &Context<'a>) -> &'a Arc<Node> {
+    ctx.data_unchecked::<Arc<Node>>()
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-11-25T12:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::BroadcastState")]
+pub enum BroadcastState {
+    Starting,
+    Live,
+    Ending,
+    Ended,
+    Failed,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::StageRole")]
+pub enum StageRole {
+    Origin,
+    Replica,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::StageState")]
+pub enum StageState {
+    Creating,
+    Active,
+    Deleting,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::Role")]
+pub enum Role {
+    Admin,
+    Host,
+    Viewer,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct Attribute {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(InputObject, Clone)]
+pub struct AttributeInput {
+    pub key: String,
+    pub value: String,
+}
+
+pub fn attribute_pairs(input: Option<Vec<AttributeInput>>) -> Vec<(String, String)> {
+    input
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.key, a.value))
+        .collect()
+}
+
+fn attributes(map: &std::collections::BTreeMap<String, String>) -> Vec<Attribute> {
+    map.iter()
+        .map(|(k, v)| Attribute {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
+pub struct Broadcast(pub fleet::Broadcast);
+
+#[Object]
+impl Broadcast {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn state(&self) -> BroadcastState {
+        self.0.state.into()
+    }
+    async fn created_at(&self) -> String {
+        rfc3339(self.0.created_at)
+    }
+    async fn ended_at(&self) -> Option<String> {
+        self.0.ended_at.map(rfc3339)
+    }
+    /// Viewers seated right now, across all stages.
+    async fn viewers(&self, ctx: &Context<'_>) -> u64 {
+        node(ctx).store.shared.read().fleet.viewers_of(&self.0.id)
+    }
+    /// Seats across all active stages.
+    async fn capacity(&self, ctx: &Context<'_>) -> u64 {
+        let shared = &node(ctx).store.shared;
+        let core = shared.read();
+        core.fleet
+            .stages_of(&self.0.id)
+            .filter(|s| s.state == fleet::StageState::Active)
+            .map(|s| u64::from(s.capacity))
+            .sum()
+    }
+    /// Viewers admitted over the broadcast's life (a user joining again is not counted twice).
+    async fn admitted_total(&self) -> u64 {
+        self.0.admitted_total
+    }
+    async fn hosts(&self) -> Vec<String> {
+        self.0.hosts.keys().cloned().collect()
+    }
+    #[graphql(complexity = "5 * child_complexity")]
+    async fn stages(&self, ctx: &Context<'_>) -> Vec<Stage> {
+        let core = node(ctx).store.shared.read();
+        let mut stages: Vec<_> = core
+            .fleet
+            .stages_of(&self.0.id)
+            .cloned()
+            .map(Stage)
+            .collect();
+        stages.sort_by_key(|s| s.0.slot);
+        stages
+    }
+}
+
+pub struct Stage(pub fleet::Stage);
+
+#[Object]
+impl Stage {
+    /// `<broadcast id>:<slot>`.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn broadcast_id(&self) -> ID {
+        ID(self.0.broadcast_id.clone())
+    }
+    async fn slot(&self) -> u32 {
+        self.0.slot
+    }
+    async fn role(&self) -> StageRole {
+        self.0.role.into()
+    }
+    async fn state(&self) -> StageState {
+        self.0.state.into()
+    }
+    async fn capacity(&self) -> u32 {
+        self.0.capacity
+    }
+    /// Viewers seated on this stage now.
+    async fn viewers(&self, ctx: &Context<'_>) -> u32 {
+        node(ctx)
+            .store
+            .shared
+            .read()
+            .fleet
+            .stages
+            .get(&self.0.id)
+            .map_or(self.0.viewers, |s| s.viewers)
+    }
+    async fn arn(&self) -> Option<&str> {
+        self.0.arn.as_deref()
+    }
+    /// The IVS stage id (the token's `topic`).
+    async fn ivs_stage_id(&self) -> Option<&str> {
+        self.0.ivs_id()
+    }
+    async fn events_url(&self) -> Option<&str> {
+        self.0.endpoints.as_ref().map(|e| e.events.as_str())
+    }
+    async fn whip_url(&self) -> Option<&str> {
+        self.0.endpoints.as_ref().map(|e| e.whip.as_str())
+    }
+    async fn created_at(&self) -> String {
+        rfc3339(self.0.created_at)
+    }
+}
+
+pub struct Session(pub fleet::Session);
+
+#[Object]
+impl Session {
+    /// Also the credential for `leave` and `heartbeat`: keep it private to the viewer.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn broadcast_id(&self) -> ID {
+        ID(self.0.broadcast_id.clone())
+    }
+    async fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+    async fn stage_id(&self) -> ID {
+        ID(self.0.stage_id.clone())
+    }
+    /// The IVS participant id (the token's `jti`).
+    async fn participant_id(&self) -> &str {
+        &self.0.participant_id
+    }
+    async fn attributes(&self) -> Vec<Attribute> {
+        attributes(&self.0.attributes)
+    }
+    async fn joined_at(&self) -> String {
+        rfc3339(self.0.joined_at)
+    }
+    async fn last_seen(&self) -> String {
+        rfc3339(self.0.last_seen)
+    }
+    /// The seat is freed if the session is not renewed (heartbeat) before this.
+    async fn lease_until(&self) -> String {
+        rfc3339(self.0.lease_until)
+    }
+}
+
+/// A viewer's seat and the token to take it.
+#[derive(SimpleObject)]
+pub struct Join {
+    pub session: Session,
+    pub stage: Stage,
+    /// Subscribe-only IVS participant token (ES384, self-signed) for `stage`.
+    pub token: String,
+    pub token_expires_at: String,
+    /// True when this user already had a seat and got the same one back.
+    pub rejoined: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct HostToken {
+    pub stage: Stage,
+    pub participant_id: String,
+    /// Publish+subscribe IVS participant token for `stage`.
+    pub token: String,
+    pub token_expires_at: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Stats {
+    pub broadcasts_live: u64,
+    pub stages: u64,
+    pub stages_active: u64,
+    pub viewers: u64,
+    pub capacity: u64,
+    pub admitted_total: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub last_applied_index: Option<u64>,
+    /// Which IVS this node drives.
+    pub ivs_backend: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ApiKey {
+    pub id: ID,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+impl From<fleet::ApiKeyRecord> for ApiKey {
+    fn from(r: fleet::ApiKeyRecord) -> Self {
+        Self {
+            id: ID(r.id),
+            name: r.name,
+            role: r.role.into(),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct NewApiKey {
+    pub api_key: ApiKey,
+    /// The full key. Shown only now: store it safely.
+    pub key: String,
+}
+
+#[derive(SimpleObject)]
+pub struct DeletedStage {
+    pub id: ID,
+    /// Viewer sessions ended because `force` was set.
+    pub sessions_ended: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_764_072_000_123),
+            "2025-11-25T12:00:00.123Z"
+        );
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,390 @@
+//! Every setting in one place, layered file < environment < flags. Each setting is declared once
+//! in the `settings!` table below (name, type, default, environment variable, doc); the macro
+//! derives the CLI flags, the config-file keys, the resolved [`Config`], and the table the
+//! README documents (a test checks the README against [`settings_table`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::placement::Placement;
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, $env:literal; )*) => {
+        /// One layer of settings: flags + environment (via clap) or a config file (via serde).
+        #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ConfigArgs {
+            $( $(#[doc = $doc])+ #[arg(long, env = $env)] pub $name: Option<$ty>, )*
+        }
+
+        /// The resolved settings of one node.
+        #[derive(Debug, Clone, Serialize)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        impl Config {
+            /// Flags and environment win over the file; the file wins over defaults.
+            pub fn layered(flags_env: ConfigArgs, file: ConfigArgs) -> Self {
+                let d = Config::default();
+                Config { $( $name: flags_env.$name.or(file.$name).unwrap_or(d.$name), )* }
+            }
+        }
+
+        /// (name, environment variable, doc) of every setting, in declaration order.
+        const SETTINGS: &[(&str, &str, &str)] = &[ $( (stringify!($name), $env, concat!($($doc, " "),+)), )* ];
+    };
+}
+
+settings! {
+    /// Directory for the sled database, Raft log, snapshots and the built-in emulator's state.
+    data_dir: PathBuf = PathBuf::from("stagefleet-data"), "STAGEFLEET_DATA_DIR";
+    /// Address the HTTP server (GraphQL, web pages, health, metrics) listens on.
+    http_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "STAGEFLEET_HTTP_ADDR";
+    /// Base URL users reach this node at (printed at start). Empty: http://<http_addr>.
+    public_url: String = String::new(), "STAGEFLEET_PUBLIC_URL";
+    /// This node's Raft id. Stable across restarts.
+    node_id: u64 = 1, "STAGEFLEET_NODE_ID";
+    /// Fleet name written into every managed stage's tags; stages of other fleets are never touched.
+    fleet_id: String = "stagefleet".into(), "STAGEFLEET_FLEET_ID";
+    /// `emulator` (built-in, in-process), `aws` (real IVS), or `auto` (aws when a region is configured, else emulator).
+    ivs_backend: IvsBackend = IvsBackend::Auto, "STAGEFLEET_IVS_BACKEND";
+    /// AWS region for real IVS. Empty: AWS_REGION / AWS_DEFAULT_REGION.
+    ivs_region: String = String::new(), "STAGEFLEET_IVS_REGION";
+    /// Send IVS API calls here instead of AWS (e.g. a standalone `stagefleet ivs-emulator`). Empty: AWS's endpoint.
+    ivs_endpoint_url: String = String::new(), "STAGEFLEET_IVS_ENDPOINT_URL";
+    /// Attempts per IVS call (retries use jittered exponential backoff on throttling and 5xx).
+    ivs_max_attempts: u32 = 4, "STAGEFLEET_IVS_MAX_ATTEMPTS";
+    /// Upper bound on one IVS call including retries, in seconds.
+    ivs_timeout_secs: u64 = 30, "STAGEFLEET_IVS_TIMEOUT_SECS";
+    /// Client-side calls/s per IVS operation, overriding the IVS quotas, as `Op=rate,Op=rate` (e.g. `CreateStage=2`).
+    ivs_tps: String = String::new(), "STAGEFLEET_IVS_TPS";
+    /// Listen address of the in-process emulator (port 0 = any free port).
+    emulator_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0)), "STAGEFLEET_EMULATOR_ADDR";
+    /// Whether the emulator enforces IVS's per-operation call rates.
+    emulator_enforce_tps: bool = true, "STAGEFLEET_EMULATOR_ENFORCE_TPS";
+    /// Viewer seats per stage (IVS allows 10,000 subscribers by default; small values make local demos scale).
+    seats_per_stage: u32 = 10_000, "STAGEFLEET_SEATS_PER_STAGE";
+    /// Most stages the fleet manages at once in the region (IVS default quota: 1,000).
+    max_stages: u32 = 1_000, "STAGEFLEET_MAX_STAGES";
+    /// Viewer placement: `pack` (fullest stage with room) or `spread` (least loaded).
+    placement: Placement = Placement::Pack, "STAGEFLEET_PLACEMENT";
+    /// Participant token lifetime in minutes (IVS: 1 to 20160).
+    token_ttl_minutes: u32 = 720, "STAGEFLEET_TOKEN_TTL_MINUTES";
+    /// A viewer session not renewed (heartbeat or open subscription) for this long ends and frees its seat.
+    session_lease_secs: u64 = 90, "STAGEFLEET_SESSION_LEASE_SECS";
+    /// How often this node writes the renewals it collected, and the leader expires lapsed sessions.
+    presence_interval_secs: u64 = 5, "STAGEFLEET_PRESENCE_INTERVAL_SECS";
+    /// Who may join as a viewer: `open` (anyone) or `keyed` (an API key with the viewer, host or admin role).
+    viewer_join: ViewerJoin = ViewerJoin::Open, "STAGEFLEET_VIEWER_JOIN";
+    /// Joins per second allowed from one client address without a key (burst: 2x). 0 = unlimited.
+    join_rate_per_ip: u32 = 20, "STAGEFLEET_JOIN_RATE_PER_IP";
+    /// Joins per second allowed per API key (burst: 2x). 0 = unlimited.
+    join_rate_per_key: u32 = 0, "STAGEFLEET_JOIN_RATE_PER_KEY";
+    /// PEM file with the P-384 private key to sign tokens with. Empty: generate one at first start.
+    signing_key_file: PathBuf = PathBuf::new(), "STAGEFLEET_SIGNING_KEY_FILE";
+    /// Public-key ARN of `signing_key_file` if it is already imported into IVS. Empty: import it.
+    signing_key_arn: String = String::new(), "STAGEFLEET_SIGNING_KEY_ARN";
+    /// Most joins in one Raft log entry (group commit).
+    group_commit_max_batch: usize = 1024, "STAGEFLEET_GROUP_COMMIT_MAX_BATCH";
+    /// Group-commit proposals in flight at once; further joins queue into the next batch.
+    group_commit_in_flight: usize = 2, "STAGEFLEET_GROUP_COMMIT_IN_FLIGHT";
+    /// Threads that sign tokens. 0 = one per core.
+    signer_threads: usize = 0, "STAGEFLEET_SIGNER_THREADS";
+    /// Deepest GraphQL query accepted (14 or more keeps GraphiQL's introspection working).
+    graphql_max_depth: usize = 16, "STAGEFLEET_GRAPHQL_MAX_DEPTH";
+    /// Most complex GraphQL query accepted (200 or more keeps GraphiQL's introspection working).
+    graphql_max_complexity: usize = 500, "STAGEFLEET_GRAPHQL_MAX_COMPLEXITY";
+    /// Log format: `text` or `json`.
+    log_format: LogFormat = LogFormat::Text, "STAGEFLEET_LOG_FORMAT";
+    /// Log filter in tracing's EnvFilter syntax (RUST_LOG wins when set).
+    log_level: String = "info".into(), "STAGEFLEET_LOG_LEVEL";
+    /// Snapshot the state (and purge the Raft log before it) every this many log entries.
+    snapshot_every: u64 = 10_000, "STAGEFLEET_SNAPSHOT_EVERY";
+    /// sled page cache size in MiB.
+    sled_cache_mb: u64 = 64, "STAGEFLEET_SLED_CACHE_MB";
+}
+
+macro_rules! str_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    other => Err(format!("unknown value {other:?}; expected one of: {}", [$($s),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+str_enum!(
+    /// Which IVS the node drives.
+    IvsBackend { Auto = "auto", Emulator = "emulator", Aws = "aws" }
+);
+str_enum!(
+    /// Whether viewers need an API key to join.
+    ViewerJoin { Open = "open", Keyed = "keyed" }
+);
+str_enum!(
+    LogFormat { Text = "text", Json = "json" }
+);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {name}: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+impl Config {
+    /// Resolve from flags/env and an optional TOML file whose keys are the setting names.
+    pub fn load(
+        flags_env: ConfigArgs,
+        file: Option<&std::path::Path>,
+    ) -> Result<Self, ConfigError> {
+        let file_layer = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                })?
+            }
+            None => ConfigArgs::default(),
+        };
+        let cfg = Config::layered(flags_env, file_layer);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, why: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                why: why.to_string(),
+            })
+        };
+        use crate::ivs::token::{MAX_TTL_MINUTES, MIN_TTL_MINUTES};
+        if !(MIN_TTL_MINUTES..=MAX_TTL_MINUTES).contains(&self.token_ttl_minutes) {
+            return invalid(
+                "token_ttl_minutes",
+                "IVS accepts 1 to 20160 minutes (14 days)",
+            );
+        }
+        if self.seats_per_stage == 0 {
+            return invalid("seats_per_stage", "must be at least 1");
+        }
+        if self.max_stages == 0 {
+            return invalid("max_stages", "must be at least 1");
+        }
+        if self.session_lease_secs < 2 * self.presence_interval_secs.max(1) {
+            return invalid(
+                "session_lease_secs",
+                "must be at least twice presence_interval_secs",
+            );
+        }
+        if self.group_commit_max_batch == 0 || self.group_commit_in_flight == 0 {
+            return invalid(
+                "group_commit_max_batch",
+                "batch size and in-flight count must be at least 1",
+            );
+        }
+        if self.graphql_max_depth < 3 || self.graphql_max_complexity < 10 {
+            return invalid(
+                "graphql_max_depth",
+                "limits this low refuse every useful query",
+            );
+        }
+        self.ivs_rate_overrides()?;
+        Ok(())
+    }
+
+    /// `ivs_tps` parsed as operation → calls/s.
+    pub fn ivs_rate_overrides(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, f64>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for part in self
+            .ivs_tps
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let bad = || ConfigError::Invalid {
+                name: "ivs_tps",
+                why: format!("{part:?} is not Op=rate"),
+            };
+            let (op, rate) = part.split_once('=').ok_or_else(bad)?;
+            let rate: f64 = rate.trim().parse().map_err(|_| bad())?;
+            if rate <= 0.0 {
+                return Err(bad());
+            }
+            out.insert(op.trim().to_string(), rate);
+        }
+        Ok(out)
+    }
+
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.http_addr)
+        } else {
+            self.public_url.clone()
+        }
+    }
+
+    /// The AWS region in use for the `aws` backend, if any.
+    pub fn aws_region(&self) -> Option<String> {
+        let env = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
+        Some(self.ivs_region.clone())
+            .filter(|r| !r.is_empty())
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+    }
+
+    /// `auto` resolved: real IVS when a region is configured.
+    pub fn use_aws(&self) -> bool {
+        match self.ivs_backend {
+            IvsBackend::Aws => true,
+            IvsBackend::Emulator => false,
+            IvsBackend::Auto => self.aws_region().is_some(),
+        }
+    }
+}
+
+/// One row per setting: (name, flag, environment variable, default, doc). The README's table is
+/// checked against this.
+pub fn settings_table() -> Vec<(String, String, String, String, String)> {
+    let defaults = serde_json::to_value(Config::default()).expect("config serializes");
+    SETTINGS
+        .iter()
+        .map(|(name, env, doc)| {
+            let d = match &defaults[name] {
+                serde_json::Value::String(s) if s.is_empty() => "(empty)".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (
+                name.to_string(),
+                format!("--{}", name.replace('_', "-")),
+                env.to_string(),
+                d,
+                doc.trim().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The settings table as Markdown (`stagefleet config --markdown`).
+pub fn settings_markdown() -> String {
+    let mut out = String::from(
+        "| setting (file key) | flag | environment | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for (name, flag, env, default, doc) in settings_table() {
+        out.push_str(&format!(
+            "| `{name}` | `{flag}` | `{env}` | `{default}` | {doc} |\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file: ConfigArgs =
+            toml::from_str("seats_per_stage = 50\nplacement = \"spread\"\nnode_id = 3").unwrap();
+        let flags = ConfigArgs {
+            seats_per_stage: Some(7),
+            ..Default::default()
+        };
+        let cfg = Config::layered(flags, file);
+        assert_eq!(cfg.seats_per_stage, 7);
+        assert_eq!(cfg.placement, Placement::Spread);
+        assert_eq!(cfg.node_id, 3);
+        assert_eq!(cfg.token_ttl_minutes, 720);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_out_of_range_values_are_refused() {
+        assert!(toml::from_str::<ConfigArgs>("seats_per_stag = 5").is_err());
+        let cfg = Config {
+            token_ttl_minutes: 20_161,
+            ..Config::default()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Invalid {
+                name: "token_ttl_minutes",
+                ..
+            })
+        ));
+        let cfg = Config {
+            ivs_tps: "CreateStage=fast".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Invalid {
+                name: "ivs_tps",
+                ..
+            })
+        ));
+        let cfg = Config {
+            ivs_tps: "CreateStage=2, GetStage=1.5".into(),
+            ..Config::default()
+        };
+        assert_eq!(cfg.ivs_rate_overrides().unwrap()["GetStage"], 1.5);
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting_with_its_flag_env_and_default() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for (name, flag, env, default, _) in settings_table() {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "README has no row for setting {name}; run `stagefleet config --markdown`"
+                    )
+                });
+            for part in [&flag, &env, &default] {
+                assert!(
+                    row.contains(&format!("`{part}`")),
+                    "README row for {name} lacks {part}: {row}"
+                );
+            }
+        }
+    }
+}

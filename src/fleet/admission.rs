@@ -1,0 +1,238 @@
+//! Who may join, and input rules every entry point applies before anything is proposed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{BroadcastState, Fleet, Refusal, Session};
+use super::placement::{self, Placement};
+
+/// IVS limits that shape input (ivs-realtime.md §1.3).
+pub const MAX_USER_ID_CHARS: usize = 128;
+pub const MAX_ATTRIBUTES_BYTES: usize = 1024;
+pub const MAX_ID_CHARS: usize = 64;
+pub const MAX_NAME_CHARS: usize = 128;
+/// Publishers per IVS stage; hosts of a broadcast publish to every origin stage.
+pub const MAX_HOSTS: u32 = 12;
+
+/// Replicated policy: every node decides with the same numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetPolicy {
+    pub placement: Placement,
+    pub seats_per_stage: u32,
+    pub max_stages: u32,
+    pub session_lease_ms: i64,
+}
+
+impl Default for FleetPolicy {
+    fn default() -> Self {
+        Self {
+            placement: Placement::Pack,
+            seats_per_stage: 10_000,
+            max_stages: 1_000,
+            session_lease_ms: 90_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {len} characters; the limit is {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} may contain only A-Z a-z 0-9 _ - (got {value:?})")]
+    BadCharacters { field: &'static str, value: String },
+    #[error("attributes take {len} bytes; IVS allows {max} in total")]
+    AttributesTooLarge { len: usize, max: usize },
+    #[error("duplicate attribute key {0:?}")]
+    DuplicateAttribute(String),
+    #[error("{field} must be between {min} and {max} (got {value})")]
+    OutOfRange {
+        field: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+}
+
+pub fn validate_user_id(user_id: &str) -> Result<(), InputError> {
+    let len = user_id.chars().count();
+    if user_id.trim().is_empty() {
+        return Err(InputError::Empty { field: "userId" });
+    }
+    if len > MAX_USER_ID_CHARS {
+        return Err(InputError::TooLong {
+            field: "userId",
+            len,
+            max: MAX_USER_ID_CHARS,
+        });
+    }
+    Ok(())
+}
+
+/// Ids we accept from clients (broadcast ids) follow IVS's participant-id alphabet.
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), InputError> {
+    if id.is_empty() {
+        return Err(InputError::Empty { field });
+    }
+    if id.len() > MAX_ID_CHARS {
+        return Err(InputError::TooLong {
+            field,
+            len: id.len(),
+            max: MAX_ID_CHARS,
+        });
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(InputError::BadCharacters {
+            field,
+            value: id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+pub fn validate_name(name: &str) -> Result<(), InputError> {
+    let len = name.chars().count();
+    if len > MAX_NAME_CHARS {
+        return Err(InputError::TooLong {
+            field: "name",
+            len,
+            max: MAX_NAME_CHARS,
+        });
+    }
+    Ok(())
+}
+
+/// Attributes as IVS counts them: the bytes of every key and value together.
+pub fn validate_attributes(
+    pairs: &[(String, String)],
+) -> Result<BTreeMap<String, String>, InputError> {
+    let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if len > MAX_ATTRIBUTES_BYTES {
+        return Err(InputError::AttributesTooLarge {
+            len,
+            max: MAX_ATTRIBUTES_BYTES,
+        });
+    }
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        if k.is_empty() {
+            return Err(InputError::Empty {
+                field: "attribute key",
+            });
+        }
+        if map.insert(k.clone(), v.clone()).is_some() {
+            return Err(InputError::DuplicateAttribute(k.clone()));
+        }
+    }
+    Ok(map)
+}
+
+/// Where a join lands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The user already holds a seat: give the same one back.
+    Rejoin,
+    /// Seat the user on this stage.
+    Seat(String),
+}
+
+/// Decide one join against the current state. `existing` is the user's session in this
+/// broadcast, if any.
+pub fn admit(
+    fleet: &Fleet,
+    policy: &FleetPolicy,
+    broadcast_id: &str,
+    existing: Option<&Session>,
+) -> Result<Admission, Refusal> {
+    let broadcast = fleet
+        .broadcasts
+        .get(broadcast_id)
+        .ok_or_else(|| Refusal::UnknownBroadcast(broadcast_id.to_string()))?;
+    if broadcast.state != BroadcastState::Live {
+        return Err(Refusal::BroadcastNotLive(broadcast_id.to_string()));
+    }
+    if existing.is_some() {
+        return Ok(Admission::Rejoin);
+    }
+    placement::choose(fleet.stages_of(broadcast_id), policy.placement)
+        .map(|s| Admission::Seat(s.id.clone()))
+        .ok_or_else(|| Refusal::CapacityExhausted(broadcast_id.to_string()))
+}
+
+/// May the fleet take on one more stage (per-region quota)?
+pub fn can_add_stage(fleet: &Fleet, policy: &FleetPolicy) -> Result<(), Refusal> {
+    if fleet.managed_stage_count() >= policy.max_stages as usize {
+        return Err(Refusal::StageQuotaExceeded(policy.max_stages));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_must_be_present_and_at_most_128_characters() {
+        assert!(validate_user_id("alice").is_ok());
+        assert_eq!(
+            validate_user_id(""),
+            Err(InputError::Empty { field: "userId" })
+        );
+        assert_eq!(
+            validate_user_id("   "),
+            Err(InputError::Empty { field: "userId" })
+        );
+        assert!(
+            validate_user_id(&"é".repeat(128)).is_ok(),
+            "the limit counts characters, not bytes"
+        );
+        assert!(matches!(
+            validate_user_id(&"x".repeat(129)),
+            Err(InputError::TooLong { len: 129, .. })
+        ));
+    }
+
+    #[test]
+    fn attributes_over_one_kilobyte_in_total_are_refused() {
+        let ok = vec![("k".to_string(), "v".repeat(1023))];
+        assert_eq!(validate_attributes(&ok).unwrap().len(), 1);
+        let big = vec![("k".to_string(), "v".repeat(1024))];
+        assert_eq!(
+            validate_attributes(&big),
+            Err(InputError::AttributesTooLarge {
+                len: 1025,
+                max: 1024
+            })
+        );
+        let dup = vec![
+            ("a".to_string(), "1".to_string()),
+            ("a".to_string(), "2".to_string()),
+        ];
+        assert_eq!(
+            validate_attributes(&dup),
+            Err(InputError::DuplicateAttribute("a".into()))
+        );
+    }
+
+    #[test]
+    fn ids_use_the_ivs_participant_alphabet() {
+        assert!(validate_id("broadcastId", "show-2026_11").is_ok());
+        assert!(matches!(
+            validate_id("broadcastId", "a b"),
+            Err(InputError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            validate_id("broadcastId", &"a".repeat(65)),
+            Err(InputError::TooLong { .. })
+        ));
+    }
+}

@@ -1,0 +1,219 @@
+//! The fleet's data: what the replicated state holds, in plain serde types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ivs::StageEndpoints;
+
+/// Milliseconds since the Unix epoch, always passed in (commands carry the proposer's clock).
+pub type Millis = i64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BroadcastState {
+    /// Origin stage being created.
+    Starting,
+    Live,
+    /// Stages being deleted.
+    Ending,
+    Ended,
+    /// The origin stage could not be created.
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub user_id: String,
+    /// Host tokens use `<participant_base>-s<slot>` as participant id (jti), one per origin stage.
+    pub participant_base: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub id: String,
+    pub name: String,
+    pub state: BroadcastState,
+    pub created_at: Millis,
+    pub ended_at: Option<Millis>,
+    /// Slot numbers are never reused within a broadcast, so tags stay unique.
+    pub next_slot: u32,
+    pub hosts: BTreeMap<String, Host>,
+    /// Viewers admitted over the broadcast's life (re-joins of a seated user not counted).
+    pub admitted_total: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StageRole {
+    /// Hosts publish here directly.
+    Origin,
+    /// Receives the hosts' media through participant replication.
+    Replica,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StageState {
+    /// Intent written, CreateStage not yet answered.
+    Creating,
+    Active,
+    /// Intent to delete written, DeleteStage not yet answered.
+    Deleting,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    /// `<broadcast id>:<slot>`: known before IVS answers, stable across adoption.
+    pub id: String,
+    pub broadcast_id: String,
+    pub slot: u32,
+    pub role: StageRole,
+    pub state: StageState,
+    pub capacity: u32,
+    pub viewers: u32,
+    pub arn: Option<String>,
+    pub endpoints: Option<StageEndpoints>,
+    /// Raft term of the leader that owns the pending side effect; results from any other term are fenced.
+    pub intent_term: u64,
+    pub created_at: Millis,
+}
+
+impl Stage {
+    pub fn key(broadcast_id: &str, slot: u32) -> String {
+        format!("{broadcast_id}:{slot}")
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.state == StageState::Active && self.viewers < self.capacity
+    }
+
+    /// The IVS stage id (token `topic`), once created.
+    pub fn ivs_id(&self) -> Option<&str> {
+        self.arn
+            .as_deref()
+            .map(crate::ivs::backend::stage_id_from_arn)
+    }
+}
+
+/// One viewer's stay on one stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub broadcast_id: String,
+    pub user_id: String,
+    pub stage_id: String,
+    /// The token's `jti`; stable for the session so a re-join replaces the old connection in IVS.
+    pub participant_id: String,
+    pub attributes: BTreeMap<String, String>,
+    pub joined_at: Millis,
+    pub last_seen: Millis,
+    pub lease_until: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Admin,
+    Host,
+    Viewer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the secret part; the secret itself is never stored.
+    pub secret_sha256: String,
+    pub created_at: Millis,
+}
+
+/// The private signing key, replicated so any node can mint tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRecord {
+    /// Base64 PKCS#8 DER of the P-384 private key.
+    pub pkcs8_b64: String,
+    /// Public key ARN from ImportPublicKey: the JWT `kid`.
+    pub arn: String,
+}
+
+/// Everything but sessions (which may be millions and live in their own sled keys).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub broadcasts: BTreeMap<String, Broadcast>,
+    pub stages: BTreeMap<String, Stage>,
+    pub api_keys: BTreeMap<String, ApiKeyRecord>,
+    pub signing_key: Option<SigningKeyRecord>,
+}
+
+impl Fleet {
+    pub fn stages_of<'a>(&'a self, broadcast_id: &'a str) -> impl Iterator<Item = &'a Stage> + 'a {
+        // Stage keys start with "<broadcast id>:" so a range scan finds them in slot order... almost:
+        // slots sort as strings, so filter exactly and let callers sort if they need slot order.
+        self.stages
+            .values()
+            .filter(move |s| s.broadcast_id == broadcast_id)
+    }
+
+    pub fn viewers_of(&self, broadcast_id: &str) -> u64 {
+        self.stages_of(broadcast_id)
+            .map(|s| u64::from(s.viewers))
+            .sum()
+    }
+
+    /// Stages that exist or are being created in IVS (counted against the region quota).
+    pub fn managed_stage_count(&self) -> usize {
+        self.stages.len()
+    }
+}
+
+/// Why a join or a change was refused. Deterministic: every replica computes the same one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("no broadcast {0}")]
+    UnknownBroadcast(String),
+    #[error("broadcast {0} is not live")]
+    BroadcastNotLive(String),
+    #[error("every stage of broadcast {0} is full")]
+    CapacityExhausted(String),
+    #[error("the fleet already manages {0} stages, the configured maximum")]
+    StageQuotaExceeded(u32),
+    #[error("no stage {0}")]
+    UnknownStage(String),
+    #[error("stage {0} has {1} viewers; pass force to delete it anyway")]
+    StageHasViewers(String, u32),
+    #[error("stage {0} is the origin of a live broadcast; end the broadcast instead")]
+    OriginStage(String),
+    #[error("broadcast {0} already has the maximum of {1} hosts")]
+    HostLimit(String, u32),
+    #[error("broadcast {0} already exists")]
+    BroadcastExists(String),
+    #[error("no session {0}")]
+    UnknownSession(String),
+    #[error("no API key {0}")]
+    UnknownApiKey(String),
+    #[error("the signing key is already set")]
+    SigningKeySet,
+    /// A result reported by a leader that no longer owns the intent.
+    #[error("stale result for {0}: the intent now belongs to another term")]
+    Fenced(String),
+}
+
+impl Refusal {
+    /// Short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::UnknownBroadcast(_) => "unknown_broadcast",
+            Refusal::BroadcastNotLive(_) => "broadcast_not_live",
+            Refusal::CapacityExhausted(_) => "capacity_exhausted",
+            Refusal::StageQuotaExceeded(_) => "stage_quota_exceeded",
+            Refusal::UnknownStage(_) => "unknown_stage",
+            Refusal::StageHasViewers(..) => "stage_has_viewers",
+            Refusal::OriginStage(_) => "origin_stage",
+            Refusal::HostLimit(..) => "host_limit",
+            Refusal::BroadcastExists(_) => "broadcast_exists",
+            Refusal::UnknownSession(_) => "unknown_session",
+            Refusal::UnknownApiKey(_) => "unknown_api_key",
+            Refusal::SigningKeySet => "signing_key_set",
+            Refusal::Fenced(_) => "fenced",
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Deterministic state transitions: what each command does to the fleet and its sessions.
+//! The state machine calls these with the entry's term and the command's `now`; same inputs,
+//! same outputs, on every node. Each transition either fully applies or refuses and changes
+//! nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::admission::{self, Admission, FleetPolicy, MAX_HOSTS};
+use super::model::*;
+use super::sessions::Sessions;
+use crate::ivs::StageEndpoints;
+
+/// Records touched by a transition, so the store persists only those.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub broadcasts: BTreeSet<String>,
+    pub stages: BTreeSet<String>,
+    pub meta: bool,
+}
+
+pub struct World<'a, S: Sessions + ?Sized> {
+    pub fleet: &'a mut Fleet,
+    pub policy: &'a mut FleetPolicy,
+    pub sessions: &'a mut S,
+    pub dirty: &'a mut Dirty,
+}
+
+/// One viewer asking to join; ids are drawn by the proposing node so apply stays deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JoinRequest {
+    pub broadcast_id: String,
+    pub user_id: String,
+    pub attributes: BTreeMap<String, String>,
+    pub session_id: String,
+    pub participant_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seated {
+    pub session: Session,
+    pub stage: Stage,
+    pub rejoined: bool,
+}
+
+impl<S: Sessions + ?Sized> World<'_, S> {
+    fn touch_stage(&mut self, id: &str) {
+        self.dirty.stages.insert(id.to_string());
+    }
+
+    fn touch_broadcast(&mut self, id: &str) {
+        self.dirty.broadcasts.insert(id.to_string());
+    }
+
+    pub fn set_policy(&mut self, policy: FleetPolicy) {
+        *self.policy = policy;
+        self.dirty.meta = true;
+    }
+
+    pub fn set_signing_key(&mut self, key: SigningKeyRecord) {
+        self.fleet.signing_key = Some(key);
+        self.dirty.meta = true;
+    }
+
+    pub fn create_api_key(&mut self, key: ApiKeyRecord) {
+        self.fleet.api_keys.insert(key.id.clone(), key);
+        self.dirty.meta = true;
+    }
+
+    pub fn revoke_api_key(&mut self, id: &str) -> Result<ApiKeyRecord, Refusal> {
+        let key = self
+            .fleet
+            .api_keys
+            .remove(id)
+            .ok_or_else(|| Refusal::UnknownApiKey(id.to_string()))?;
+        self.dirty.meta = true;
+        Ok(key)
+    }
+
+    /// A new broadcast and the intent to create its origin stage (slot 0).
+    pub fn start_broadcast(
+        &mut self,
+        id: &str,
+        name: &str,
+        now: Millis,
+        term: u64,
+    ) -> Result<Stage, Refusal> {
+        if self.fleet.broadcasts.contains_key(id) {
+            return Err(Refusal::BroadcastExists(id.to_string()));
+        }
+        admission::can_add_stage(self.fleet, self.policy)?;
+        let broadcast = Broadcast {
+            id: id.to_string(),
+            name: name.to_string(),
+            state: BroadcastState::Starting,
+            created_at: now,
+            ended_at: None,
+            next_slot: 0,
+            hosts: BTreeMap::new(),
+            admitted_total: 0,
+        };
+        self.fleet.broadcasts.insert(id.to_string(), broadcast);
+        self.touch_broadcast(id);
+        Ok(self.new_stage_intent(id, StageRole::Origin, now, term))
+    }
+
+    /// The intent to create one more stage for a live broadcast.
+    pub fn add_stage(
+        &mut self,
+        broadcast_id: &str,
+        role: StageRole,
+        now: Millis,
+        term: u64,
+    ) -> Result<Stage, Refusal> {
+        let b = self
+            .fleet
+            .broadcasts
+            .get(broadcast_id)
+            .ok_or_else(|| Refusal::UnknownBroadcast(broadcast_id.to_string()))?;
+        if b.state != BroadcastState::Live {
+            return Err(Refusal::BroadcastNotLive(broadcast_id.to_string()));
+        }
+        admission::can_add_stage(self.fleet, self.policy)?;
+        Ok(self.new_stage_intent(broadcast_id, role, now, term))
+    }
+
+    fn new_stage_intent(
+        &mut self,
+        broadcast_id: &str,
+        role: StageRole,
+        now: Millis,
+        term: u64,
+    ) -> Stage {
+        let b = self
+            .fleet
+            .broadcasts
+            .get_mut(broadcast_id)
+            .expect("caller checked the broadcast");
+        let slot = b.next_slot;
+        b.next_slot += 1;
+        let stage = Stage {
+            id: Stage::key(broadcast_id, slot),
+            broadcast_id: broadcast_id.to_string(),
+            slot,
+            role,
+            state: StageState::Creating,
+            capacity: self.policy.seats_per_stage,
+            viewers: 0,
+            arn: None,
+            endpoints: None,
+            intent_term: term,
+            created_at: now,
+        };
+        self.fleet.stages.insert(stage.id.clone(), stage.clone());
+        self.touch_broadcast(broadcast_id);
+        self.touch_stage(&stage.id);
+        stage
+    }
+
+    fn owned_intent(
+        &mut self,
+        stage_id: &str,
+        intent_term: u64,
+        want: StageState,
+    ) -> Result<&mut Stage, Refusal> {
+        let stage = self
+            .fleet
+            .stages
+            .get_mut(stage_id)
+            .ok_or_else(|| Refusal::UnknownStage(stage_id.to_string()))?;
+        if stage.state != want || stage.intent_term != intent_term {
+            return Err(Refusal::Fenced(stage_id.to_string()));
+        }
+        Ok(stage)
+    }
+
+    /// CreateStage answered: the stage takes viewers; an origin makes its broadcast live.
+    pub fn stage_created(
+        &mut self,
+        stage_id: &str,
+        intent_term: u64,
+        arn: String,
+        endpoints: StageEndpoints,
+    ) -> Result<Stage, Refusal> {
+        let stage = self.owned_intent(stage_id, intent_term, StageState::Creating)?;
+        stage.state = StageState::Active;
+        stage.arn = Some(arn);
+        stage.endpoints = Some(endpoints);
+        let stage = stage.clone();
+        self.touch_stage(stage_id);
+        if stage.role == StageRole::Origin {
+            if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id) {
+                if b.state == BroadcastState::Starting {
+                    b.state = BroadcastState::Live;
+                }
+            }
+            self.touch_broadcast(&stage.broadcast_id);
+        }
+        Ok(stage)
+    }
+
+    /// CreateStage failed for good: forget the intent; a failed origin fails its broadcast.
+    pub fn stage_create_failed(
+        &mut self,
+        stage_id: &str,
+        intent_term: u64,
+        now: Millis,
+    ) -> Result<(), Refusal> {
+        self.owned_intent(stage_id, intent_term, StageState::Creating)?;
+        let stage = self.fleet.stages.remove(stage_id).expect("checked above");
+        self.touch_stage(stage_id);
+        if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id) {
+            if stage.role == StageRole::Origin && b.state == BroadcastState::Starting {
+                b.state = BroadcastState::Failed;
+                b.ended_at = Some(now);
+            }
+        }
+        self.touch_broadcast(&stage.broadcast_id);
+        Ok(())
+    }
+
+    /// A new leader takes over a pending intent, fencing any late result of the old one.
+    pub fn reclaim_intent(&mut self, stage_id: &str, term: u64) -> Result<Stage, Refusal> {
+        let stage = self
+            .fleet
+            .stages
+            .get_mut(stage_id)
+            .ok_or_else(|| Refusal::UnknownStage(stage_id.to_string()))?;
+        stage.intent_term = term;
+        let stage = stage.clone();
+        self.touch_stage(stage_id);
+        Ok(stage)
+    }
+
+    /// The intent to delete a stage. Refused while it seats viewers unless `force`, which ends
+    /// their sessions.
+    pub fn delete_stage(
+        &mut self,
+        stage_id: &str,
+        force: bool,
+        term: u64,
+    ) -> Result<(Stage, u32), Refusal> {
+        let stage = self
+            .fleet
+            .stages
+            .get(stage_id)
+            .ok_or_else(|| Refusal::UnknownStage(stage_id.to_string()))?;
+        let live = self
+            .fleet
+            .broadcasts
+            .get(&stage.broadcast_id)
+            .is_some_and(|b| matches!(b.state, BroadcastState::Live | BroadcastState::Starting));
+        if stage.role == StageRole::Origin && live {
+            return Err(Refusal::OriginStage(stage_id.to_string()));
+        }
+        if stage.viewers > 0 && !force {
+            return Err(Refusal::StageHasViewers(
+                stage_id.to_string(),
+                stage.viewers,
+            ));
+        }
+        let evicted = self.evict_stage(stage_id);
+        let stage = self.fleet.stages.get_mut(stage_id).expect("checked above");
+        stage.state = StageState::Deleting;
+        stage.intent_term = term;
+        let stage = stage.clone();
+        self.touch_stage(stage_id);
+        Ok((stage, evicted))
+    }
+
+    fn evict_stage(&mut self, stage_id: &str) -> u32 {
+        let ids = self.sessions.on_stage(stage_id);
+        for id in &ids {
+            self.sessions.remove(id);
+        }
+        if let Some(stage) = self.fleet.stages.get_mut(stage_id) {
+            stage.viewers = 0;
+        }
+        self.touch_stage(stage_id);
+        ids.len() as u32
+    }
+
+    /// DeleteStage answered (or the stage was already gone): forget it; the last stage of an
+    /// ending broadcast ends it.
+    pub fn stage_deleted(
+        &mut self,
+        stage_id: &str,
+        intent_term: u64,
+        now: Millis,
+    ) -> Result<(), Refusal> {
+        self.owned_intent(stage_id, intent_term, StageState::Deleting)?;
+        let stage = self.fleet.stages.remove(stage_id).expect("checked above");
+        self.touch_stage(stage_id);
+        let remaining = self.fleet.stages_of(&stage.broadcast_id).count();
+        if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id) {
+            if b.state == BroadcastState::Ending && remaining == 0 {
+                b.state = BroadcastState::Ended;
+                b.ended_at = Some(now);
+            }
+        }
+        self.touch_broadcast(&stage.broadcast_id);
+        Ok(())
+    }
+
+    /// End a broadcast: every viewer leaves and every stage gets a delete intent. Idempotent.
+    pub fn end_broadcast(
+        &mut self,
+        id: &str,
+        now: Millis,
+        term: u64,
+    ) -> Result<(Broadcast, Vec<Stage>), Refusal> {
+        let b = self
+            .fleet
+            .broadcasts
+            .get(id)
+            .ok_or_else(|| Refusal::UnknownBroadcast(id.to_string()))?;
+        if matches!(b.state, BroadcastState::Ended | BroadcastState::Failed) {
+            return Ok((b.clone(), Vec::new()));
+        }
+        let stage_ids: Vec<String> = self.fleet.stages_of(id).map(|s| s.id.clone()).collect();
+        let mut deleting = Vec::new();
+        for sid in &stage_ids {
+            self.evict_stage(sid);
+            let stage = self.fleet.stages.get_mut(sid).expect("listed above");
+            stage.state = StageState::Deleting;
+            stage.intent_term = term;
+            deleting.push(stage.clone());
+        }
+        let b = self.fleet.broadcasts.get_mut(id).expect("checked above");
+        b.state = if stage_ids.is_empty() {
+            BroadcastState::Ended
+        } else {
+            BroadcastState::Ending
+        };
+        b.ended_at = Some(now);
+        let b = b.clone();
+        self.touch_broadcast(id);
+        Ok((b, deleting))
+    }
+
+    /// Seat each viewer (or give a seated user the same seat back), in order.
+    pub fn admit(&mut self, requests: &[JoinRequest], now: Millis) -> Vec<Result<Seated, Refusal>> {
+        requests.iter().map(|r| self.admit_one(r, now)).collect()
+    }
+
+    fn admit_one(&mut self, r: &JoinRequest, now: Millis) -> Result<Seated, Refusal> {
+        let existing = self.sessions.by_user(&r.broadcast_id, &r.user_id);
+        match admission::admit(self.fleet, self.policy, &r.broadcast_id, existing.as_ref())? {
+            Admission::Rejoin => {
+                let mut session = existing.expect("rejoin implies a session");
+                session.last_seen = now;
+                session.lease_until = now + self.policy.session_lease_ms;
+                self.sessions.put(session.clone());
+                let stage = self.fleet.stages[&session.stage_id].clone();
+                Ok(Seated {
+                    session,
+                    stage,
+                    rejoined: true,
+                })
+            }
+            Admission::Seat(stage_id) => {
+                let session = Session {
+                    id: r.session_id.clone(),
+                    broadcast_id: r.broadcast_id.clone(),
+                    user_id: r.user_id.clone(),
+                    stage_id: stage_id.clone(),
+                    participant_id: r.participant_id.clone(),
+                    attributes: r.attributes.clone(),
+                    joined_at: now,
+                    last_seen: now,
+                    lease_until: now + self.policy.session_lease_ms,
+                };
+                self.sessions.put(session.clone());
+                let stage = self
+                    .fleet
+                    .stages
+                    .get_mut(&stage_id)
+                    .expect("placement picks existing stages");
+                stage.viewers += 1;
+                let stage = stage.clone();
+                self.touch_stage(&stage_id);
+                if let Some(b) = self.fleet.broadcasts.get_mut(&r.broadcast_id) {
+                    b.admitted_total += 1;
+                }
+                self.touch_broadcast(&r.broadcast_id);
+                Ok(Seated {
+                    session,
+                    stage,
+                    rejoined: false,
+                })
+            }
+        }
+    }
+
+    /// End sessions now, freeing their seats.
+    pub fn leave(&mut self, session_ids: &[String]) -> Vec<Result<Session, Refusal>> {
+        session_ids.iter().map(|id| self.end_session(id)).collect()
+    }
+
+    fn end_session(&mut self, id: &str) -> Result<Session, Refusal> {
+        let session = self
+            .sessions
+            .remove(id)
+            .ok_or_else(|| Refusal::UnknownSession(id.to_string()))?;
+        if let Some(stage) = self.fleet.stages.get_mut(&session.stage_id) {
+            stage.viewers = stage.viewers.saturating_sub(1);
+        }
+        self.touch_stage(&session.stage_id);
+        Ok(session)
+    }
+
+    /// Extend the leases of sessions seen alive; unknown ids (already ended) are skipped.
+    pub fn renew(&mut self, session_ids: &[String], now: Millis) -> usize {
+        let mut renewed = 0;
+        for id in session_ids {
+            if let Some(mut s) = self.sessions.get(id) {
+                s.last_seen = now;
+                s.lease_until = now + self.policy.session_lease_ms;
+                self.sessions.put(s);
+                renewed += 1;
+            }
+        }
+        renewed
+    }
+
+    /// End up to `limit` sessions whose lease ran out before `now`.
+    pub fn expire(&mut self, now: Millis, limit: usize) -> Vec<Session> {
+        let ids = self.sessions.expired(now, limit);
+        ids.iter()
+            .filter_map(|id| self.end_session(id).ok())
+            .collect()
+    }
+
+    /// Register a host of a broadcast (idempotent per user), within the 12-publisher limit.
+    pub fn add_host(
+        &mut self,
+        broadcast_id: &str,
+        user_id: &str,
+        participant_base: &str,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<(Host, Vec<Stage>), Refusal> {
+        let b = self
+            .fleet
+            .broadcasts
+            .get_mut(broadcast_id)
+            .ok_or_else(|| Refusal::UnknownBroadcast(broadcast_id.to_string()))?;
+        if b.state != BroadcastState::Live {
+            return Err(Refusal::BroadcastNotLive(broadcast_id.to_string()));
+        }
+        if !b.hosts.contains_key(user_id) && b.hosts.len() as u32 >= MAX_HOSTS {
+            return Err(Refusal::HostLimit(broadcast_id.to_string(), MAX_HOSTS));
+        }
+        let host = b
+            .hosts
+            .entry(user_id.to_string())
+            .or_insert_with(|| Host {
+                user_id: user_id.to_string(),
+                participant_base: participant_base.to_string(),
+                attributes,
+            })
+            .clone();
+        self.touch_broadcast(broadcast_id);
+        let origins = self
+            .fleet
+            .stages_of(broadcast_id)
+            .filter(|s| s.role == StageRole::Origin && s.state == StageState::Active)
+            .cloned()
+            .collect();
+        Ok((host, origins))
+    }
+}

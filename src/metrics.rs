@@ -1,0 +1,115 @@
+//! Prometheus metrics of one node. Counters and histograms are updated where things happen;
+//! gauges of the fleet and of Raft are read from the state at scrape time, so they always equal
+//! what GraphQL shows (DESIGN.md §4 invariant 6).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub joins: Family<Labels, Counter>,
+    pub join_refusals: Family<Labels, Counter>,
+    pub tokens_minted: Family<Labels, Counter>,
+    pub join_seconds: Histogram,
+    pub graphql_seconds: Family<Labels, Histogram>,
+    pub batch_size: Family<Labels, Histogram>,
+    pub ivs_calls: Family<Labels, Counter>,
+    pub gauges: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stagefleet");
+        let joins = Family::<Labels, Counter>::default();
+        registry.register(
+            "joins",
+            "Joins answered with a token, by outcome (admitted, rejoined)",
+            joins.clone(),
+        );
+        let join_refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "join_refusals",
+            "Joins refused, by reason",
+            join_refusals.clone(),
+        );
+        let tokens_minted = Family::<Labels, Counter>::default();
+        registry.register(
+            "tokens_minted",
+            "Participant tokens signed, by kind (viewer, host)",
+            tokens_minted.clone(),
+        );
+        let join_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        registry.register(
+            "join_duration_seconds",
+            "Time to admit a viewer and sign its token",
+            join_seconds.clone(),
+        );
+        let graphql_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
+        registry.register(
+            "graphql_duration_seconds",
+            "GraphQL request latency, by transport",
+            graphql_seconds.clone(),
+        );
+        let batch_size = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 12))
+        });
+        registry.register(
+            "group_commit_batch_size",
+            "Requests per Raft log entry, by kind",
+            batch_size.clone(),
+        );
+        let ivs_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "ivs_calls",
+            "IVS control-plane calls made by this node, by operation and result",
+            ivs_calls.clone(),
+        );
+        let gauges = Family::<Labels, Gauge>::default();
+        registry.register(
+            "state",
+            "Fleet and Raft state as this node sees it (name label: broadcasts_live, stages, viewers, raft_term, ...)",
+            gauges.clone(),
+        );
+        Self {
+            registry,
+            joins,
+            join_refusals,
+            tokens_minted,
+            join_seconds,
+            graphql_seconds,
+            batch_size,
+            ivs_calls,
+            gauges,
+        }
+    }
+
+    pub fn set(&self, name: &'static str, extra: Option<(&'static str, String)>, v: i64) {
+        let mut labels = vec![("name", name.to_string())];
+        labels.extend(extra);
+        self.gauges.get_or_create(&labels).set(v);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+pub fn label(k: &'static str, v: impl Into<String>) -> Labels {
+    vec![(k, v.into())]
+}

@@ -1,0 +1,29 @@
+//! The one error type of the node's operations. The API maps it to `extensions.code` in one place
+//! (`crate::api::error`); internal details go to the log, not to clients.
+
+use crate::fleet::Refusal;
+use crate::fleet::admission::InputError;
+use crate::ivs::BackendError;
+use crate::state::ProposeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("IVS call failed: {0}")]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    #[error("the signing key is not set up yet")]
+    NoSigningKey,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        NodeError::Internal(what.to_string())
+    }
+}

@@ -1,0 +1,275 @@
+//! The viewer path: join (group-committed, then signed off the reactor), leave, heartbeat, and
+//! host tokens. No AWS call happens here.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::{Node, NodeError, now_ms};
+use crate::fleet::admission::{validate_attributes, validate_id, validate_user_id};
+use crate::fleet::transition::{JoinRequest, Seated};
+use crate::fleet::{BroadcastState, Refusal, Session, Stage};
+use crate::ivs::token::{Claims, TokenCapabilities, random_id};
+use crate::metrics::label;
+use crate::state::batcher::BatchKind;
+use crate::state::{Command, Response};
+
+pub struct JoinKind;
+
+impl BatchKind for JoinKind {
+    type Req = JoinRequest;
+    type Out = Result<Seated, Refusal>;
+
+    fn command(&self, requests: Vec<JoinRequest>) -> Command {
+        Command::AdmitViewers {
+            now: now_ms(),
+            requests,
+        }
+    }
+
+    fn split(&self, response: Response, n: usize) -> Vec<Self::Out> {
+        match response {
+            Response::Admitted(v) if v.len() == n => v,
+            other => unexpected(other, n),
+        }
+    }
+}
+
+pub struct LeaveKind;
+
+impl BatchKind for LeaveKind {
+    type Req = String;
+    type Out = Result<Session, Refusal>;
+
+    fn command(&self, session_ids: Vec<String>) -> Command {
+        Command::Leave { session_ids }
+    }
+
+    fn split(&self, response: Response, n: usize) -> Vec<Self::Out> {
+        match response {
+            Response::Left(v) if v.len() == n => v,
+            other => unexpected(other, n),
+        }
+    }
+}
+
+fn unexpected<T>(response: Response, n: usize) -> Vec<Result<T, Refusal>> {
+    // Cannot happen with a consistent state machine; answer every caller rather than hang them.
+    tracing::error!(
+        ?response,
+        "state machine answered a batch with the wrong shape"
+    );
+    (0..n)
+        .map(|_| Err(Refusal::Fenced("batch".into())))
+        .collect()
+}
+
+/// A viewer's answer: where to sit and the token to get there.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub session: Session,
+    pub stage: Stage,
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub rejoined: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct HostToken {
+    pub stage: Stage,
+    pub participant_id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl Node {
+    pub async fn join(
+        &self,
+        broadcast_id: &str,
+        user_id: &str,
+        attributes: &[(String, String)],
+    ) -> Result<Joined, NodeError> {
+        let started = Instant::now();
+        let result = self.join_inner(broadcast_id, user_id, attributes).await;
+        match &result {
+            Ok(j) => {
+                let outcome = if j.rejoined { "rejoined" } else { "admitted" };
+                self.metrics
+                    .joins
+                    .get_or_create(&label("outcome", outcome))
+                    .inc();
+                self.metrics
+                    .join_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                let reason = match e {
+                    NodeError::Refused(r) => r.label(),
+                    NodeError::Input(_) => "bad_input",
+                    _ => "unavailable",
+                };
+                self.metrics
+                    .join_refusals
+                    .get_or_create(&label("reason", reason))
+                    .inc();
+            }
+        }
+        result
+    }
+
+    async fn join_inner(
+        &self,
+        broadcast_id: &str,
+        user_id: &str,
+        attributes: &[(String, String)],
+    ) -> Result<Joined, NodeError> {
+        validate_id("broadcastId", broadcast_id)?;
+        validate_user_id(user_id)?;
+        let attributes = validate_attributes(attributes)?;
+        // Refuse what is certain to be refused without writing a log entry.
+        match self
+            .store
+            .shared
+            .read()
+            .fleet
+            .broadcasts
+            .get(broadcast_id)
+            .map(|b| b.state)
+        {
+            None => return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into()),
+            Some(BroadcastState::Live) => {}
+            Some(_) => return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into()),
+        }
+        let key = self.signing_key()?;
+        let request = JoinRequest {
+            broadcast_id: broadcast_id.to_string(),
+            user_id: user_id.to_string(),
+            attributes,
+            session_id: random_id(22),
+            participant_id: random_id(16),
+        };
+        let seated = self.joins.submit(request).await??;
+        let s = &seated.session;
+        let claims = self.claims(
+            &seated.stage,
+            &s.participant_id,
+            &s.user_id,
+            &s.attributes,
+            TokenCapabilities::VIEWER,
+        )?;
+        let expires_at = claims.exp;
+        let token = self.signer.sign(key, claims).await;
+        self.metrics
+            .tokens_minted
+            .get_or_create(&label("kind", "viewer"))
+            .inc();
+        Ok(Joined {
+            session: seated.session,
+            stage: seated.stage,
+            token,
+            expires_at,
+            rejoined: seated.rejoined,
+        })
+    }
+
+    /// The IVS token claims for one participant on `stage`.
+    fn claims(
+        &self,
+        stage: &Stage,
+        participant_id: &str,
+        user_id: &str,
+        attributes: &BTreeMap<String, String>,
+        capabilities: TokenCapabilities,
+    ) -> Result<Claims, NodeError> {
+        let (Some(arn), Some(endpoints)) = (&stage.arn, &stage.endpoints) else {
+            return Err(NodeError::internal(format!(
+                "stage {} has no ARN yet",
+                stage.id
+            )));
+        };
+        let iat = now_ms() / 1000;
+        Ok(Claims {
+            exp: iat + i64::from(self.cfg.token_ttl_minutes) * 60,
+            iat,
+            jti: participant_id.to_string(),
+            user_id: Some(user_id.to_string()),
+            resource: arn.clone(),
+            topic: crate::ivs::backend::stage_id_from_arn(arn).to_string(),
+            events_url: endpoints.events.clone(),
+            whip_url: endpoints.whip.clone(),
+            capabilities,
+            attributes: attributes.clone(),
+            version: "1.0".into(),
+        })
+    }
+
+    /// End a session at once and free its seat.
+    pub async fn leave(&self, session_id: &str) -> Result<Session, NodeError> {
+        if session_id.is_empty() || session_id.len() > 64 {
+            return Err(Refusal::UnknownSession(session_id.into()).into());
+        }
+        Ok(self.leaves.submit(session_id.to_string()).await??)
+    }
+
+    /// Mark a session alive; the renewal is written with the next presence batch.
+    pub fn heartbeat(&self, session_id: &str) -> Result<Session, NodeError> {
+        let mut session = self
+            .store
+            .shared
+            .session(session_id)
+            .ok_or_else(|| Refusal::UnknownSession(session_id.into()))?;
+        self.presence.touch(session_id);
+        let now = now_ms();
+        session.last_seen = now;
+        session.lease_until = now + self.store.shared.read().policy.session_lease_ms;
+        Ok(session)
+    }
+
+    /// Publish+subscribe tokens for a host, one per origin stage (idempotent per user id).
+    pub async fn host_tokens(
+        &self,
+        broadcast_id: &str,
+        user_id: &str,
+        attributes: &[(String, String)],
+    ) -> Result<Vec<HostToken>, NodeError> {
+        validate_id("broadcastId", broadcast_id)?;
+        validate_user_id(user_id)?;
+        let attributes = validate_attributes(attributes)?;
+        let key = self.signing_key()?;
+        let cmd = Command::AddHost {
+            broadcast_id: broadcast_id.into(),
+            user_id: user_id.into(),
+            participant_base: random_id(12),
+            attributes,
+        };
+        let (host, origins) = match self.store.propose(cmd).await?.1 {
+            Response::Host { host, origins } => (host, origins),
+            Response::Refused(r) => return Err(r.into()),
+            other => return Err(NodeError::internal(format!("unexpected {other:?}"))),
+        };
+        let mut out = Vec::new();
+        for stage in origins {
+            let participant_id = format!("{}-s{}", host.participant_base, stage.slot);
+            let claims = self.claims(
+                &stage,
+                &participant_id,
+                &host.user_id,
+                &host.attributes,
+                TokenCapabilities::HOST,
+            )?;
+            let expires_at = claims.exp;
+            let token = self.signer.sign(key.clone(), claims).await;
+            self.metrics
+                .tokens_minted
+                .get_or_create(&label("kind", "host"))
+                .inc();
+            out.push(HostToken {
+                stage,
+                participant_id,
+                token,
+                expires_at,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,181 @@
+//! One stagefleet process wired together: config, the replicated store, the IVS backend (real AWS
+//! or the built-in emulator through the same SDK client), the token signer, the group-commit
+//! batchers and the background loops. The API holds an `Arc<Node>` and calls its operations.
+
+pub mod bootstrap;
+pub mod error;
+pub mod join;
+pub mod keys;
+pub mod ops;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+pub use error::NodeError;
+
+use crate::config::Config;
+use crate::fleet::Millis;
+use crate::ivs::StageBackend;
+use crate::ivs::aws::{AwsBackend, AwsConfig};
+use crate::ivs::emulator::{self, EmulatorConfig, EmulatorHandle};
+use crate::ivs::signer::Signer;
+use crate::ivs::token::SigningKey;
+use crate::metrics::Metrics;
+use crate::state::batcher::{BatchConfig, Batcher};
+use crate::state::{Store, StoreConfig};
+
+pub struct Node {
+    pub cfg: Config,
+    pub store: Arc<Store>,
+    pub backend: Arc<dyn StageBackend>,
+    pub signer: Signer,
+    pub metrics: Arc<Metrics>,
+    /// Parsed signing key, cached until the replicated key changes.
+    signing: RwLock<Option<Arc<SigningKey>>>,
+    joins: Batcher<join::JoinKind>,
+    leaves: Batcher<join::LeaveKind>,
+    pub presence: crate::control::presence::Presence,
+    pub control: crate::control::stages::StageDriver,
+    pub emulator: Option<EmulatorHandle>,
+    /// Printed once at first start; `None` afterwards.
+    pub first_admin_key: Option<String>,
+    pub backend_label: String,
+}
+
+/// Wall clock in Unix milliseconds. Only the proposer reads it; commands carry it.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+impl Node {
+    pub async fn start(cfg: Config) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let (aws_cfg, emulator, backend_label) = backend_config(&cfg).await?;
+        let backend: Arc<dyn StageBackend> = Arc::new(AwsBackend::new(aws_cfg).await?);
+        let store = Arc::new(
+            Store::open(&StoreConfig {
+                data_dir: cfg.data_dir.clone(),
+                node_id: cfg.node_id,
+                advertise_addr: cfg.http_addr.to_string(),
+                sled_cache_bytes: cfg.sled_cache_mb * 1024 * 1024,
+                snapshot_every: cfg.snapshot_every,
+            })
+            .await?,
+        );
+        store.wait_for_leader(Duration::from_secs(30)).await?;
+        let metrics = Arc::new(Metrics::new());
+        let batch = BatchConfig {
+            max_batch: cfg.group_commit_max_batch,
+            max_in_flight: cfg.group_commit_in_flight,
+            queue: cfg.group_commit_max_batch * 4,
+        };
+        let m = metrics.clone();
+        let joins = Batcher::spawn(store.clone(), join::JoinKind, batch, move |n| {
+            m.batch_size
+                .get_or_create(&crate::metrics::label("kind", "join"))
+                .observe(n as f64)
+        });
+        let m = metrics.clone();
+        let leaves = Batcher::spawn(store.clone(), join::LeaveKind, batch, move |n| {
+            m.batch_size
+                .get_or_create(&crate::metrics::label("kind", "leave"))
+                .observe(n as f64)
+        });
+        let mut node = Node {
+            signer: Signer::new(cfg.signer_threads),
+            presence: crate::control::presence::Presence::default(),
+            control: crate::control::stages::StageDriver::default(),
+            cfg,
+            store,
+            backend,
+            metrics,
+            signing: RwLock::new(None),
+            joins,
+            leaves,
+            emulator,
+            first_admin_key: None,
+            backend_label,
+        };
+        node.first_admin_key = bootstrap::run(&node).await?;
+        let node = Arc::new(node);
+        crate::control::spawn_loops(node.clone());
+        Ok(node)
+    }
+
+    /// The key tokens are signed with, as replicated.
+    pub fn signing_key(&self) -> Result<Arc<SigningKey>, NodeError> {
+        let record = self
+            .store
+            .shared
+            .read()
+            .fleet
+            .signing_key
+            .clone()
+            .ok_or(NodeError::NoSigningKey)?;
+        if let Some(k) = self.signing.read().expect("signing lock").as_ref() {
+            if k.kid() == record.arn {
+                return Ok(k.clone());
+            }
+        }
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&record.pkcs8_b64)
+            .map_err(NodeError::internal)?;
+        let key = Arc::new(SigningKey::from_der(&der, record.arn).map_err(NodeError::internal)?);
+        *self.signing.write().expect("signing lock") = Some(key.clone());
+        Ok(key)
+    }
+
+    pub async fn shutdown(&self) {
+        self.store.shutdown().await;
+        if let Some(e) = &self.emulator {
+            e.shutdown().await;
+        }
+    }
+}
+
+/// Real AWS when configured; otherwise the built-in emulator (in-process, or at `ivs_endpoint_url`).
+async fn backend_config(
+    cfg: &Config,
+) -> anyhow::Result<(AwsConfig, Option<EmulatorHandle>, String)> {
+    let mut aws = AwsConfig {
+        max_attempts: cfg.ivs_max_attempts,
+        operation_timeout: Duration::from_secs(cfg.ivs_timeout_secs),
+        ..AwsConfig::default()
+    };
+    aws.rates.extend(cfg.ivs_rate_overrides()?);
+    if !cfg.ivs_endpoint_url.is_empty() {
+        aws.endpoint_url = Some(cfg.ivs_endpoint_url.clone());
+    }
+    if cfg.use_aws() {
+        aws.region = cfg
+            .aws_region()
+            .context("the aws backend needs a region: set ivs_region or AWS_REGION")?;
+        let label = format!("AWS IVS Real-Time in {}", aws.region);
+        return Ok((aws, None, label));
+    }
+    // Emulator: static throwaway credentials, never AWS's credential chain.
+    aws.static_credentials = Some(("stagefleet-emulator".into(), "stagefleet-emulator".into()));
+    aws.region = "us-east-1".into();
+    if aws.endpoint_url.is_some() {
+        let label = format!("IVS emulator at {}", cfg.ivs_endpoint_url);
+        return Ok((aws, None, label));
+    }
+    let em = emulator::start(EmulatorConfig {
+        listen: cfg.emulator_addr,
+        enforce_tps: cfg.emulator_enforce_tps,
+        state_file: Some(cfg.data_dir.join("emulator-state.json")),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .context("starting the built-in IVS emulator")?;
+    aws.endpoint_url = Some(em.endpoint_url());
+    let label = format!("built-in IVS emulator at {}", em.endpoint_url());
+    Ok((aws, Some(em), label))
+}

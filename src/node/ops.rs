@@ -1,0 +1,137 @@
+//! Operator and integrator operations that change the fleet: broadcasts, stages, API keys.
+//! Stage side effects go through `crate::control::stages` (intent, IVS call, result).
+
+use super::{Node, NodeError, keys, now_ms};
+use crate::fleet::admission::{validate_id, validate_name};
+use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
+use crate::ivs::token::random_id;
+use crate::state::{Command, Response};
+
+fn refused_or_unexpected<T>(r: Response) -> Result<T, NodeError> {
+    match r {
+        Response::Refused(e) => Err(e.into()),
+        other => Err(NodeError::internal(format!(
+            "unexpected state machine answer {other:?}"
+        ))),
+    }
+}
+
+impl Node {
+    /// Create a broadcast and its origin stage; answers once the stage exists in IVS.
+    pub async fn start_broadcast(
+        &self,
+        id: Option<&str>,
+        name: &str,
+    ) -> Result<Broadcast, NodeError> {
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => format!("b-{}", random_id(10)),
+        };
+        validate_id("id", &id)?;
+        validate_name(name)?;
+        let cmd = Command::StartBroadcast {
+            id: id.clone(),
+            name: name.to_string(),
+            now: now_ms(),
+        };
+        let intent = match self.store.propose(cmd).await?.1 {
+            Response::Stage(s) => s,
+            other => return refused_or_unexpected(other),
+        };
+        self.control.create(self, intent, false).await?;
+        self.broadcast(&id)
+            .ok_or_else(|| NodeError::internal("broadcast vanished"))
+    }
+
+    pub fn broadcast(&self, id: &str) -> Option<Broadcast> {
+        self.store.shared.read().fleet.broadcasts.get(id).cloned()
+    }
+
+    /// Every viewer leaves, every stage is deleted in IVS; answers when that is done (or left to
+    /// the reconciler if IVS is failing).
+    pub async fn end_broadcast(&self, id: &str) -> Result<Broadcast, NodeError> {
+        validate_id("id", id)?;
+        let deleting = match self
+            .store
+            .propose(Command::EndBroadcast {
+                id: id.to_string(),
+                now: now_ms(),
+            })
+            .await?
+            .1
+        {
+            Response::Broadcast { deleting, .. } => deleting,
+            other => return refused_or_unexpected(other),
+        };
+        for stage in deleting {
+            if let Err(e) = self.control.delete(self, stage).await {
+                tracing::warn!(broadcast = id, error = %e, "stage deletion failed; the reconciler will retry");
+            }
+        }
+        self.broadcast(id)
+            .ok_or_else(|| NodeError::internal("broadcast vanished"))
+    }
+
+    /// One more stage for a live broadcast (replica by default).
+    pub async fn create_stage(
+        &self,
+        broadcast_id: &str,
+        role: StageRole,
+    ) -> Result<Stage, NodeError> {
+        validate_id("broadcastId", broadcast_id)?;
+        let cmd = Command::AddStage {
+            broadcast_id: broadcast_id.to_string(),
+            role,
+            now: now_ms(),
+        };
+        let intent = match self.store.propose(cmd).await?.1 {
+            Response::Stage(s) => s,
+            other => return refused_or_unexpected(other),
+        };
+        self.control.create(self, intent, false).await
+    }
+
+    /// Delete a stage; refused while it seats viewers unless `force` (which ends their sessions).
+    /// Returns how many sessions were ended.
+    pub async fn delete_stage(&self, stage_id: &str, force: bool) -> Result<u32, NodeError> {
+        if !self.store.shared.read().fleet.stages.contains_key(stage_id) {
+            return Err(Refusal::UnknownStage(stage_id.into()).into());
+        }
+        let cmd = Command::DeleteStage {
+            stage_id: stage_id.to_string(),
+            force,
+        };
+        let (stage, evicted) = match self.store.propose(cmd).await?.1 {
+            Response::StageDeleting { stage, evicted } => (stage, evicted),
+            other => return refused_or_unexpected(other),
+        };
+        self.control.delete(self, stage).await?;
+        Ok(evicted)
+    }
+
+    /// A new API key; the returned text is the only time the secret is seen.
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+    ) -> Result<(ApiKeyRecord, String), NodeError> {
+        validate_name(name)?;
+        let (record, key) = keys::generate(name, role, now_ms());
+        match self.store.propose(Command::CreateApiKey(record)).await?.1 {
+            Response::ApiKey(r) => Ok((r, key)),
+            other => refused_or_unexpected(other),
+        }
+    }
+
+    pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, NodeError> {
+        match self
+            .store
+            .propose(Command::RevokeApiKey { id: id.to_string() })
+            .await?
+            .1
+        {
+            Response::ApiKey(r) => Ok(r),
+            other => refused_or_unexpected(other),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Group commit: many concurrent requests of one kind become one log entry. A loop takes whatever
+//! is queued (up to `max_batch`), proposes it, and keeps at most `max_in_flight` proposals
+//! outstanding; while they are in flight the next batch builds up by itself. An idle node sends
+//! a lone request at once, so batching adds no latency when there is no load.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::store::{ProposeError, Store};
+use super::{Command, Response};
+
+/// How one kind of request becomes a command and how its answer is split back.
+pub trait BatchKind: Send + Sync + 'static {
+    type Req: Send + 'static;
+    type Out: Send + 'static;
+    fn command(&self, reqs: Vec<Self::Req>) -> Command;
+    /// One output per request, in order.
+    fn split(&self, response: Response, n: usize) -> Vec<Self::Out>;
+}
+
+type Pending<K> = (
+    <K as BatchKind>::Req,
+    oneshot::Sender<Result<<K as BatchKind>::Out, ProposeError>>,
+);
+
+pub struct Batcher<K: BatchKind> {
+    tx: mpsc::Sender<Pending<K>>,
+}
+
+impl<K: BatchKind> Clone for Batcher<K> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    pub max_batch: usize,
+    pub max_in_flight: usize,
+    /// Requests waiting to be batched; beyond it callers wait (backpressure).
+    pub queue: usize,
+}
+
+impl<K: BatchKind> Batcher<K> {
+    pub fn spawn(
+        store: Arc<Store>,
+        kind: K,
+        cfg: BatchConfig,
+        on_batch: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        tokio::spawn(run(store, Arc::new(kind), cfg, rx, Arc::new(on_batch)));
+        Self { tx }
+    }
+
+    pub async fn submit(&self, req: K::Req) -> Result<K::Out, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((req, reply))
+            .await
+            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ProposeError::Unavailable("the batch was dropped".into()))?
+    }
+}
+
+async fn run<K: BatchKind>(
+    store: Arc<Store>,
+    kind: Arc<K>,
+    cfg: BatchConfig,
+    mut rx: mpsc::Receiver<Pending<K>>,
+    on_batch: Arc<dyn Fn(usize) + Send + Sync>,
+) {
+    let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+    while let Some(first) = rx.recv().await {
+        // Wait for a free proposal slot first: requests arriving meanwhile join this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < cfg.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        on_batch(batch.len());
+        let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let (store, kind) = (store.clone(), kind.clone());
+        tokio::spawn(async move {
+            let n = reqs.len();
+            match store.propose(kind.command(reqs)).await {
+                Ok((_, response)) => {
+                    for (reply, out) in replies.into_iter().zip(kind.split(response, n)) {
+                        let _ = reply.send(Ok(out));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}

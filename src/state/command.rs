@@ -1,0 +1,163 @@
+//! The replicated log's vocabulary. Ids and clocks are chosen by the proposer and carried in the
+//! command, so applying it is deterministic on every node.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::admission::FleetPolicy;
+use crate::fleet::transition::{JoinRequest, Seated};
+use crate::fleet::{
+    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole,
+};
+use crate::ivs::StageEndpoints;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    SetPolicy(FleetPolicy),
+    SetSigningKey(SigningKeyRecord),
+    CreateApiKey(ApiKeyRecord),
+    RevokeApiKey {
+        id: String,
+    },
+    /// Creates the broadcast and the intent for its origin stage (owned by the entry's term).
+    StartBroadcast {
+        id: String,
+        name: String,
+        now: Millis,
+    },
+    AddStage {
+        broadcast_id: String,
+        role: StageRole,
+        now: Millis,
+    },
+    StageCreated {
+        stage_id: String,
+        intent_term: u64,
+        arn: String,
+        endpoints: StageEndpoints,
+    },
+    StageCreateFailed {
+        stage_id: String,
+        intent_term: u64,
+        now: Millis,
+    },
+    /// A new leader takes over a pending stage intent (fences the old leader's late results).
+    ReclaimIntent {
+        stage_id: String,
+    },
+    DeleteStage {
+        stage_id: String,
+        force: bool,
+    },
+    StageDeleted {
+        stage_id: String,
+        intent_term: u64,
+        now: Millis,
+    },
+    EndBroadcast {
+        id: String,
+        now: Millis,
+    },
+    /// A group commit of concurrent joins: one log entry for many viewers.
+    AdmitViewers {
+        now: Millis,
+        requests: Vec<JoinRequest>,
+    },
+    Leave {
+        session_ids: Vec<String>,
+    },
+    Renew {
+        session_ids: Vec<String>,
+        now: Millis,
+    },
+    Expire {
+        now: Millis,
+        limit: usize,
+    },
+    AddHost {
+        broadcast_id: String,
+        user_id: String,
+        participant_base: String,
+        attributes: BTreeMap<String, String>,
+    },
+}
+
+impl Command {
+    /// Short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Command::SetPolicy(_) => "set_policy",
+            Command::SetSigningKey(_) => "set_signing_key",
+            Command::CreateApiKey(_) => "create_api_key",
+            Command::RevokeApiKey { .. } => "revoke_api_key",
+            Command::StartBroadcast { .. } => "start_broadcast",
+            Command::AddStage { .. } => "add_stage",
+            Command::StageCreated { .. } => "stage_created",
+            Command::StageCreateFailed { .. } => "stage_create_failed",
+            Command::ReclaimIntent { .. } => "reclaim_intent",
+            Command::DeleteStage { .. } => "delete_stage",
+            Command::StageDeleted { .. } => "stage_deleted",
+            Command::EndBroadcast { .. } => "end_broadcast",
+            Command::AdmitViewers { .. } => "admit_viewers",
+            Command::Leave { .. } => "leave",
+            Command::Renew { .. } => "renew",
+            Command::Expire { .. } => "expire",
+            Command::AddHost { .. } => "add_host",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Blank and membership entries.
+    #[default]
+    None,
+    Done,
+    Refused(Refusal),
+    Stage(Stage),
+    StageDeleting {
+        stage: Stage,
+        evicted: u32,
+    },
+    Broadcast {
+        broadcast: Broadcast,
+        deleting: Vec<Stage>,
+    },
+    Admitted(Vec<Result<Seated, Refusal>>),
+    Left(Vec<Result<Session, Refusal>>),
+    Renewed(usize),
+    Expired(Vec<Session>),
+    Host {
+        host: Host,
+        origins: Vec<Stage>,
+    },
+    ApiKey(ApiKeyRecord),
+}
+
+impl<T: Into<Response>> From<Result<T, Refusal>> for Response {
+    fn from(r: Result<T, Refusal>) -> Self {
+        match r {
+            Ok(v) => v.into(),
+            Err(e) => Response::Refused(e),
+        }
+    }
+}
+
+impl From<Stage> for Response {
+    fn from(s: Stage) -> Self {
+        Response::Stage(s)
+    }
+}
+
+impl From<()> for Response {
+    fn from(_: ()) -> Self {
+        Response::Done
+    }
+}
+
+impl From<ApiKeyRecord> for Response {
+    fn from(k: ApiKeyRecord) -> Self {
+        Response::ApiKey(k)
+    }
+}

@@ -1,0 +1,392 @@
+//! The deterministic state machine: applies committed [`Command`]s through
+//! `crate::fleet::transition` and persists the result in one sled tree. Persistent design: each
+//! `apply` call writes its changes and `last_applied` in one atomic batch and flushes before
+//! returning, so a restart re-applies nothing and a crash never leaves half an entry.
+
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError,
+};
+use tokio::sync::broadcast;
+
+use super::command::{Command, Response};
+use super::sled_sessions::SledSessions;
+use super::snapshot::SnapshotStore;
+use super::{LogId, NodeId, StoredMembership, TypeConfig, keys};
+use crate::fleet::admission::FleetPolicy;
+use crate::fleet::sessions::Sessions;
+use crate::fleet::transition::{Dirty, World};
+use crate::fleet::{Fleet, Session};
+
+/// The in-memory part of the applied state: small, read by every query.
+#[derive(Clone, Debug, Default)]
+pub struct Core {
+    pub fleet: Fleet,
+    pub policy: FleetPolicy,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// What changed in one apply call; published after it is durable.
+#[derive(Clone, Debug, Default)]
+pub struct StateEvent {
+    pub index: u64,
+    pub broadcasts: Vec<String>,
+    pub stages: Vec<String>,
+    pub joins: usize,
+    pub leaves: usize,
+}
+
+/// Read side shared with the API: the in-memory core, the session keys in sled, the event bus.
+pub struct Shared {
+    core: RwLock<Core>,
+    pub tree: sled::Tree,
+    pub events: broadcast::Sender<StateEvent>,
+    /// Held across an apply call and while a snapshot copies the tree, so a snapshot never sees
+    /// half of an apply.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Core> {
+        self.core.read().expect("state lock poisoned")
+    }
+
+    pub fn session(&self, id: &str) -> Option<Session> {
+        SledSessions::new(&self.tree).get(id)
+    }
+
+    pub fn sessions_on_stage(&self, stage_id: &str) -> Vec<Session> {
+        let s = SledSessions::new(&self.tree);
+        s.on_stage(stage_id)
+            .iter()
+            .filter_map(|id| s.get(id))
+            .collect()
+    }
+
+    /// Every stored session (for audits and tests; walks the whole key range).
+    pub fn all_sessions(&self) -> impl Iterator<Item = Session> + '_ {
+        self.tree
+            .scan_prefix(keys::SESSION)
+            .filter_map(|r| r.ok())
+            .filter_map(|(_, v)| super::sled_sessions::decode(&v))
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    db: sled::Db,
+    shared: Arc<Shared>,
+    snapshots: SnapshotStore,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StorageError<NodeId>> {
+    let Some(bytes) = tree
+        .get(key)
+        .map_err(|e| StorageIOError::read_state_machine(&e))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StorageIOError::read_state_machine(&e).into())
+}
+
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+/// Rebuild the in-memory core from the tree (at open and after installing a snapshot).
+pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>> {
+    let mut core = Core {
+        last_applied: read_json(tree, keys::APPLIED)?,
+        membership: read_json(tree, keys::MEMBERSHIP)?.unwrap_or_default(),
+        policy: read_json(tree, keys::POLICY)?.unwrap_or_default(),
+        ..Core::default()
+    };
+    core.fleet.signing_key = read_json(tree, keys::SIGNING_KEY)?;
+    core.fleet.api_keys = read_json(tree, keys::API_KEYS)?.unwrap_or_default();
+    for r in tree.scan_prefix(keys::BROADCAST) {
+        let (_, v) = r.map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let b: crate::fleet::Broadcast =
+            serde_json::from_slice(&v).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        core.fleet.broadcasts.insert(b.id.clone(), b);
+    }
+    for r in tree.scan_prefix(keys::STAGE) {
+        let (_, v) = r.map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let s: crate::fleet::Stage =
+            serde_json::from_slice(&v).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        core.fleet.stages.insert(s.id.clone(), s);
+    }
+    Ok(core)
+}
+
+/// Route one command to its transition. `term` is the entry's term: intents belong to it.
+fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term: u64) -> Response {
+    match cmd {
+        Command::SetPolicy(p) => Ok::<_, crate::fleet::Refusal>(w.set_policy(p)).into(),
+        Command::SetSigningKey(k) => Ok::<_, crate::fleet::Refusal>(w.set_signing_key(k)).into(),
+        Command::CreateApiKey(k) => Ok::<_, crate::fleet::Refusal>(w.create_api_key(k)).into(),
+        Command::RevokeApiKey { id } => w.revoke_api_key(&id).into(),
+        Command::StartBroadcast { id, name, now } => {
+            w.start_broadcast(&id, &name, now, term).into()
+        }
+        Command::AddStage {
+            broadcast_id,
+            role,
+            now,
+        } => w.add_stage(&broadcast_id, role, now, term).into(),
+        Command::StageCreated {
+            stage_id,
+            intent_term,
+            arn,
+            endpoints,
+        } => w
+            .stage_created(&stage_id, intent_term, arn, endpoints)
+            .into(),
+        Command::StageCreateFailed {
+            stage_id,
+            intent_term,
+            now,
+        } => w.stage_create_failed(&stage_id, intent_term, now).into(),
+        Command::ReclaimIntent { stage_id } => w.reclaim_intent(&stage_id, term).into(),
+        Command::DeleteStage { stage_id, force } => match w.delete_stage(&stage_id, force, term) {
+            Ok((stage, evicted)) => Response::StageDeleting { stage, evicted },
+            Err(e) => Response::Refused(e),
+        },
+        Command::StageDeleted {
+            stage_id,
+            intent_term,
+            now,
+        } => w.stage_deleted(&stage_id, intent_term, now).into(),
+        Command::EndBroadcast { id, now } => match w.end_broadcast(&id, now, term) {
+            Ok((broadcast, deleting)) => Response::Broadcast {
+                broadcast,
+                deleting,
+            },
+            Err(e) => Response::Refused(e),
+        },
+        Command::AdmitViewers { now, requests } => Response::Admitted(w.admit(&requests, now)),
+        Command::Leave { session_ids } => Response::Left(w.leave(&session_ids)),
+        Command::Renew { session_ids, now } => Response::Renewed(w.renew(&session_ids, now)),
+        Command::Expire { now, limit } => Response::Expired(w.expire(now, limit)),
+        Command::AddHost {
+            broadcast_id,
+            user_id,
+            participant_base,
+            attributes,
+        } => match w.add_host(&broadcast_id, &user_id, &participant_base, attributes) {
+            Ok((host, origins)) => Response::Host { host, origins },
+            Err(e) => Response::Refused(e),
+        },
+    }
+}
+
+impl StateMachine {
+    pub fn open(
+        db: &sled::Db,
+        snapshot_dir: std::path::PathBuf,
+    ) -> Result<Self, StorageError<NodeId>> {
+        let tree = db
+            .open_tree("sm")
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let core = load_core(&tree)?;
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            core: RwLock::new(core),
+            tree,
+            events,
+            apply_lock: tokio::sync::Mutex::new(()),
+        });
+        let snapshots = SnapshotStore::new(snapshot_dir)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Self {
+            db: db.clone(),
+            shared,
+            snapshots,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Apply `entries` in memory and collect their writes into one batch.
+    fn apply_in_memory(
+        &self,
+        entries: impl IntoIterator<Item = openraft::Entry<TypeConfig>>,
+    ) -> Result<(Vec<Response>, sled::Batch, StateEvent), StorageError<NodeId>> {
+        let mut core = self.shared.core.write().expect("state lock poisoned");
+        let mut sessions = SledSessions::new(&self.shared.tree);
+        let mut dirty = Dirty::default();
+        let mut event = StateEvent::default();
+        let mut responses = Vec::new();
+        for entry in entries {
+            core.last_applied = Some(entry.log_id);
+            event.index = entry.log_id.index;
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::None,
+                EntryPayload::Membership(m) => {
+                    core.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::None
+                }
+                EntryPayload::Normal(cmd) => {
+                    let Core { fleet, policy, .. } = &mut *core;
+                    let mut w = World {
+                        fleet,
+                        policy,
+                        sessions: &mut sessions,
+                        dirty: &mut dirty,
+                    };
+                    let r = apply_command(&mut w, cmd, entry.log_id.leader_id.term);
+                    match &r {
+                        Response::Admitted(v) => {
+                            event.joins += v.iter().filter(|r| r.is_ok()).count()
+                        }
+                        Response::Left(v) => event.leaves += v.iter().filter(|r| r.is_ok()).count(),
+                        Response::Expired(v) => event.leaves += v.len(),
+                        _ => {}
+                    }
+                    r
+                }
+            };
+            responses.push(response);
+        }
+        if let Some(e) = sessions.take_error() {
+            return Err(StorageIOError::read_state_machine(&e).into());
+        }
+        let mut batch = std::mem::take(&mut sessions.batch);
+        for id in &dirty.broadcasts {
+            match core.fleet.broadcasts.get(id) {
+                Some(b) => batch.insert(keys::broadcast(id), to_json(b)),
+                None => batch.remove(keys::broadcast(id)),
+            }
+        }
+        for id in &dirty.stages {
+            match core.fleet.stages.get(id) {
+                Some(s) => batch.insert(keys::stage(id), to_json(s)),
+                None => batch.remove(keys::stage(id)),
+            }
+        }
+        if dirty.meta {
+            batch.insert(keys::POLICY, to_json(&core.policy));
+            batch.insert(keys::SIGNING_KEY, to_json(&core.fleet.signing_key));
+            batch.insert(keys::API_KEYS, to_json(&core.fleet.api_keys));
+        }
+        batch.insert(keys::APPLIED, to_json(&core.last_applied));
+        batch.insert(keys::MEMBERSHIP, to_json(&core.membership));
+        event.broadcasts = dirty.broadcasts.into_iter().collect();
+        event.stages = dirty.stages.into_iter().collect();
+        Ok((responses, batch, event))
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("state records serialize")
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+        let core = self.shared.read();
+        Ok((core.last_applied, core.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let _guard = self.shared.apply_lock.lock().await;
+        let (responses, batch, event) = self.apply_in_memory(entries)?;
+        self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
+        self.db.flush_async().await.map_err(sm_write_err)?;
+        // Only now is the change durable: tell subscribers.
+        let _ = self.shared.events.send(event);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let _guard = self.shared.apply_lock.lock().await;
+        let data = snapshot.into_inner();
+        let pairs = super::snapshot::decode(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let mut batch = sled::Batch::default();
+        for k in self.shared.tree.iter().keys() {
+            batch.remove(k.map_err(sm_write_err)?);
+        }
+        for (k, v) in pairs {
+            batch.insert(k, v);
+        }
+        self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
+        self.db.flush_async().await.map_err(sm_write_err)?;
+        let core = load_core(&self.shared.tree)?;
+        *self.shared.core.write().expect("state lock poisoned") = core;
+        self.snapshots
+            .save(meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let _ = self.shared.events.send(StateEvent::default());
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        self.snapshots
+            .load()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (meta, data) = {
+            let _guard = self.shared.apply_lock.lock().await;
+            let core = self.shared.read();
+            let data = super::snapshot::encode(self.shared.tree.iter().filter_map(|r| r.ok()));
+            let last = core.last_applied;
+            let id = match last {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
+                None => format!("none-{}", data.len()),
+            };
+            (
+                SnapshotMeta {
+                    last_log_id: last,
+                    last_membership: core.membership.clone(),
+                    snapshot_id: id,
+                },
+                data,
+            )
+        };
+        self.snapshots
+            .save(&meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        })
+    }
+}

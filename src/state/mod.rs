@@ -1,0 +1,35 @@
+//! What the fleet remembers and how it agrees on it: every change is a [`Command`] proposed
+//! through openraft (0.9, storage-v2), stored in a sled log, and applied by a deterministic state
+//! machine whose data lives in sled. A single node is a one-member cluster: one code path.
+//!
+//! Decisions are not made here: the state machine calls `crate::fleet::transition`.
+
+pub mod batcher;
+pub mod command;
+pub mod keys;
+pub mod log_store;
+pub mod machine;
+pub mod network;
+pub mod sled_sessions;
+pub mod snapshot;
+pub mod store;
+
+#[cfg(test)]
+mod suite;
+
+use std::io::Cursor;
+
+pub use command::{Command, Response};
+pub use store::{ProposeError, Store, StoreConfig};
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for stagefleet.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;

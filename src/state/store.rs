@@ -1,0 +1,139 @@
+//! One node's view of the replicated state: opens sled, starts openraft with the log store and
+//! state machine, bootstraps a one-member cluster on first start, and offers `propose` (write
+//! through Raft) and `shared` (read the applied state).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+
+use super::log_store::LogStore;
+use super::machine::{Shared, StateMachine};
+use super::network::Network;
+use super::{Command, LogId, NodeId, Raft, Response};
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub node_id: NodeId,
+    /// Address peers reach this node's Raft RPC at; stored in the membership, so keep it stable.
+    pub advertise_addr: String,
+    pub sled_cache_bytes: u64,
+    /// Take a snapshot (and purge the log before it) every this many entries.
+    pub snapshot_every: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader; the leader is {leader:?}")]
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    #[error("the replicated store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub struct Store {
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    pub node_id: NodeId,
+    log: LogStore,
+}
+
+impl Store {
+    pub async fn open(cfg: &StoreConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("db"))
+            .cache_capacity(cfg.sled_cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .with_context(|| {
+                format!(
+                    "opening sled in {} (is another stagefleet using it?)",
+                    cfg.data_dir.display()
+                )
+            })?;
+        let log = LogStore::open(&db)?;
+        let sm = StateMachine::open(&db, cfg.data_dir.join("snapshots"))?;
+        let shared = sm.shared();
+        let raft_config = openraft::Config {
+            cluster_name: "stagefleet".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network, log.clone(), sm).await?;
+        if !raft.is_initialized().await? {
+            let members = BTreeMap::from([(
+                cfg.node_id,
+                BasicNode {
+                    addr: cfg.advertise_addr.clone(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .context("bootstrapping the one-member cluster")?;
+        }
+        Ok(Self {
+            raft,
+            shared,
+            node_id: cfg.node_id,
+            log,
+        })
+    }
+
+    /// Wait until some node leads (a restarted single node elects itself within an election timeout).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<NodeId> {
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .await
+            .context("no Raft leader")?;
+        Ok(m.current_leader.expect("waited for it"))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.log.size_on_disk()
+    }
+
+    /// Replicate and apply `cmd`; answers once it is committed, applied and flushed.
+    pub async fn propose(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok((r.log_id, r.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
