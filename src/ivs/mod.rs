@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod backend;
 pub mod emulator;
+pub mod ratelimit;
 pub mod token;
 
 pub use backend::{BackendError, StageBackend, StageEndpoints, StageInfo};
