@@ -133,10 +133,8 @@ impl Node {
     }
 
     pub async fn shutdown(&self) {
+        // The in-process emulator stops when the node is dropped; it saved its state on every change.
         self.store.shutdown().await;
-        if let Some(e) = &self.emulator {
-            e.shutdown().await;
-        }
     }
 }
 

@@ -1,0 +1,181 @@
+//! The emulator-only join/leave calls: how a participant "arrives" without WebRTC. Admission does
+//! what IVS does at join time: verify the token (ES384 against imported keys, or one this emulator
+//! issued), check it names an existing stage, check capabilities, then check stage capacity.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::stages::not_found;
+use super::{Ctx, validate};
+use crate::ivs::backend::stage_id_from_arn;
+use crate::ivs::emulator::error::{ApiError, ApiResult};
+use crate::ivs::emulator::state::{PState, Participant, ReplType};
+use crate::ivs::token::{self, TokenError};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    pub token: String,
+    #[serde(default)]
+    pub publish: bool,
+    /// The stage the client means to join; when given, a token for another stage is refused.
+    pub stage_arn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRequest {
+    pub stage_arn: String,
+    pub participant_id: String,
+}
+
+/// Who a token admits, whichever way it was minted.
+struct Admission {
+    stage_arn: String,
+    topic: String,
+    participant_id: String,
+    user_id: String,
+    attributes: std::collections::BTreeMap<String, String>,
+    publish: bool,
+    subscribe: bool,
+}
+
+fn refused(e: TokenError) -> ApiError {
+    ApiError::AccessDenied(format!("participant token refused: {e}"))
+}
+
+fn admission(ctx: &Ctx<'_>, token: &str) -> ApiResult<Admission> {
+    if let Some(t) = ctx.state.issued.get(token) {
+        if t.expires_at <= ctx.now {
+            return Err(refused(TokenError::Expired));
+        }
+        return Ok(Admission {
+            stage_arn: t.stage_arn.clone(),
+            topic: stage_id_from_arn(&t.stage_arn).to_string(),
+            participant_id: t.participant_id.clone(),
+            user_id: t.user_id.clone(),
+            attributes: t.attributes.clone(),
+            publish: t.publish,
+            subscribe: t.subscribe,
+        });
+    }
+    let claims = token::verify(token, &ctx.state.key_pems(), ctx.now).map_err(refused)?;
+    let jti_ok = !claims.jti.is_empty()
+        && validate::name("jti", &claims.jti).is_ok()
+        && claims.jti.len() <= 64;
+    if !jti_ok {
+        return Err(ApiError::AccessDenied(format!(
+            "token jti {:?} is not 1..64 of [A-Za-z0-9_-]",
+            claims.jti
+        )));
+    }
+    if claims.exp - claims.iat > 20_160 * 60 {
+        return Err(ApiError::AccessDenied(
+            "token lifetime exceeds 14 days".into(),
+        ));
+    }
+    Ok(Admission {
+        stage_arn: claims.resource,
+        topic: claims.topic,
+        participant_id: claims.jti,
+        user_id: claims.user_id.unwrap_or_default(),
+        attributes: claims.attributes,
+        publish: claims.capabilities.allow_publish,
+        subscribe: claims.capabilities.allow_subscribe,
+    })
+}
+
+pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
+    let a = admission(&ctx, &req.token)?;
+    if let Some(wanted) = &req.stage_arn
+        && wanted != &a.stage_arn
+    {
+        return Err(ApiError::AccessDenied(format!(
+            "token is for stage {}, not {wanted}",
+            a.stage_arn
+        )));
+    }
+    let stage = ctx
+        .state
+        .stage_by_arn(&a.stage_arn)
+        .ok_or_else(|| not_found(&a.stage_arn))?;
+    if a.topic != stage_id_from_arn(&stage.arn) {
+        return Err(ApiError::AccessDenied(format!(
+            "token topic {} does not match stage {}",
+            a.topic, stage.arn
+        )));
+    }
+    if req.publish && !a.publish {
+        return Err(ApiError::AccessDenied(
+            "token does not allow publishing".into(),
+        ));
+    }
+    if !req.publish && !a.subscribe {
+        return Err(ApiError::AccessDenied(
+            "token does not allow subscribing".into(),
+        ));
+    }
+    // A rejoin with the same jti replaces the old connection, so it must not count against itself.
+    let (mut publishers, mut subscribers) = stage.counts();
+    if let Some(old) = stage.connected(&a.participant_id) {
+        if old.published {
+            publishers -= 1
+        } else {
+            subscribers -= 1
+        }
+    }
+    let s = ctx.settings;
+    if req.publish && publishers >= s.publishers_per_stage {
+        let msg = format!(
+            "stage {} already has the maximum of {} publishers",
+            stage.arn, s.publishers_per_stage
+        );
+        return Err(ApiError::QuotaExceeded(msg));
+    }
+    if !req.publish && subscribers >= s.subscribers_per_stage {
+        let msg = format!(
+            "stage {} already has the maximum of {} subscribers",
+            stage.arn, s.subscribers_per_stage
+        );
+        return Err(ApiError::QuotaExceeded(msg));
+    }
+    let was_publishing = stage
+        .connected(&a.participant_id)
+        .is_some_and(|p| p.published);
+    let participant = Participant {
+        id: a.participant_id.clone(),
+        user_id: a.user_id,
+        attributes: a.attributes,
+        state: PState::Connected,
+        published: req.publish,
+        first_join_time: ctx.now,
+        replication: ReplType::None,
+        source: None,
+    };
+    let stage = ctx
+        .state
+        .stage_by_arn_mut(&a.stage_arn)
+        .expect("looked up above");
+    let session_id = stage.connect(participant);
+    if was_publishing && !req.publish {
+        // Stopped publishing: replicas of it have nothing left to show.
+        let (arn, pid) = (a.stage_arn.as_str(), a.participant_id.as_str());
+        ctx.state
+            .stop_replications(|r| r.source_stage_arn == arn && r.participant_id == pid);
+    }
+    Ok(json!({"participantId": a.participant_id, "stageArn": a.stage_arn, "sessionId": session_id}))
+}
+
+pub fn leave(ctx: Ctx<'_>, req: LeaveRequest) -> ApiResult<Value> {
+    if ctx.state.stage_by_arn(&req.stage_arn).is_none() {
+        return Err(not_found(&req.stage_arn));
+    }
+    if !ctx.state.disconnect(&req.stage_arn, &req.participant_id) {
+        let msg = format!(
+            "participant {} is not connected to stage {}",
+            req.participant_id, req.stage_arn
+        );
+        return Err(ApiError::NotFound(msg));
+    }
+    Ok(json!({}))
+}

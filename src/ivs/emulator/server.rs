@@ -1,0 +1,167 @@
+//! HTTP for the emulator: restJson1 routing (`POST /<Operation>`), injected faults, TPS quotas,
+//! the AWS error/response envelope, persistence after mutations, and the `/_emulator/*` calls.
+//! SigV4 headers are accepted and ignored: nothing here checks signatures.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::Faults;
+use super::error::{ApiError, ApiResult};
+use super::ops::{self, Ctx, Settings};
+use super::persist;
+use super::quota::Quotas;
+use super::state::State;
+use crate::ivs::token::random_id;
+
+pub struct Shared {
+    pub state: Mutex<State>,
+    pub settings: Settings,
+    pub quotas: Quotas,
+    pub faults: Mutex<Faults>,
+    pub state_file: Option<PathBuf>,
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/_emulator/join", post(join))
+        .route("/_emulator/leave", post(leave))
+        .route("/_emulator/state", get(summary))
+        .route("/{op}", post(operation))
+        .with_state(shared)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Every answer carries a request id, as AWS's do; the SDK surfaces it in errors.
+fn with_request_id(mut response: Response) -> Response {
+    let id = HeaderValue::from_str(&random_id(32)).expect("alphanumeric header");
+    response.headers_mut().insert("x-amzn-RequestId", id);
+    response
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let bytes: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Validation(format!("invalid request body: {e}")))
+}
+
+async fn operation(
+    AxState(shared): AxState<Arc<Shared>>,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = run_operation(&shared, &op, &body).await;
+    if let Err(e) = &result {
+        tracing::debug!(op, code = e.code(), "emulated IVS error: {e}");
+    }
+    with_request_id(match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Value> {
+    let faults = shared.faults.lock().expect("faults lock").clone();
+    if faults.latency_ms > 0 {
+        // Simulated network/service latency, not synchronisation.
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if !ops::OPERATIONS.contains(&op) {
+        return Err(ApiError::UnknownOperation(op.to_string()));
+    }
+    if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+        return Err(ApiError::Internal(
+            "injected fault: internal server error".into(),
+        ));
+    }
+    if faults.throttle_rate > 0.0 && rand::random::<f64>() < faults.throttle_rate {
+        return Err(ApiError::Throttled("injected fault: rate exceeded".into()));
+    }
+    if !shared.quotas.admit(op, Instant::now()) {
+        return Err(ApiError::Throttled(format!("rate exceeded for {op}")));
+    }
+    let request: Value = parse(body)?;
+    let mut state = shared.state.lock().expect("state lock");
+    let outcome = ops::dispatch(
+        op,
+        request,
+        Ctx {
+            state: &mut state,
+            settings: &shared.settings,
+            now: unix_now(),
+        },
+    )?;
+    if outcome.mutated {
+        save(shared, &state);
+    }
+    Ok(outcome.body)
+}
+
+/// Saved under the state lock so files are written in the order the changes happened; the file
+/// is small (stages and keys only), so the blocking write is brief.
+fn save(shared: &Shared, state: &State) {
+    if let Some(path) = &shared.state_file
+        && let Err(e) = persist::save(path, state)
+    {
+        tracing::error!("emulator state not saved: {e:#}");
+    }
+}
+
+async fn join(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    let result = parse::<ops::JoinRequest>(&body).and_then(|req| {
+        let mut state = shared.state.lock().expect("state lock");
+        ops::join(
+            Ctx {
+                state: &mut state,
+                settings: &shared.settings,
+                now: unix_now(),
+            },
+            req,
+        )
+    });
+    with_request_id(match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn leave(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    let result = parse::<ops::LeaveRequest>(&body).and_then(|req| {
+        let mut state = shared.state.lock().expect("state lock");
+        ops::leave(
+            Ctx {
+                state: &mut state,
+                settings: &shared.settings,
+                now: unix_now(),
+            },
+            req,
+        )
+    });
+    with_request_id(match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn summary(AxState(shared): AxState<Arc<Shared>>) -> Response {
+    let state = shared.state.lock().expect("state lock");
+    with_request_id(axum::Json(ops::summary(&state)).into_response())
+}
