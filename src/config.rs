@@ -107,7 +107,7 @@ settings! {
     /// Log format: `text` or `json`.
     log_format: LogFormat = LogFormat::Text, "STAGEFLEET_LOG_FORMAT";
     /// Log filter in tracing's EnvFilter syntax (RUST_LOG wins when set).
-    log_level: String = "info".into(), "STAGEFLEET_LOG_LEVEL";
+    log_level: String = "info,openraft=warn".into(), "STAGEFLEET_LOG_LEVEL";
     /// Snapshot the state (and purge the Raft log before it) every this many log entries.
     snapshot_every: u64 = 10_000, "STAGEFLEET_SNAPSHOT_EVERY";
     /// sled page cache size in MiB.
@@ -148,10 +148,7 @@ str_enum!(
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {source}")]
     Parse {
         path: PathBuf,
@@ -163,10 +160,7 @@ pub enum ConfigError {
 
 impl Config {
     /// Resolve from flags/env and an optional TOML file whose keys are the setting names.
-    pub fn load(
-        flags_env: ConfigArgs,
-        file: Option<&std::path::Path>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(flags_env: ConfigArgs, file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let file_layer = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -194,10 +188,7 @@ impl Config {
         };
         use crate::ivs::token::{MAX_TTL_MINUTES, MIN_TTL_MINUTES};
         if !(MIN_TTL_MINUTES..=MAX_TTL_MINUTES).contains(&self.token_ttl_minutes) {
-            return invalid(
-                "token_ttl_minutes",
-                "IVS accepts 1 to 20160 minutes (14 days)",
-            );
+            return invalid("token_ttl_minutes", "IVS accepts 1 to 20160 minutes (14 days)");
         }
         if self.seats_per_stage == 0 {
             return invalid("seats_per_stage", "must be at least 1");
@@ -206,10 +197,7 @@ impl Config {
             return invalid("max_stages", "must be at least 1");
         }
         if self.session_lease_secs < 2 * self.presence_interval_secs.max(1) {
-            return invalid(
-                "session_lease_secs",
-                "must be at least twice presence_interval_secs",
-            );
+            return invalid("session_lease_secs", "must be at least twice presence_interval_secs");
         }
         if self.group_commit_max_batch == 0 || self.group_commit_in_flight == 0 {
             return invalid(
@@ -218,26 +206,16 @@ impl Config {
             );
         }
         if self.graphql_max_depth < 3 || self.graphql_max_complexity < 10 {
-            return invalid(
-                "graphql_max_depth",
-                "limits this low refuse every useful query",
-            );
+            return invalid("graphql_max_depth", "limits this low refuse every useful query");
         }
         self.ivs_rate_overrides()?;
         Ok(())
     }
 
     /// `ivs_tps` parsed as operation → calls/s.
-    pub fn ivs_rate_overrides(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, f64>, ConfigError> {
+    pub fn ivs_rate_overrides(&self) -> Result<std::collections::BTreeMap<String, f64>, ConfigError> {
         let mut out = std::collections::BTreeMap::new();
-        for part in self
-            .ivs_tps
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
+        for part in self.ivs_tps.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let bad = || ConfigError::Invalid {
                 name: "ivs_tps",
                 why: format!("{part:?} is not Op=rate"),
@@ -304,13 +282,10 @@ pub fn settings_table() -> Vec<(String, String, String, String, String)> {
 
 /// The settings table as Markdown (`stagefleet config --markdown`).
 pub fn settings_markdown() -> String {
-    let mut out = String::from(
-        "| setting (file key) | flag | environment | default | meaning |\n|---|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| setting (file key) | flag | environment | default | meaning |\n|---|---|---|---|---|\n");
     for (name, flag, env, default, doc) in settings_table() {
-        out.push_str(&format!(
-            "| `{name}` | `{flag}` | `{env}` | `{default}` | {doc} |\n"
-        ));
+        out.push_str(&format!("| `{name}` | `{flag}` | `{env}` | `{default}` | {doc} |\n"));
     }
     out
 }
@@ -321,8 +296,7 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
-        let file: ConfigArgs =
-            toml::from_str("seats_per_stage = 50\nplacement = \"spread\"\nnode_id = 3").unwrap();
+        let file: ConfigArgs = toml::from_str("seats_per_stage = 50\nplacement = \"spread\"\nnode_id = 3").unwrap();
         let flags = ConfigArgs {
             seats_per_stage: Some(7),
             ..Default::default()
@@ -354,10 +328,7 @@ mod tests {
         };
         assert!(matches!(
             cfg.validate(),
-            Err(ConfigError::Invalid {
-                name: "ivs_tps",
-                ..
-            })
+            Err(ConfigError::Invalid { name: "ivs_tps", .. })
         ));
         let cfg = Config {
             ivs_tps: "CreateStage=2, GetStage=1.5".into(),
@@ -368,17 +339,12 @@ mod tests {
 
     #[test]
     fn the_readme_documents_every_setting_with_its_flag_env_and_default() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
         for (name, flag, env, default, _) in settings_table() {
             let row = readme
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{name}` |")))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "README has no row for setting {name}; run `stagefleet config --markdown`"
-                    )
-                });
+                .unwrap_or_else(|| panic!("README has no row for setting {name}; run `stagefleet config --markdown`"));
             for part in [&flag, &env, &default] {
                 assert!(
                     row.contains(&format!("`{part}`")),

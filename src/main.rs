@@ -93,12 +93,7 @@ fn main() -> anyhow::Result<()> {
             let d = Config::default();
             print!(
                 "{}",
-                stagefleet::api::schema::build_schema(
-                    None,
-                    d.graphql_max_depth,
-                    d.graphql_max_complexity
-                )
-                .sdl()
+                stagefleet::api::schema::build_schema(None, d.graphql_max_depth, d.graphql_max_complexity).sdl()
             );
             Ok(())
         }
@@ -119,12 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(cfg.log_format, &cfg.log_level);
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
-        .with_context(|| {
-            format!(
-                "binding http_addr {} (is another process using it?)",
-                cfg.http_addr
-            )
-        })?;
+        .with_context(|| format!("binding http_addr {} (is another process using it?)", cfg.http_addr))?;
     let addr = listener.local_addr()?;
     let mut cfg = cfg;
     cfg.http_addr = addr;
@@ -139,20 +129,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  web pages                        {url}/");
     println!("  health, metrics                  {url}/readyz  {url}/metrics");
     println!("  IVS                              {}", node.backend_label);
-    println!(
-        "  data                             {}",
-        node.cfg.data_dir.display()
-    );
     if let Some(key) = &node.first_admin_key {
         println!("  admin key (shown once; keep it): {key}");
     }
+    // Last banner line: tools read up to here.
+    println!("  data                             {}", node.cfg.data_dir.display());
     let app = stagefleet::api::router(node.clone());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())

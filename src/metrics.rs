@@ -39,11 +39,7 @@ impl Metrics {
             joins.clone(),
         );
         let join_refusals = Family::<Labels, Counter>::default();
-        registry.register(
-            "join_refusals",
-            "Joins refused, by reason",
-            join_refusals.clone(),
-        );
+        registry.register("join_refusals", "Joins refused, by reason", join_refusals.clone());
         let tokens_minted = Family::<Labels, Counter>::default();
         registry.register(
             "tokens_minted",
@@ -64,9 +60,8 @@ impl Metrics {
             "GraphQL request latency, by transport",
             graphql_seconds.clone(),
         );
-        let batch_size = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(1.0, 2.0, 12))
-        });
+        let batch_size =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 12)));
         registry.register(
             "group_commit_batch_size",
             "Requests per Raft log entry, by kind",

@@ -14,12 +14,25 @@ use tokio::sync::Notify;
 type Ledger = Arc<Mutex<BTreeMap<String, (String, String)>>>;
 
 /// Join `users` from `workers` concurrent tasks until the node goes away; record acknowledged joins.
-async fn storm(url: String, users: Vec<String>, workers: usize, ledger: Ledger, reached: Arc<Notify>, kill_after: usize) {
+async fn storm(
+    url: String,
+    users: Vec<String>,
+    workers: usize,
+    ledger: Ledger,
+    reached: Arc<Notify>,
+    kill_after: usize,
+) {
     let client = reqwest::Client::new();
     let queue = Arc::new(Mutex::new(users));
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (client, url, queue, ledger, reached) = (client.clone(), url.clone(), queue.clone(), ledger.clone(), reached.clone());
+        let (client, url, queue, ledger, reached) = (
+            client.clone(),
+            url.clone(),
+            queue.clone(),
+            ledger.clone(),
+            reached.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let Some(user) = queue.lock().unwrap().pop() else { return };
@@ -52,7 +65,8 @@ async fn acknowledged_joins_survive_sigkill_mid_storm_and_nothing_counts_twice()
     let mut n = TestNode::start(dir.path(), &flags);
     let admin = n.admin_key.clone().unwrap();
     n.start_broadcast("b").await;
-    n.admin("mutation { createStage(broadcastId: \"b\") { id } }", json!({})).await;
+    n.admin("mutation { createStage(broadcastId: \"b\") { id } }", json!({}))
+        .await;
 
     let ledger: Ledger = Arc::default();
     let mut everyone = Vec::new();
@@ -62,12 +76,22 @@ async fn acknowledged_joins_survive_sigkill_mid_storm_and_nothing_counts_twice()
         everyone.extend(users.clone());
         let acked_before = ledger.lock().unwrap().len();
         let reached = Arc::new(Notify::new());
-        let storm = tokio::spawn(storm(n.url.clone(), users, 32, ledger.clone(), reached.clone(), acked_before + 300));
+        let storm = tokio::spawn(storm(
+            n.url.clone(),
+            users,
+            32,
+            ledger.clone(),
+            reached.clone(),
+            acked_before + 300,
+        ));
         reached.notified().await;
         n.kill9();
         storm.await.unwrap();
         let acked = ledger.lock().unwrap().len() - acked_before;
-        assert!(acked >= 300, "round {round}: {acked} joins acknowledged before the kill");
+        assert!(
+            acked >= 300,
+            "round {round}: {acked} joins acknowledged before the kill"
+        );
 
         // --- restart on the same data dir
         n = TestNode::start(dir.path(), &flags);
@@ -77,8 +101,18 @@ async fn acknowledged_joins_survive_sigkill_mid_storm_and_nothing_counts_twice()
     // --- every acknowledged join is still there, on the same stage
     let ledger = ledger.lock().unwrap().clone();
     for (user, (session, stage)) in &ledger {
-        let s = n.ok("query($id: ID!) { session(id: $id) { userId stageId } }", json!({"id": session}), None).await;
-        assert_eq!(s["session"]["userId"], user.as_str(), "acknowledged join of {user} was lost");
+        let s = n
+            .ok(
+                "query($id: ID!) { session(id: $id) { userId stageId } }",
+                json!({"id": session}),
+                None,
+            )
+            .await;
+        assert_eq!(
+            s["session"]["userId"],
+            user.as_str(),
+            "acknowledged join of {user} was lost"
+        );
         assert_eq!(s["session"]["stageId"], stage.as_str());
     }
 
@@ -90,13 +124,28 @@ async fn acknowledged_joins_survive_sigkill_mid_storm_and_nothing_counts_twice()
             assert_eq!(j["rejoined"], true);
         }
     }
-    let stages = n.ok("{ stages(broadcastId: \"b\") { viewers capacity } }", json!({}), Some(&admin)).await;
+    let stages = n
+        .ok(
+            "{ stages(broadcastId: \"b\") { viewers capacity } }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
     let stages = stages["stages"].as_array().unwrap();
     let seated: u64 = stages.iter().map(|s| s["viewers"].as_u64().unwrap()).sum();
     assert_eq!(seated, everyone.len() as u64, "viewers counted = distinct users joined");
     for s in stages {
-        assert!(s["viewers"].as_u64() <= s["capacity"].as_u64(), "a stage is over capacity: {s}");
+        assert!(
+            s["viewers"].as_u64() <= s["capacity"].as_u64(),
+            "a stage is over capacity: {s}"
+        );
     }
-    let b = n.ok("{ broadcast(id: \"b\") { admittedTotal } }", json!({}), None).await;
-    assert_eq!(b["broadcast"]["admittedTotal"], everyone.len() as u64, "no join was admitted twice");
+    let b = n
+        .ok("{ broadcast(id: \"b\") { admittedTotal } }", json!({}), None)
+        .await;
+    assert_eq!(
+        b["broadcast"]["admittedTotal"],
+        everyone.len() as u64,
+        "no join was admitted twice"
+    );
 }

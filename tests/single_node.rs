@@ -15,17 +15,28 @@ fn node(extra: &[&str]) -> (tempfile::TempDir, TestNode) {
 }
 
 async fn stats(n: &TestNode) -> Value {
-    n.ok("{ stats { broadcastsLive stages stagesActive viewers capacity admittedTotal } }", json!({}), None).await["stats"].clone()
+    n.ok(
+        "{ stats { broadcastsLive stages stagesActive viewers capacity admittedTotal } }",
+        json!({}),
+        None,
+    )
+    .await["stats"]
+        .clone()
 }
 
 async fn applied_index(n: &TestNode) -> u64 {
-    n.ok("{ node { lastAppliedIndex } }", json!({}), None).await["node"]["lastAppliedIndex"].as_u64().unwrap()
+    n.ok("{ node { lastAppliedIndex } }", json!({}), None).await["node"]["lastAppliedIndex"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_viewer_gets_a_seat_and_a_token_that_ivs_accepts_for_that_stage() {
     let (_dir, n) = node(&[]);
-    assert!(n.admin_key.as_deref().is_some_and(|k| k.starts_with("sf_")), "first start prints an admin key");
+    assert!(
+        n.admin_key.as_deref().is_some_and(|k| k.starts_with("sf_")),
+        "first start prints an admin key"
+    );
 
     // --- 1. start a broadcast: its origin stage is created in IVS
     let b = n.start_broadcast("show").await;
@@ -39,7 +50,10 @@ async fn a_viewer_gets_a_seat_and_a_token_that_ivs_accepts_for_that_stage() {
     assert_eq!(j["rejoined"], false);
     let (header, claims) = decode_jwt(j["token"].as_str().unwrap());
     assert_eq!(header["alg"], "ES384");
-    assert!(header["kid"].as_str().unwrap().contains(":public-key/"), "kid is the imported key's ARN: {header}");
+    assert!(
+        header["kid"].as_str().unwrap().contains(":public-key/"),
+        "kid is the imported key's ARN: {header}"
+    );
     assert_eq!(claims["resource"], j["stage"]["arn"]);
     assert_eq!(claims["topic"], j["stage"]["ivsStageId"]);
     assert_eq!(claims["events_url"], j["stage"]["eventsUrl"]);
@@ -47,7 +61,11 @@ async fn a_viewer_gets_a_seat_and_a_token_that_ivs_accepts_for_that_stage() {
     assert_eq!(claims["jti"], j["session"]["participantId"]);
     assert_eq!(claims["user_id"], "alice");
     assert_eq!(claims["version"], "1.0");
-    assert_eq!(claims["capabilities"], json!({"allow_subscribe": true}), "viewers may not publish");
+    assert_eq!(
+        claims["capabilities"],
+        json!({"allow_subscribe": true}),
+        "viewers may not publish"
+    );
     let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
     assert_eq!(ttl, 720 * 60, "the default lifetime is 12 h, in seconds");
 
@@ -63,7 +81,10 @@ async fn a_viewer_gets_a_seat_and_a_token_that_ivs_accepts_for_that_stage() {
     let hosts = n.admin(q, json!({})).await["hostTokens"].clone();
     assert_eq!(hosts.as_array().unwrap().len(), 1);
     let (_, hc) = decode_jwt(hosts[0]["token"].as_str().unwrap());
-    assert_eq!(hc["capabilities"], json!({"allow_publish": true, "allow_subscribe": true}));
+    assert_eq!(
+        hc["capabilities"],
+        json!({"allow_publish": true, "allow_subscribe": true})
+    );
     assert_eq!(hc["resource"], origin["arn"]);
     let (status, body) = n.emulator_join(hosts[0]["token"].as_str().unwrap(), true).await;
     assert_eq!(status, 200, "emulator refused the host token: {body}");
@@ -80,13 +101,21 @@ async fn token_lifetime_is_configured_in_minutes_and_bad_settings_stop_the_node(
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
 
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagefleet"))
-        .args(["--data-dir", dir.path().to_str().unwrap(), "--token-ttl-minutes", "20161"])
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--token-ttl-minutes",
+            "20161",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("token_ttl_minutes"), "the error names the setting: {stderr}");
+    assert!(
+        stderr.contains("token_ttl_minutes"),
+        "the error names the setting: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -102,9 +131,16 @@ async fn the_same_user_joining_again_or_concurrently_keeps_one_seat() {
 
     let joins = (0..20).map(|_| n.join("b", "carol"));
     let results = futures_util::future::join_all(joins).await;
-    let ids: std::collections::BTreeSet<String> =
-        results.iter().map(|r| r.as_ref().unwrap()["session"]["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids.len(), 1, "20 concurrent joins of one user made {} sessions", ids.len());
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap()["session"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "20 concurrent joins of one user made {} sessions",
+        ids.len()
+    );
     let s = stats(&n).await;
     assert_eq!(s["viewers"], 2);
     assert_eq!(s["admittedTotal"], 2);
@@ -121,11 +157,21 @@ async fn full_stages_refuse_viewers_until_a_stage_is_added_and_deleting_a_busy_s
     // --- a second stage adds room
     let q = "mutation { createStage(broadcastId: \"b\") { id role state arn capacity } }";
     let stage = n.admin(q, json!({})).await["createStage"].clone();
-    assert_eq!((stage["role"].as_str(), stage["state"].as_str()), (Some("REPLICA"), Some("ACTIVE")));
+    assert_eq!(
+        (stage["role"].as_str(), stage["state"].as_str()),
+        (Some("REPLICA"), Some("ACTIVE"))
+    );
     let j = n.join("b", "u3").await.unwrap();
     assert_eq!(j["stage"]["id"], stage["id"]);
     let s = stats(&n).await;
-    assert_eq!((s["viewers"].as_u64(), s["capacity"].as_u64(), s["stagesActive"].as_u64()), (Some(3), Some(4), Some(2)));
+    assert_eq!(
+        (
+            s["viewers"].as_u64(),
+            s["capacity"].as_u64(),
+            s["stagesActive"].as_u64()
+        ),
+        (Some(3), Some(4), Some(2))
+    );
 
     // --- deleting it is refused while it seats a viewer, then forced
     let del = "mutation($id: ID!, $f: Boolean!) { deleteStage(id: $id, force: $f) { id sessionsEnded } }";
@@ -133,7 +179,13 @@ async fn full_stages_refuse_viewers_until_a_stage_is_added_and_deleting_a_busy_s
     assert_eq!(n.err(del, vars, n.admin_key.as_deref()).await, "STAGE_HAS_VIEWERS");
     let r = n.admin(del, json!({"id": stage["id"], "f": true})).await;
     assert_eq!(r["deleteStage"]["sessionsEnded"], 1);
-    let gone = n.ok("query($id: ID!) { session(id: $id) { id } }", json!({"id": j["session"]["id"]}), None).await;
+    let gone = n
+        .ok(
+            "query($id: ID!) { session(id: $id) { id } }",
+            json!({"id": j["session"]["id"]}),
+            None,
+        )
+        .await;
     assert!(gone["session"].is_null(), "the forced stage's viewer session ended");
     assert_eq!(stats(&n).await["viewers"], 2);
 
@@ -147,7 +199,8 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     let (_dir, n) = node(&["--join-rate-per-ip", "0"]);
     n.start_broadcast("b").await;
     n.start_broadcast("over").await;
-    n.admin("mutation { endBroadcast(id: \"over\") { state } }", json!({})).await;
+    n.admin("mutation { endBroadcast(id: \"over\") { state } }", json!({}))
+        .await;
     n.join("b", "seated").await.unwrap();
     let before = (stats(&n).await, applied_index(&n).await);
 
@@ -155,7 +208,10 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     let cases = [
         (json!({"b": "b", "u": ""}), "INVALID_INPUT"),
         (json!({"b": "b", "u": "x".repeat(129)}), "INVALID_INPUT"),
-        (json!({"b": "b", "u": "big", "a": [{"key": "k", "value": "v".repeat(1024)}]}), "INVALID_INPUT"),
+        (
+            json!({"b": "b", "u": "big", "a": [{"key": "k", "value": "v".repeat(1024)}]}),
+            "INVALID_INPUT",
+        ),
         (json!({"b": "nope", "u": "u"}), "BROADCAST_NOT_FOUND"),
         (json!({"b": "bad id!", "u": "u"}), "INVALID_INPUT"),
         (json!({"b": "over", "u": "u"}), "BROADCAST_NOT_LIVE"),
@@ -165,14 +221,27 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     }
     // malformed GraphQL, malformed JSON, too deep, wrong key, missing key
     assert_eq!(n.err("mutation { joinBroadcast(", json!({}), None).await, "BAD_REQUEST");
-    let too_deep = format!("{{ {}__typename{} }}", "__schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name ", "} } } } } } } } } } } } } }");
+    let too_deep = format!(
+        "{{ {}__typename{} }}",
+        "__schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name ",
+        "} } } } } } } } } } } } } }"
+    );
     assert_eq!(n.err(&too_deep, json!({}), None).await, "BAD_REQUEST");
-    let resp = n.http().post(format!("{}/graphql", n.url)).body("{not json").send().await.unwrap();
+    let resp = n
+        .http()
+        .post(format!("{}/graphql", n.url))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
     let (status, body) = n.post("{ stats { viewers } }", json!({}), Some("sf_wrong_key")).await;
-    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (401, Some("UNAUTHENTICATED")));
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
     let start = "mutation { startBroadcast(id: \"x\") { id } }";
     assert_eq!(n.err(start, json!({}), None).await, "UNAUTHENTICATED");
     let leave = "mutation { leave(sessionId: \"no-such-session\") { id } }";
@@ -186,7 +255,11 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     assert_eq!(before.0, after.0, "counts changed");
     // Refused writes that reached the log (duplicate broadcast, unknown session) are applied as no-ops;
     // everything else was refused before the log.
-    assert!(after.1 <= before.1 + 2, "bad input wrote {} log entries", after.1 - before.1);
+    assert!(
+        after.1 <= before.1 + 2,
+        "bad input wrote {} log entries",
+        after.1 - before.1
+    );
 }
 
 #[tokio::test]
@@ -199,12 +272,22 @@ async fn roles_decide_what_a_key_may_do_and_revoked_keys_stop_working() {
     let viewer = n.admin(mk, json!({"n": "site", "r": "VIEWER"})).await["createApiKey"].clone();
     let (hk, vk) = (host["key"].as_str().unwrap(), viewer["key"].as_str().unwrap());
 
-    assert_eq!(n.err("mutation { startBroadcast(id: \"h\") { id } }", json!({}), Some(hk)).await, "FORBIDDEN");
+    assert_eq!(
+        n.err("mutation { startBroadcast(id: \"h\") { id } }", json!({}), Some(hk))
+            .await,
+        "FORBIDDEN"
+    );
     let ht = "mutation { hostTokens(broadcastId: \"b\", userId: \"h1\") { token } }";
     n.ok(ht, json!({}), Some(hk)).await;
     assert_eq!(n.err(ht, json!({}), Some(vk)).await, "FORBIDDEN");
     assert_eq!(n.err("{ apiKeys { id } }", json!({}), Some(hk)).await, "FORBIDDEN");
-    assert_eq!(n.ok("{ apiKeys { id } }", json!({}), admin.as_deref()).await["apiKeys"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        n.ok("{ apiKeys { id } }", json!({}), admin.as_deref()).await["apiKeys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // keyed viewer joins: no key is refused, a viewer key is enough
     let join = "mutation { joinBroadcast(broadcastId: \"b\", userId: \"v\") { token } }";
@@ -214,12 +297,22 @@ async fn roles_decide_what_a_key_may_do_and_revoked_keys_stop_working() {
     let revoke = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }";
     n.admin(revoke, json!({"id": host["apiKey"]["id"]})).await;
     let (status, body) = n.post(ht, json!({}), Some(hk)).await;
-    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (401, Some("UNAUTHENTICATED")));
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
 }
 
 #[tokio::test]
 async fn leaving_frees_a_seat_at_once_and_a_lapsed_lease_frees_it_later() {
-    let (_dir, n) = node(&["--session-lease-secs", "2", "--presence-interval-secs", "1", "--join-rate-per-ip", "0"]);
+    let (_dir, n) = node(&[
+        "--session-lease-secs",
+        "2",
+        "--presence-interval-secs",
+        "1",
+        "--join-rate-per-ip",
+        "0",
+    ]);
     n.start_broadcast("b").await;
     let a = n.join("b", "a").await.unwrap();
     let b = n.join("b", "b").await.unwrap();
@@ -232,18 +325,28 @@ async fn leaving_frees_a_seat_at_once_and_a_lapsed_lease_frees_it_later() {
     let original = b["session"]["leaseUntil"].as_str().unwrap().to_string();
     let hb = "mutation($s: ID!) { heartbeat(sessionId: $s) { leaseUntil } }";
     let lease_of = "query($s: ID!) { session(id: $s) { leaseUntil } }";
-    let renewed = eventually(Duration::from_secs(10), "a heartbeat renews the stored lease", || async {
-        n.ok(hb, json!({"s": b["session"]["id"]}), None).await;
-        let now = n.ok(lease_of, json!({"s": b["session"]["id"]}), None).await;
-        let lease = now["session"]["leaseUntil"].as_str()?.to_string();
-        (lease > original).then_some(lease)
-    })
+    let renewed = eventually(
+        Duration::from_secs(10),
+        "a heartbeat renews the stored lease",
+        || async {
+            n.ok(hb, json!({"s": b["session"]["id"]}), None).await;
+            let now = n.ok(lease_of, json!({"s": b["session"]["id"]}), None).await;
+            let lease = now["session"]["leaseUntil"].as_str()?.to_string();
+            (lease > original).then_some(lease)
+        },
+    )
     .await;
     assert!(renewed > original);
 
     // without heartbeats the lease lapses and the seat is freed
     eventually(Duration::from_secs(15), "b's lease to lapse", || async {
-        let s = n.ok("query($s: ID!) { session(id: $s) { id } }", json!({"s": b["session"]["id"]}), None).await;
+        let s = n
+            .ok(
+                "query($s: ID!) { session(id: $s) { id } }",
+                json!({"s": b["session"]["id"]}),
+                None,
+            )
+            .await;
         s["session"].is_null().then_some(())
     })
     .await;
@@ -256,12 +359,22 @@ async fn ending_a_broadcast_deletes_its_stages_in_ivs_and_refuses_new_viewers() 
     let b = n.start_broadcast("b").await;
     let arn = b["stages"][0]["arn"].as_str().unwrap().to_string();
     n.join("b", "v").await.unwrap();
-    let ended = n.admin("mutation { endBroadcast(id: \"b\") { state viewers stages { id } } }", json!({})).await;
+    let ended = n
+        .admin(
+            "mutation { endBroadcast(id: \"b\") { state viewers stages { id } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(ended["endBroadcast"]["state"], "ENDED");
     assert_eq!(ended["endBroadcast"]["viewers"], 0);
     assert!(ended["endBroadcast"]["stages"].as_array().unwrap().is_empty());
     assert_eq!(n.join("b", "late").await.unwrap_err(), "BROADCAST_NOT_LIVE");
-    let state = n.http().get(format!("{}/_emulator/state", n.emulator_url.as_ref().unwrap())).send().await.unwrap();
+    let state = n
+        .http()
+        .get(format!("{}/_emulator/state", n.emulator_url.as_ref().unwrap()))
+        .send()
+        .await
+        .unwrap();
     let state = state.text().await.unwrap();
     assert!(!state.contains(&arn), "the stage still exists in IVS: {state}");
 }
@@ -272,14 +385,20 @@ async fn health_and_metrics_tell_the_same_story_as_graphql() {
     assert_eq!(n.get("/livez").await.0, 200);
     let (status, ready) = n.get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
-    assert!(ready.contains("store: ok") && ready.contains("signing_key: ok"), "{ready}");
+    assert!(
+        ready.contains("store: ok") && ready.contains("signing_key: ok"),
+        "{ready}"
+    );
     n.start_broadcast("b").await;
     n.join("b", "x").await.unwrap();
     n.join("b", "y").await.unwrap();
     assert_eq!(n.join("b", "").await.unwrap_err(), "INVALID_INPUT");
     let (_, m) = n.get("/metrics").await;
     assert!(m.contains("stagefleet_joins_total{outcome=\"admitted\"} 2"), "{m}");
-    assert!(m.contains("stagefleet_join_refusals_total{reason=\"bad_input\"} 1"), "{m}");
+    assert!(
+        m.contains("stagefleet_join_refusals_total{reason=\"bad_input\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("stagefleet_tokens_minted_total{kind=\"viewer\"} 2"), "{m}");
     assert!(m.contains("stagefleet_state{name=\"viewers\"} 2"), "{m}");
     assert!(m.contains("stagefleet_state{name=\"raft_is_leader\"} 1"), "{m}");
@@ -307,12 +426,17 @@ async fn the_websocket_checks_the_key_in_connection_init() {
     let ws_url = format!("{}/graphql", n.url.replacen("http", "ws", 1));
     let connect = || async {
         let mut req = ws_url.as_str().into_client_request().unwrap();
-        req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
         tokio_tungstenite::connect_async(req).await.unwrap().0
     };
     // a wrong key: the server closes the socket
     let mut ws = connect().await;
-    ws.send(Message::text(json!({"type": "connection_init", "payload": {"token": "sf_bad_key"}}).to_string())).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "connection_init", "payload": {"token": "sf_bad_key"}}).to_string(),
+    ))
+    .await
+    .unwrap();
     let closed = loop {
         match ws.next().await {
             Some(Ok(Message::Close(frame))) => break frame,
@@ -320,7 +444,10 @@ async fn the_websocket_checks_the_key_in_connection_init() {
             _ => break None,
         }
     };
-    assert!(closed.is_some_and(|f| f.reason.contains("not valid")), "a bad key closes with a reason");
+    assert!(
+        closed.is_some_and(|f| f.reason.contains("not valid")),
+        "a bad key closes with a reason"
+    );
 
     // the admin key: acknowledged, and a mutation runs over the socket
     let mut ws = connect().await;
@@ -360,5 +487,23 @@ async fn state_survives_a_graceful_restart() {
     assert_eq!(again["rejoined"], true);
     n.ok("{ apiKeys { id } }", json!({}), admin.as_deref()).await;
     let (status, body) = n.emulator_join(again["token"].as_str().unwrap(), false).await;
-    assert_eq!(status, 200, "after restart the emulator still knows the key and stage: {body}");
+    assert_eq!(
+        status, 200,
+        "after restart the emulator still knows the key and stage: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_are_group_committed_into_few_log_entries() {
+    let (_dir, n) = node(&["--join-rate-per-ip", "0"]);
+    n.start_broadcast("b").await;
+    let before = applied_index(&n).await;
+    let joins = (0..300).map(|i| {
+        let n = &n;
+        async move { n.join("b", &format!("v{i}")).await.unwrap() }
+    });
+    futures_util::future::join_all(joins).await;
+    let entries = applied_index(&n).await - before;
+    assert_eq!(stats(&n).await["viewers"], 300);
+    assert!(entries < 150, "300 concurrent joins took {entries} log entries: no group commit");
 }

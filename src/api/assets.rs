@@ -23,11 +23,7 @@ pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let cache = if path.ends_with(".html") {
@@ -42,10 +38,7 @@ pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
                 HeaderValue::from_str(file.metadata.mimetype())
                     .unwrap_or(HeaderValue::from_static("application/octet-stream")),
             ),
-            (
-                header::ETAG,
-                HeaderValue::from_str(&etag).expect("hex etag"),
-            ),
+            (header::ETAG, HeaderValue::from_str(&etag).expect("hex etag")),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         ],
         file.data,

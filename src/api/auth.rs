@@ -21,11 +21,7 @@ pub struct Principal {
 
 impl Principal {
     /// Resolve the presented key (if any) against the replicated key set.
-    pub fn resolve(
-        node: &Node,
-        presented: Option<&str>,
-        client: IpAddr,
-    ) -> Result<Self, async_graphql::Error> {
+    pub fn resolve(node: &Node, presented: Option<&str>, client: IpAddr) -> Result<Self, async_graphql::Error> {
         let Some(key) = presented.map(str::trim).filter(|k| !k.is_empty()) else {
             return Ok(Self {
                 role: None,
@@ -46,11 +42,9 @@ impl Principal {
     /// Admin may do anything; host may do host and viewer things; viewer only viewer things.
     pub fn require(&self, need: Role) -> Result<(), async_graphql::Error> {
         match self.role {
-            None => Err(ErrorCode::Unauthenticated
-                .error(format!("this needs an API key with the {need:?} role"))),
+            None => Err(ErrorCode::Unauthenticated.error(format!("this needs an API key with the {need:?} role"))),
             Some(have) if have <= need => Ok(()),
-            Some(have) => Err(ErrorCode::Forbidden
-                .error(format!("a {have:?} key may not do this; it needs {need:?}"))),
+            Some(have) => Err(ErrorCode::Forbidden.error(format!("a {have:?} key may not do this; it needs {need:?}"))),
         }
     }
 }
@@ -72,9 +66,7 @@ pub struct JoinLimits {
 fn limiter<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimiter<K>> {
     let rate = NonZeroU32::new(per_second)?;
     let burst = NonZeroU32::new(per_second.saturating_mul(2)).expect("non-zero");
-    Some(RateLimiter::keyed(
-        Quota::per_second(rate).allow_burst(burst),
-    ))
+    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
 }
 
 impl JoinLimits {
@@ -92,19 +84,11 @@ impl JoinLimits {
             who.require(Role::Viewer)?;
         }
         let limited = match &who.key_id {
-            Some(id) => self
-                .per_key
-                .as_ref()
-                .is_some_and(|l| l.check_key(id).is_err()),
-            None => self
-                .per_ip
-                .as_ref()
-                .is_some_and(|l| l.check_key(&who.client).is_err()),
+            Some(id) => self.per_key.as_ref().is_some_and(|l| l.check_key(id).is_err()),
+            None => self.per_ip.as_ref().is_some_and(|l| l.check_key(&who.client).is_err()),
         };
         if limited {
-            return Err(
-                ErrorCode::RateLimited.error("too many joins from this client; retry in a moment")
-            );
+            return Err(ErrorCode::RateLimited.error("too many joins from this client; retry in a moment"));
         }
         Ok(())
     }

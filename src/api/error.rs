@@ -113,24 +113,19 @@ pub fn to_graphql(e: &NodeError) -> async_graphql::Error {
                 tracing::warn!(error = %b, "IVS call failed");
                 let msg = match b {
                     BackendError::QuotaExceeded(_) => "IVS refused: an IVS quota is exhausted",
-                    BackendError::AccessDenied(_) => {
-                        "IVS refused: access denied (check the node's AWS credentials)"
-                    }
+                    BackendError::AccessDenied(_) => "IVS refused: access denied (check the node's AWS credentials)",
                     _ => "IVS did not complete the call; nothing was changed, retry later",
                 };
                 ErrorCode::IvsError.error(msg)
             }
-            NodeError::Propose(ProposeError::NotLeader { leader, .. }) => ErrorCode::Unavailable
-                .error(format!(
-                    "this node is not the leader (leader: {leader:?}); retry"
-                )),
+            NodeError::Propose(ProposeError::NotLeader { leader, .. }) => {
+                ErrorCode::Unavailable.error(format!("this node is not the leader (leader: {leader:?}); retry"))
+            }
             NodeError::Propose(ProposeError::Unavailable(why)) => {
                 tracing::warn!(%why, "write refused");
                 ErrorCode::Unavailable.error("the replicated store is unavailable; retry")
             }
-            NodeError::NoSigningKey => {
-                ErrorCode::Unavailable.error("the node is still setting up its signing key")
-            }
+            NodeError::NoSigningKey => ErrorCode::Unavailable.error("the node is still setting up its signing key"),
             NodeError::Internal(why) => {
                 tracing::error!(%why, "internal error");
                 ErrorCode::Internal.error("internal error")

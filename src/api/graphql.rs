@@ -22,12 +22,7 @@ use crate::metrics::label;
 /// A response holding only errors, in the GraphQL-over-HTTP shape.
 fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     let body = serde_json::json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 pub async fn post_graphql(
@@ -37,19 +32,11 @@ pub async fn post_graphql(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let key = bearer(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let key = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
     let principal = match Principal::resolve(&app.node, key, peer.ip()) {
         Ok(p) => p,
         Err(e) => {
-            return error_body(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthenticated,
-                &e.message,
-            );
+            return error_body(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &e.message);
         }
     };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
@@ -61,9 +48,7 @@ pub async fn post_graphql(
     };
     let mut response = app.schema.execute(request.data(principal)).await;
     for err in &mut response.errors {
-        let ext = err
-            .extensions
-            .get_or_insert_with(ErrorExtensionValues::default);
+        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
         if ext.get("code").is_none() {
             ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
         }

@@ -53,11 +53,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             let n = f.stages.values().filter(|s| s.state == state).count();
             m.set("stages", Some(("state", label.to_string())), n as i64);
         }
-        m.set(
-            "viewers",
-            None,
-            f.stages.values().map(|s| i64::from(s.viewers)).sum(),
-        );
+        m.set("viewers", None, f.stages.values().map(|s| i64::from(s.viewers)).sum());
         m.set("api_keys", None, f.api_keys.len() as i64);
     }
     let r = node.store.raft.metrics().borrow().clone();
@@ -67,26 +63,14 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         None,
         i64::from(r.current_leader == Some(node.store.node_id)),
     );
-    m.set(
-        "raft_last_log_index",
-        None,
-        r.last_log_index.map_or(-1, |i| i as i64),
-    );
+    m.set("raft_last_log_index", None, r.last_log_index.map_or(-1, |i| i as i64));
     m.set(
         "raft_last_applied_index",
         None,
         r.last_applied.map_or(-1, |l| l.index as i64),
     );
-    m.set(
-        "raft_snapshot_index",
-        None,
-        r.snapshot.map_or(-1, |l| l.index as i64),
-    );
-    m.set(
-        "store_bytes_on_disk",
-        None,
-        node.store.size_on_disk() as i64,
-    );
+    m.set("raft_snapshot_index", None, r.snapshot.map_or(-1, |l| l.index as i64));
+    m.set("store_bytes_on_disk", None, node.store.size_on_disk() as i64);
     (
         [(
             header::CONTENT_TYPE,

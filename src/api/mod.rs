@@ -46,10 +46,7 @@ pub fn router(node: Arc<Node>) -> Router {
     }
     let state = AppState { node, schema };
     Router::new()
-        .route(
-            "/graphql",
-            get(graphql::get_graphql).post(graphql::post_graphql),
-        )
+        .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

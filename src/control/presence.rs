@@ -21,10 +21,7 @@ pub struct Presence {
 
 impl Presence {
     pub fn touch(&self, session_id: &str) {
-        self.seen
-            .lock()
-            .expect("presence set")
-            .insert(session_id.to_string());
+        self.seen.lock().expect("presence set").insert(session_id.to_string());
     }
 
     fn drain(&self) -> Vec<String> {
@@ -49,9 +46,7 @@ pub async fn tick(node: &Node) {
     }
     if node.store.is_leader() {
         let now = now_ms();
-        let lapsed = !SledSessions::new(&node.store.shared.tree)
-            .expired(now, 1)
-            .is_empty();
+        let lapsed = !SledSessions::new(&node.store.shared.tree).expired(now, 1).is_empty();
         if lapsed {
             match node
                 .store

@@ -17,10 +17,7 @@ use crate::state::{Command, Response};
 pub fn stage_tags(fleet_id: &str, stage: &Stage) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("stagefleet:fleet".to_string(), fleet_id.to_string()),
-        (
-            "stagefleet:broadcast".to_string(),
-            stage.broadcast_id.clone(),
-        ),
+        ("stagefleet:broadcast".to_string(), stage.broadcast_id.clone()),
         ("stagefleet:slot".to_string(), stage.slot.to_string()),
     ])
 }
@@ -55,12 +52,7 @@ impl StageDriver {
     /// Create `intent` in IVS and record it. With `adopt`, first look for the stage an earlier
     /// attempt may have created (by its tags); a fresh intent's slot was never used, so it skips
     /// that ListStages walk.
-    pub async fn create(
-        &self,
-        node: &Node,
-        intent: Stage,
-        adopt: bool,
-    ) -> Result<Stage, NodeError> {
+    pub async fn create(&self, node: &Node, intent: Stage, adopt: bool) -> Result<Stage, NodeError> {
         let _busy = self.claim(&intent.id);
         let tags = stage_tags(&node.cfg.fleet_id, &intent);
         let found = if adopt {
@@ -138,10 +130,7 @@ fn count<T>(node: &Node, op: &'static str, r: &Result<T, BackendError>) {
     node.metrics.ivs_calls.get_or_create(&labels).inc();
 }
 
-async fn find_tagged(
-    node: &Node,
-    tags: &BTreeMap<String, String>,
-) -> Result<Option<StageInfo>, BackendError> {
+async fn find_tagged(node: &Node, tags: &BTreeMap<String, String>) -> Result<Option<StageInfo>, BackendError> {
     Ok(node.backend.list_stages(tags).await?.into_iter().next())
 }
 
@@ -162,13 +151,7 @@ pub async fn reconcile_once(node: &Node) {
         .cloned()
         .collect();
     for stage in pending {
-        if node
-            .control
-            .busy
-            .lock()
-            .expect("busy set")
-            .contains(&stage.id)
-        {
+        if node.control.busy.lock().expect("busy set").contains(&stage.id) {
             continue;
         }
         // Take the intent over first, so a late result from its old owner is fenced.
@@ -188,11 +171,7 @@ pub async fn reconcile_once(node: &Node) {
         };
         tracing::info!(stage = %stage.id, state = ?stage.state, "reconciling a pending stage intent");
         let r = match stage.state {
-            StageState::Creating => node
-                .control
-                .create(node, stage.clone(), true)
-                .await
-                .map(|_| ()),
+            StageState::Creating => node.control.create(node, stage.clone(), true).await.map(|_| ()),
             StageState::Deleting => node.control.delete(node, stage.clone()).await,
             StageState::Active => Ok(()),
         };

@@ -87,10 +87,7 @@ pub fn validate_id(field: &'static str, id: &str) -> Result<(), InputError> {
             max: MAX_ID_CHARS,
         });
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(InputError::BadCharacters {
             field,
             value: id.to_string(),
@@ -112,9 +109,7 @@ pub fn validate_name(name: &str) -> Result<(), InputError> {
 }
 
 /// Attributes as IVS counts them: the bytes of every key and value together.
-pub fn validate_attributes(
-    pairs: &[(String, String)],
-) -> Result<BTreeMap<String, String>, InputError> {
+pub fn validate_attributes(pairs: &[(String, String)]) -> Result<BTreeMap<String, String>, InputError> {
     let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
     if len > MAX_ATTRIBUTES_BYTES {
         return Err(InputError::AttributesTooLarge {
@@ -125,9 +120,7 @@ pub fn validate_attributes(
     let mut map = BTreeMap::new();
     for (k, v) in pairs {
         if k.is_empty() {
-            return Err(InputError::Empty {
-                field: "attribute key",
-            });
+            return Err(InputError::Empty { field: "attribute key" });
         }
         if map.insert(k.clone(), v.clone()).is_some() {
             return Err(InputError::DuplicateAttribute(k.clone()));
@@ -183,14 +176,8 @@ mod tests {
     #[test]
     fn user_ids_must_be_present_and_at_most_128_characters() {
         assert!(validate_user_id("alice").is_ok());
-        assert_eq!(
-            validate_user_id(""),
-            Err(InputError::Empty { field: "userId" })
-        );
-        assert_eq!(
-            validate_user_id("   "),
-            Err(InputError::Empty { field: "userId" })
-        );
+        assert_eq!(validate_user_id(""), Err(InputError::Empty { field: "userId" }));
+        assert_eq!(validate_user_id("   "), Err(InputError::Empty { field: "userId" }));
         assert!(
             validate_user_id(&"é".repeat(128)).is_ok(),
             "the limit counts characters, not bytes"
@@ -208,15 +195,9 @@ mod tests {
         let big = vec![("k".to_string(), "v".repeat(1024))];
         assert_eq!(
             validate_attributes(&big),
-            Err(InputError::AttributesTooLarge {
-                len: 1025,
-                max: 1024
-            })
+            Err(InputError::AttributesTooLarge { len: 1025, max: 1024 })
         );
-        let dup = vec![
-            ("a".to_string(), "1".to_string()),
-            ("a".to_string(), "2".to_string()),
-        ];
+        let dup = vec![("a".to_string(), "1".to_string()), ("a".to_string(), "2".to_string())];
         assert_eq!(
             validate_attributes(&dup),
             Err(InputError::DuplicateAttribute("a".into()))

@@ -123,9 +123,7 @@ impl Harness {
             }
             Op::AddStage(b) => {
                 let now = self.now;
-                if let Ok(stage) =
-                    self.world(|w| w.add_stage(&format!("b{b}"), StageRole::Replica, now, 1))
-                {
+                if let Ok(stage) = self.world(|w| w.add_stage(&format!("b{b}"), StageRole::Replica, now, 1)) {
                     self.create(&stage);
                 }
             }

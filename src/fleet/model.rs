@@ -88,9 +88,7 @@ impl Stage {
 
     /// The IVS stage id (token `topic`), once created.
     pub fn ivs_id(&self) -> Option<&str> {
-        self.arn
-            .as_deref()
-            .map(crate::ivs::backend::stage_id_from_arn)
+        self.arn.as_deref().map(crate::ivs::backend::stage_id_from_arn)
     }
 }
 
@@ -148,15 +146,11 @@ impl Fleet {
     pub fn stages_of<'a>(&'a self, broadcast_id: &'a str) -> impl Iterator<Item = &'a Stage> + 'a {
         // Stage keys start with "<broadcast id>:" so a range scan finds them in slot order... almost:
         // slots sort as strings, so filter exactly and let callers sort if they need slot order.
-        self.stages
-            .values()
-            .filter(move |s| s.broadcast_id == broadcast_id)
+        self.stages.values().filter(move |s| s.broadcast_id == broadcast_id)
     }
 
     pub fn viewers_of(&self, broadcast_id: &str) -> u64 {
-        self.stages_of(broadcast_id)
-            .map(|s| u64::from(s.viewers))
-            .sum()
+        self.stages_of(broadcast_id).map(|s| u64::from(s.viewers)).sum()
     }
 
     /// Stages that exist or are being created in IVS (counted against the region quota).

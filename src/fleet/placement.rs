@@ -21,9 +21,7 @@ impl std::str::FromStr for Placement {
         match s {
             "pack" => Ok(Placement::Pack),
             "spread" => Ok(Placement::Spread),
-            other => Err(format!(
-                "unknown placement {other:?}: expected pack or spread"
-            )),
+            other => Err(format!("unknown placement {other:?}: expected pack or spread")),
         }
     }
 }
@@ -39,16 +37,11 @@ impl std::fmt::Display for Placement {
 
 /// The stage to seat one viewer on, among `stages` (any order), or `None` when none has room.
 /// Ties go to the lowest slot so every replica picks the same stage.
-pub fn choose<'a>(
-    stages: impl IntoIterator<Item = &'a Stage>,
-    policy: Placement,
-) -> Option<&'a Stage> {
+pub fn choose<'a>(stages: impl IntoIterator<Item = &'a Stage>, policy: Placement) -> Option<&'a Stage> {
     let open = stages.into_iter().filter(|s| s.has_room());
     match policy {
         Placement::Pack => open.max_by(|a, b| a.viewers.cmp(&b.viewers).then(b.slot.cmp(&a.slot))),
-        Placement::Spread => {
-            open.min_by(|a, b| a.viewers.cmp(&b.viewers).then(a.slot.cmp(&b.slot)))
-        }
+        Placement::Spread => open.min_by(|a, b| a.viewers.cmp(&b.viewers).then(a.slot.cmp(&b.slot))),
     }
 }
 

@@ -46,9 +46,7 @@ impl Sessions for MemorySessions {
     }
 
     fn by_user(&self, broadcast_id: &str, user_id: &str) -> Option<Session> {
-        let id = self
-            .by_user
-            .get(&(broadcast_id.to_string(), user_id.to_string()))?;
+        let id = self.by_user.get(&(broadcast_id.to_string(), user_id.to_string()))?;
         self.get(id)
     }
 
@@ -58,17 +56,14 @@ impl Sessions for MemorySessions {
             (session.broadcast_id.clone(), session.user_id.clone()),
             session.id.clone(),
         );
-        self.by_stage
-            .insert((session.stage_id.clone(), session.id.clone()));
-        self.by_lease
-            .insert((session.lease_until, session.id.clone()));
+        self.by_stage.insert((session.stage_id.clone(), session.id.clone()));
+        self.by_lease.insert((session.lease_until, session.id.clone()));
         self.by_id.insert(session.id.clone(), session);
     }
 
     fn remove(&mut self, id: &str) -> Option<Session> {
         let s = self.by_id.remove(id)?;
-        self.by_user
-            .remove(&(s.broadcast_id.clone(), s.user_id.clone()));
+        self.by_user.remove(&(s.broadcast_id.clone(), s.user_id.clone()));
         self.by_stage.remove(&(s.stage_id.clone(), s.id.clone()));
         self.by_lease.remove(&(s.lease_until, s.id.clone()));
         Some(s)

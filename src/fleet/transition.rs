@@ -61,9 +61,10 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         self.dirty.meta = true;
     }
 
-    pub fn create_api_key(&mut self, key: ApiKeyRecord) {
-        self.fleet.api_keys.insert(key.id.clone(), key);
+    pub fn create_api_key(&mut self, key: ApiKeyRecord) -> ApiKeyRecord {
+        self.fleet.api_keys.insert(key.id.clone(), key.clone());
         self.dirty.meta = true;
+        key
     }
 
     pub fn revoke_api_key(&mut self, id: &str) -> Result<ApiKeyRecord, Refusal> {
@@ -77,13 +78,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     }
 
     /// A new broadcast and the intent to create its origin stage (slot 0).
-    pub fn start_broadcast(
-        &mut self,
-        id: &str,
-        name: &str,
-        now: Millis,
-        term: u64,
-    ) -> Result<Stage, Refusal> {
+    pub fn start_broadcast(&mut self, id: &str, name: &str, now: Millis, term: u64) -> Result<Stage, Refusal> {
         if self.fleet.broadcasts.contains_key(id) {
             return Err(Refusal::BroadcastExists(id.to_string()));
         }
@@ -104,13 +99,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     }
 
     /// The intent to create one more stage for a live broadcast.
-    pub fn add_stage(
-        &mut self,
-        broadcast_id: &str,
-        role: StageRole,
-        now: Millis,
-        term: u64,
-    ) -> Result<Stage, Refusal> {
+    pub fn add_stage(&mut self, broadcast_id: &str, role: StageRole, now: Millis, term: u64) -> Result<Stage, Refusal> {
         let b = self
             .fleet
             .broadcasts
@@ -123,13 +112,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         Ok(self.new_stage_intent(broadcast_id, role, now, term))
     }
 
-    fn new_stage_intent(
-        &mut self,
-        broadcast_id: &str,
-        role: StageRole,
-        now: Millis,
-        term: u64,
-    ) -> Stage {
+    fn new_stage_intent(&mut self, broadcast_id: &str, role: StageRole, now: Millis, term: u64) -> Stage {
         let b = self
             .fleet
             .broadcasts
@@ -156,12 +139,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         stage
     }
 
-    fn owned_intent(
-        &mut self,
-        stage_id: &str,
-        intent_term: u64,
-        want: StageState,
-    ) -> Result<&mut Stage, Refusal> {
+    fn owned_intent(&mut self, stage_id: &str, intent_term: u64, want: StageState) -> Result<&mut Stage, Refusal> {
         let stage = self
             .fleet
             .stages
@@ -199,12 +177,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     }
 
     /// CreateStage failed for good: forget the intent; a failed origin fails its broadcast.
-    pub fn stage_create_failed(
-        &mut self,
-        stage_id: &str,
-        intent_term: u64,
-        now: Millis,
-    ) -> Result<(), Refusal> {
+    pub fn stage_create_failed(&mut self, stage_id: &str, intent_term: u64, now: Millis) -> Result<(), Refusal> {
         self.owned_intent(stage_id, intent_term, StageState::Creating)?;
         let stage = self.fleet.stages.remove(stage_id).expect("checked above");
         self.touch_stage(stage_id);
@@ -233,12 +206,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     /// The intent to delete a stage. Refused while it seats viewers unless `force`, which ends
     /// their sessions.
-    pub fn delete_stage(
-        &mut self,
-        stage_id: &str,
-        force: bool,
-        term: u64,
-    ) -> Result<(Stage, u32), Refusal> {
+    pub fn delete_stage(&mut self, stage_id: &str, force: bool, term: u64) -> Result<(Stage, u32), Refusal> {
         let stage = self
             .fleet
             .stages
@@ -253,10 +221,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             return Err(Refusal::OriginStage(stage_id.to_string()));
         }
         if stage.viewers > 0 && !force {
-            return Err(Refusal::StageHasViewers(
-                stage_id.to_string(),
-                stage.viewers,
-            ));
+            return Err(Refusal::StageHasViewers(stage_id.to_string(), stage.viewers));
         }
         let evicted = self.evict_stage(stage_id);
         let stage = self.fleet.stages.get_mut(stage_id).expect("checked above");
@@ -281,12 +246,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     /// DeleteStage answered (or the stage was already gone): forget it; the last stage of an
     /// ending broadcast ends it.
-    pub fn stage_deleted(
-        &mut self,
-        stage_id: &str,
-        intent_term: u64,
-        now: Millis,
-    ) -> Result<(), Refusal> {
+    pub fn stage_deleted(&mut self, stage_id: &str, intent_term: u64, now: Millis) -> Result<(), Refusal> {
         self.owned_intent(stage_id, intent_term, StageState::Deleting)?;
         let stage = self.fleet.stages.remove(stage_id).expect("checked above");
         self.touch_stage(stage_id);
@@ -302,12 +262,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     }
 
     /// End a broadcast: every viewer leaves and every stage gets a delete intent. Idempotent.
-    pub fn end_broadcast(
-        &mut self,
-        id: &str,
-        now: Millis,
-        term: u64,
-    ) -> Result<(Broadcast, Vec<Stage>), Refusal> {
+    pub fn end_broadcast(&mut self, id: &str, now: Millis, term: u64) -> Result<(Broadcast, Vec<Stage>), Refusal> {
         let b = self
             .fleet
             .broadcasts
@@ -425,9 +380,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     /// End up to `limit` sessions whose lease ran out before `now`.
     pub fn expire(&mut self, now: Millis, limit: usize) -> Vec<Session> {
         let ids = self.sessions.expired(now, limit);
-        ids.iter()
-            .filter_map(|id| self.end_session(id).ok())
-            .collect()
+        ids.iter().filter_map(|id| self.end_session(id).ok()).collect()
     }
 
     /// Register a host of a broadcast (idempotent per user), within the 12-publisher limit.

@@ -18,9 +18,8 @@ use aws_sdk_ivsrealtime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkE
 use aws_sdk_ivsrealtime::types as sdk;
 
 use super::backend::{
-    BackendError, BackendResult, IssuedToken, ParticipantFilter, ParticipantInfo, ParticipantState,
-    PublicKeyInfo, ReplicaInfo, ReplicationState, ReplicationType, StageBackend, StageEndpoints,
-    StageInfo, TokenRequest,
+    BackendError, BackendResult, IssuedToken, ParticipantFilter, ParticipantInfo, ParticipantState, PublicKeyInfo,
+    ReplicaInfo, ReplicationState, ReplicationType, StageBackend, StageEndpoints, StageInfo, TokenRequest,
 };
 use super::ratelimit::{OpLimiter, default_rates};
 
@@ -77,22 +76,12 @@ impl AwsBackend {
             .region(Region::new(cfg.region.clone()))
             .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts))
             .timeout_config(timeouts)
-            .identity_cache(
-                IdentityCache::lazy()
-                    .load_timeout(CREDENTIALS_LOAD_TIMEOUT)
-                    .build(),
-            );
+            .identity_cache(IdentityCache::lazy().load_timeout(CREDENTIALS_LOAD_TIMEOUT).build());
         if let Some(url) = &cfg.endpoint_url {
             loader = loader.endpoint_url(url);
         }
         if let Some((id, secret)) = &cfg.static_credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "stagefleet-static",
-            ));
+            loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "stagefleet-static"));
         }
         let shared = loader.load().await;
         Ok(Self {
@@ -134,9 +123,7 @@ fn classify(code: Option<&str>, status: Option<u16>, message: String) -> Backend
         (Some("ConflictException"), _) => BackendError::Conflict(message),
         (Some("ServiceQuotaExceededException"), _) => BackendError::QuotaExceeded(message),
         (Some(c), _) if THROTTLE_CODES.contains(&c) => BackendError::Throttled(message),
-        (Some("AccessDeniedException" | "PendingVerification"), _) => {
-            BackendError::AccessDenied(message)
-        }
+        (Some("AccessDeniedException" | "PendingVerification"), _) => BackendError::AccessDenied(message),
         (Some("InternalServerException"), _) => BackendError::Unavailable(message),
         (_, Some(s)) if s >= 500 => BackendError::Unavailable(message),
         (None, Some(429)) => BackendError::Throttled(message),
@@ -226,11 +213,7 @@ fn replica_info(r: &sdk::ParticipantReplica) -> ReplicaInfo {
 
 #[async_trait]
 impl StageBackend for AwsBackend {
-    async fn create_stage(
-        &self,
-        name: &str,
-        tags: &BTreeMap<String, String>,
-    ) -> BackendResult<StageInfo> {
+    async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> BackendResult<StageInfo> {
         self.limiter.acquire("CreateStage").await;
         let req = self.client.create_stage().name(name).set_tags(to_map(tags));
         let out = req.send().await.map_err(|e| map_err("CreateStage", e))?;
@@ -253,24 +236,15 @@ impl StageBackend for AwsBackend {
             .ok_or_else(|| BackendError::Unavailable("GetStage: no stage in answer".into()))
     }
 
-    async fn list_stages(
-        &self,
-        tag_filter: &BTreeMap<String, String>,
-    ) -> BackendResult<Vec<StageInfo>> {
+    async fn list_stages(&self, tag_filter: &BTreeMap<String, String>) -> BackendResult<Vec<StageInfo>> {
         let mut stages = vec![];
         let mut next: Option<String> = None;
         loop {
             self.limiter.acquire("ListStages").await;
-            let req = self
-                .client
-                .list_stages()
-                .max_results(100)
-                .set_next_token(next.take());
+            let req = self.client.list_stages().max_results(100).set_next_token(next.take());
             let out = req.send().await.map_err(|e| map_err("ListStages", e))?;
             let matching = out.stages().iter().map(summary_info);
-            stages.extend(
-                matching.filter(|s| tag_filter.iter().all(|(k, v)| s.tags.get(k) == Some(v))),
-            );
+            stages.extend(matching.filter(|s| tag_filter.iter().all(|(k, v)| s.tags.get(k) == Some(v))));
             match out.next_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),
                 _ => return Ok(stages),
@@ -302,10 +276,7 @@ impl StageBackend for AwsBackend {
             .name(name)
             .public_key_material(public_key_pem)
             .set_tags(to_map(tags));
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err("ImportPublicKey", e))?;
+        let out = req.send().await.map_err(|e| map_err("ImportPublicKey", e))?;
         let key = out
             .public_key()
             .ok_or_else(|| BackendError::Unavailable("ImportPublicKey: no key in answer".into()))?;
@@ -327,11 +298,7 @@ impl StageBackend for AwsBackend {
         Ok(())
     }
 
-    async fn create_participant_token(
-        &self,
-        stage_arn: &str,
-        req: &TokenRequest,
-    ) -> BackendResult<IssuedToken> {
+    async fn create_participant_token(&self, stage_arn: &str, req: &TokenRequest) -> BackendResult<IssuedToken> {
         let mut caps = vec![];
         if req.capabilities.publish {
             caps.push(sdk::ParticipantTokenCapability::Publish);
@@ -348,13 +315,10 @@ impl StageBackend for AwsBackend {
             .set_attributes(to_map(&req.attributes))
             .set_capabilities(Some(caps))
             .duration(i32::try_from(req.duration_minutes).unwrap_or(i32::MAX));
-        let out = call
-            .send()
-            .await
-            .map_err(|e| map_err("CreateParticipantToken", e))?;
-        let token = out.participant_token().ok_or_else(|| {
-            BackendError::Unavailable("CreateParticipantToken: no token in answer".into())
-        })?;
+        let out = call.send().await.map_err(|e| map_err("CreateParticipantToken", e))?;
+        let token = out
+            .participant_token()
+            .ok_or_else(|| BackendError::Unavailable("CreateParticipantToken: no token in answer".into()))?;
         Ok(IssuedToken {
             participant_id: token.participant_id().unwrap_or_default().to_string(),
             token: token.token().unwrap_or_default().to_string(),
@@ -398,9 +362,7 @@ impl StageBackend for AwsBackend {
             .source_stage_arn(source_stage_arn)
             .destination_stage_arn(destination_stage_arn)
             .participant_id(participant_id);
-        req.send()
-            .await
-            .map_err(|e| map_err("StopParticipantReplication", e))?;
+        req.send().await.map_err(|e| map_err("StopParticipantReplication", e))?;
         Ok(())
     }
 
@@ -420,10 +382,7 @@ impl StageBackend for AwsBackend {
                 .participant_id(participant_id)
                 .max_results(50)
                 .set_next_token(next.take());
-            let out = req
-                .send()
-                .await
-                .map_err(|e| map_err("ListParticipantReplicas", e))?;
+            let out = req.send().await.map_err(|e| map_err("ListParticipantReplicas", e))?;
             replicas.extend(out.replicas().iter().map(replica_info));
             match out.next_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),
@@ -451,15 +410,10 @@ impl StageBackend for AwsBackend {
                 .set_next_token(next.take());
             req = match filter {
                 ParticipantFilter::All => req,
-                ParticipantFilter::Connected => {
-                    req.filter_by_state(sdk::ParticipantState::Connected)
-                }
+                ParticipantFilter::Connected => req.filter_by_state(sdk::ParticipantState::Connected),
                 ParticipantFilter::Published => req.filter_by_published(true),
             };
-            let out = req
-                .send()
-                .await
-                .map_err(|e| map_err("ListParticipants", e))?;
+            let out = req.send().await.map_err(|e| map_err("ListParticipants", e))?;
             participants.extend(out.participants().iter().map(participant_info));
             match out.next_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),
@@ -468,12 +422,7 @@ impl StageBackend for AwsBackend {
         }
     }
 
-    async fn disconnect_participant(
-        &self,
-        stage_arn: &str,
-        participant_id: &str,
-        reason: &str,
-    ) -> BackendResult<()> {
+    async fn disconnect_participant(&self, stage_arn: &str, participant_id: &str, reason: &str) -> BackendResult<()> {
         self.limiter.acquire("DisconnectParticipant").await;
         let req = self
             .client
@@ -481,9 +430,7 @@ impl StageBackend for AwsBackend {
             .stage_arn(stage_arn)
             .participant_id(participant_id)
             .reason(reason);
-        req.send()
-            .await
-            .map_err(|e| map_err("DisconnectParticipant", e))?;
+        req.send().await.map_err(|e| map_err("DisconnectParticipant", e))?;
         Ok(())
     }
 }
@@ -503,10 +450,7 @@ mod tests {
             classify(Some("ValidationException"), Some(400), m()).kind(),
             "validation"
         );
-        assert_eq!(
-            classify(Some("ConflictException"), Some(409), m()).kind(),
-            "conflict"
-        );
+        assert_eq!(classify(Some("ConflictException"), Some(409), m()).kind(), "conflict");
         assert_eq!(
             classify(Some("ServiceQuotaExceededException"), Some(402), m()).kind(),
             "quota_exceeded"
@@ -523,10 +467,7 @@ mod tests {
             classify(Some("InternalServerException"), Some(500), m()).kind(),
             "unavailable"
         );
-        assert_eq!(
-            classify(Some("Weird"), Some(503), m()).kind(),
-            "unavailable"
-        );
+        assert_eq!(classify(Some("Weird"), Some(503), m()).kind(), "unavailable");
         assert_eq!(
             classify(Some("Weird"), Some(400), m()),
             BackendError::Other {

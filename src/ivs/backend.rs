@@ -159,18 +159,11 @@ pub type BackendResult<T> = Result<T, BackendError>;
 /// throttling/5xx with jittered backoff before returning an error.
 #[async_trait]
 pub trait StageBackend: Send + Sync + 'static {
-    async fn create_stage(
-        &self,
-        name: &str,
-        tags: &BTreeMap<String, String>,
-    ) -> BackendResult<StageInfo>;
+    async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> BackendResult<StageInfo>;
     async fn get_stage(&self, arn: &str) -> BackendResult<StageInfo>;
     /// All stages whose tags include every pair of `tag_filter` (IVS has no server-side tag
     /// filter: this pages through ListStages and filters the summaries).
-    async fn list_stages(
-        &self,
-        tag_filter: &BTreeMap<String, String>,
-    ) -> BackendResult<Vec<StageInfo>>;
+    async fn list_stages(&self, tag_filter: &BTreeMap<String, String>) -> BackendResult<Vec<StageInfo>>;
     async fn delete_stage(&self, arn: &str) -> BackendResult<()>;
     async fn import_public_key(
         &self,
@@ -179,11 +172,7 @@ pub trait StageBackend: Send + Sync + 'static {
         tags: &BTreeMap<String, String>,
     ) -> BackendResult<PublicKeyInfo>;
     async fn delete_public_key(&self, arn: &str) -> BackendResult<()>;
-    async fn create_participant_token(
-        &self,
-        stage_arn: &str,
-        req: &TokenRequest,
-    ) -> BackendResult<IssuedToken>;
+    async fn create_participant_token(&self, stage_arn: &str, req: &TokenRequest) -> BackendResult<IssuedToken>;
     async fn start_participant_replication(
         &self,
         source_stage_arn: &str,
@@ -210,10 +199,5 @@ pub trait StageBackend: Send + Sync + 'static {
         session_id: &str,
         filter: ParticipantFilter,
     ) -> BackendResult<Vec<ParticipantInfo>>;
-    async fn disconnect_participant(
-        &self,
-        stage_arn: &str,
-        participant_id: &str,
-        reason: &str,
-    ) -> BackendResult<()>;
+    async fn disconnect_participant(&self, stage_arn: &str, participant_id: &str, reason: &str) -> BackendResult<()>;
 }

@@ -38,9 +38,7 @@ pub fn default_rates() -> BTreeMap<String, f64> {
         "ListParticipants",
         "DisconnectParticipant",
     ];
-    OPS.iter()
-        .map(|op| (op.to_string(), ivs_default_tps(op)))
-        .collect()
+    OPS.iter().map(|op| (op.to_string(), ivs_default_tps(op))).collect()
 }
 
 /// A token bucket holding at most `max(rate, 1)` tokens, refilled at `rate` per second. Pure:
@@ -196,10 +194,7 @@ mod tests {
             limiter.acquire("GetStage").await;
         }
         // A burst of 20 is free, then two more at 50 ms each; the unlisted op never waits.
-        assert!(
-            limited >= Duration::from_millis(95),
-            "waited only {limited:?}"
-        );
+        assert!(limited >= Duration::from_millis(95), "waited only {limited:?}");
         assert!(start.elapsed() - limited < Duration::from_millis(50));
     }
 }

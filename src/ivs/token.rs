@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
-    UnparsedPublicKey,
+    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -160,10 +159,7 @@ impl SigningKey {
         let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header json"));
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).expect("claims json"), &mut out);
-        let sig = self
-            .pair
-            .sign(&self.rng, out.as_bytes())
-            .expect("ES384 sign");
+        let sig = self.pair.sign(&self.rng, out.as_bytes()).expect("ES384 sign");
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
         out
@@ -173,9 +169,7 @@ impl SigningKey {
 /// The `kid` a token claims, without verifying anything (to pick the key to verify with).
 pub fn peek_kid(token: &str) -> Result<String, TokenError> {
     let header = token.split('.').next().ok_or(TokenError::Malformed)?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed)?;
     let h: Header = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadHeader)?;
     if h.alg != "ES384" || h.kid.is_empty() {
         return Err(TokenError::BadHeader);
@@ -185,40 +179,24 @@ pub fn peek_kid(token: &str) -> Result<String, TokenError> {
 
 /// Verify an ES384 token against the public keys IVS knows (ARN → PEM) and return its claims.
 /// `now` (Unix seconds) is compared with `exp` with no leeway, like the Web SDK does.
-pub fn verify(
-    token: &str,
-    keys: &BTreeMap<String, String>,
-    now: i64,
-) -> Result<Claims, TokenError> {
+pub fn verify(token: &str, keys: &BTreeMap<String, String>, now: i64) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
     };
     let kid = peek_kid(token)?;
-    let pem = keys
-        .get(&kid)
-        .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+    let pem = keys.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
     let spki = pem_body(pem).ok_or(TokenError::UnknownKey(kid))?;
     let point = spki_point(&spki).ok_or(TokenError::BadSignature)?;
-    let sig = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
     let signed = &token[..h.len() + 1 + p.len()];
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
         .verify(signed.as_bytes(), &sig)
         .map_err(|_| TokenError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(p)
-        .map_err(|_| TokenError::Malformed)?;
-    let claims: Claims =
-        serde_json::from_slice(&payload).map_err(|e| TokenError::BadClaims(e.to_string()))?;
+    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|e| TokenError::BadClaims(e.to_string()))?;
     if claims.version != "1.0" {
-        return Err(TokenError::BadClaims(format!(
-            "version {:?}",
-            claims.version
-        )));
+        return Err(TokenError::BadClaims(format!("version {:?}", claims.version)));
     }
     if claims.exp <= now {
         return Err(TokenError::Expired);
@@ -230,9 +208,7 @@ pub fn verify(
 /// verify separately).
 pub fn decode_unverified(token: &str) -> Result<Claims, TokenError> {
     let p = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(p)
-        .map_err(|_| TokenError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&payload).map_err(|e| TokenError::BadClaims(e.to_string()))
 }
 
@@ -254,10 +230,7 @@ pub fn pem_body(pem: &str) -> Option<Vec<u8>> {
     let rest = &pem[start..];
     let body_start = rest.find('\n')? + 1;
     let end = rest.find("-----END ")?;
-    let b64: String = rest[body_start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let b64: String = rest[body_start..end].chars().filter(|c| !c.is_whitespace()).collect();
     STANDARD.decode(b64).ok()
 }
 
@@ -266,8 +239,8 @@ pub fn pem_body(pem: &str) -> Option<Vec<u8>> {
 pub fn spki_point(spki: &[u8]) -> Option<&[u8]> {
     // SEQUENCE { SEQUENCE { id-ecPublicKey, secp384r1 }, BIT STRING { 0x00, point } }
     const P384_SPKI_PREFIX: [u8; 23] = [
-        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
-        0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04,
+        0x00, 0x22, 0x03, 0x62, 0x00,
     ];
     let point = spki.strip_prefix(&P384_SPKI_PREFIX[..])?;
     (point.len() == 97 && point[0] == 0x04).then_some(point)
@@ -316,10 +289,7 @@ mod tests {
             verify(&token, &BTreeMap::new(), 1_000),
             Err(TokenError::UnknownKey("arn:key/1".into()))
         );
-        assert_eq!(
-            verify(&token, &keys, 1_000 + 720 * 60),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(verify(&token, &keys, 1_000 + 720 * 60), Err(TokenError::Expired));
     }
 
     #[test]
@@ -335,15 +305,9 @@ mod tests {
 
     #[test]
     fn header_names_es384_and_the_key_arn() {
-        let key = SigningKey::from_der(
-            &SigningKey::generate_pkcs8(),
-            "arn:aws:ivs:us-east-1:1:public-key/x",
-        )
-        .unwrap();
+        let key = SigningKey::from_der(&SigningKey::generate_pkcs8(), "arn:aws:ivs:us-east-1:1:public-key/x").unwrap();
         let token = key.sign(&claims(5));
-        let header = URL_SAFE_NO_PAD
-            .decode(token.split('.').next().unwrap())
-            .unwrap();
+        let header = URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
         let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
         assert_eq!(
             header,

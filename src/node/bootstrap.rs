@@ -49,12 +49,8 @@ async fn signing_key(node: &Node) -> anyhow::Result<SigningKeyRecord> {
     let key = if cfg.signing_key_file.as_os_str().is_empty() {
         SigningKey::from_der(&SigningKey::generate_pkcs8(), "")?
     } else {
-        let pem = std::fs::read_to_string(&cfg.signing_key_file).with_context(|| {
-            format!(
-                "reading signing_key_file {}",
-                cfg.signing_key_file.display()
-            )
-        })?;
+        let pem = std::fs::read_to_string(&cfg.signing_key_file)
+            .with_context(|| format!("reading signing_key_file {}", cfg.signing_key_file.display()))?;
         SigningKey::from_pem(&pem, "")
             .with_context(|| format!("signing_key_file {}", cfg.signing_key_file.display()))?
     };

@@ -54,13 +54,8 @@ impl BatchKind for LeaveKind {
 
 fn unexpected<T>(response: Response, n: usize) -> Vec<Result<T, Refusal>> {
     // Cannot happen with a consistent state machine; answer every caller rather than hang them.
-    tracing::error!(
-        ?response,
-        "state machine answered a batch with the wrong shape"
-    );
-    (0..n)
-        .map(|_| Err(Refusal::Fenced("batch".into())))
-        .collect()
+    tracing::error!(?response, "state machine answered a batch with the wrong shape");
+    (0..n).map(|_| Err(Refusal::Fenced("batch".into()))).collect()
 }
 
 /// A viewer's answer: where to sit and the token to get there.
@@ -94,13 +89,8 @@ impl Node {
         match &result {
             Ok(j) => {
                 let outcome = if j.rejoined { "rejoined" } else { "admitted" };
-                self.metrics
-                    .joins
-                    .get_or_create(&label("outcome", outcome))
-                    .inc();
-                self.metrics
-                    .join_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.joins.get_or_create(&label("outcome", outcome)).inc();
+                self.metrics.join_seconds.observe(started.elapsed().as_secs_f64());
             }
             Err(e) => {
                 let reason = match e {
@@ -108,10 +98,7 @@ impl Node {
                     NodeError::Input(_) => "bad_input",
                     _ => "unavailable",
                 };
-                self.metrics
-                    .join_refusals
-                    .get_or_create(&label("reason", reason))
-                    .inc();
+                self.metrics.join_refusals.get_or_create(&label("reason", reason)).inc();
             }
         }
         result
@@ -159,10 +146,7 @@ impl Node {
         )?;
         let expires_at = claims.exp;
         let token = self.signer.sign(key, claims).await;
-        self.metrics
-            .tokens_minted
-            .get_or_create(&label("kind", "viewer"))
-            .inc();
+        self.metrics.tokens_minted.get_or_create(&label("kind", "viewer")).inc();
         Ok(Joined {
             session: seated.session,
             stage: seated.stage,
@@ -182,10 +166,7 @@ impl Node {
         capabilities: TokenCapabilities,
     ) -> Result<Claims, NodeError> {
         let (Some(arn), Some(endpoints)) = (&stage.arn, &stage.endpoints) else {
-            return Err(NodeError::internal(format!(
-                "stage {} has no ARN yet",
-                stage.id
-            )));
+            return Err(NodeError::internal(format!("stage {} has no ARN yet", stage.id)));
         };
         let iat = now_ms() / 1000;
         Ok(Claims {
@@ -259,10 +240,7 @@ impl Node {
             )?;
             let expires_at = claims.exp;
             let token = self.signer.sign(key.clone(), claims).await;
-            self.metrics
-                .tokens_minted
-                .get_or_create(&label("kind", "host"))
-                .inc();
+            self.metrics.tokens_minted.get_or_create(&label("kind", "host")).inc();
             out.push(HostToken {
                 stage,
                 participant_id,

@@ -34,11 +34,7 @@ pub fn authenticate<'a>(fleet: &'a Fleet, presented: &str) -> Option<&'a ApiKeyR
     let rest = presented.strip_prefix("sf_")?;
     let (id, secret) = rest.split_once('_')?;
     let record = fleet.api_keys.get(id)?;
-    verify_slices_are_equal(
-        record.secret_sha256.as_bytes(),
-        sha256_hex(secret).as_bytes(),
-    )
-    .ok()?;
+    verify_slices_are_equal(record.secret_sha256.as_bytes(), sha256_hex(secret).as_bytes()).ok()?;
     Some(record)
 }
 
@@ -52,10 +48,7 @@ mod tests {
         let mut fleet = Fleet::default();
         fleet.api_keys.insert(record.id.clone(), record.clone());
         assert_eq!(authenticate(&fleet, &key), Some(&record));
-        assert!(
-            !record.secret_sha256.contains(&key[14..]),
-            "the secret is not stored"
-        );
+        assert!(!record.secret_sha256.contains(&key[14..]), "the secret is not stored");
         let mut tampered = key.clone();
         tampered.push('x');
         assert_eq!(authenticate(&fleet, &tampered), None);

@@ -139,9 +139,7 @@ impl Node {
 }
 
 /// Real AWS when configured; otherwise the built-in emulator (in-process, or at `ivs_endpoint_url`).
-async fn backend_config(
-    cfg: &Config,
-) -> anyhow::Result<(AwsConfig, Option<EmulatorHandle>, String)> {
+async fn backend_config(cfg: &Config) -> anyhow::Result<(AwsConfig, Option<EmulatorHandle>, String)> {
     let mut aws = AwsConfig {
         max_attempts: cfg.ivs_max_attempts,
         operation_timeout: Duration::from_secs(cfg.ivs_timeout_secs),

@@ -18,11 +18,7 @@ fn refused_or_unexpected<T>(r: Response) -> Result<T, NodeError> {
 
 impl Node {
     /// Create a broadcast and its origin stage; answers once the stage exists in IVS.
-    pub async fn start_broadcast(
-        &self,
-        id: Option<&str>,
-        name: &str,
-    ) -> Result<Broadcast, NodeError> {
+    pub async fn start_broadcast(&self, id: Option<&str>, name: &str) -> Result<Broadcast, NodeError> {
         let id = match id {
             Some(id) => id.to_string(),
             None => format!("b-{}", random_id(10)),
@@ -73,11 +69,7 @@ impl Node {
     }
 
     /// One more stage for a live broadcast (replica by default).
-    pub async fn create_stage(
-        &self,
-        broadcast_id: &str,
-        role: StageRole,
-    ) -> Result<Stage, NodeError> {
+    pub async fn create_stage(&self, broadcast_id: &str, role: StageRole) -> Result<Stage, NodeError> {
         validate_id("broadcastId", broadcast_id)?;
         let cmd = Command::AddStage {
             broadcast_id: broadcast_id.to_string(),
@@ -110,11 +102,7 @@ impl Node {
     }
 
     /// A new API key; the returned text is the only time the secret is seen.
-    pub async fn create_api_key(
-        &self,
-        name: &str,
-        role: Role,
-    ) -> Result<(ApiKeyRecord, String), NodeError> {
+    pub async fn create_api_key(&self, name: &str, role: Role) -> Result<(ApiKeyRecord, String), NodeError> {
         validate_name(name)?;
         let (record, key) = keys::generate(name, role, now_ms());
         match self.store.propose(Command::CreateApiKey(record)).await?.1 {

@@ -30,9 +30,7 @@ pub struct Batcher<K: BatchKind> {
 
 impl<K: BatchKind> Clone for Batcher<K> {
     fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-        }
+        Self { tx: self.tx.clone() }
     }
 }
 

@@ -7,9 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::{JoinRequest, Seated};
-use crate::fleet::{
-    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole,
-};
+use crate::fleet::{ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole};
 use crate::ivs::StageEndpoints;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

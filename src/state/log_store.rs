@@ -42,21 +42,14 @@ impl LogStore {
         })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError<NodeId>> {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
         match self.meta.get(key).map_err(read_err)? {
             Some(v) => serde_json::from_slice(&v).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
 
-    async fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        v: &T,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> Result<(), StorageError<NodeId>> {
         self.meta
             .insert(key, serde_json::to_vec(v).map_err(write_err)?)
             .map_err(write_err)?;
@@ -131,17 +124,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(VOTE)
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
         // Not flushed on its own: it only saves re-applying after a restart, and our state machine
         // is persistent anyway. It rides along with the next flush.
         self.meta
-            .insert(
-                COMMITTED,
-                serde_json::to_vec(&committed).map_err(write_err)?,
-            )
+            .insert(COMMITTED, serde_json::to_vec(&committed).map_err(write_err)?)
             .map_err(write_err)?;
         Ok(())
     }
@@ -150,11 +137,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -168,12 +151,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         // Readable now (sled serves its page cache); durable once the flush returns.
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
+        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
         let failed = flushed
             .as_ref()
             .err()

@@ -6,10 +6,7 @@
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
-use openraft::{
-    EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StorageIOError,
-};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError};
 use tokio::sync::broadcast;
 
 use super::command::{Command, Response};
@@ -61,10 +58,7 @@ impl Shared {
 
     pub fn sessions_on_stage(&self, stage_id: &str) -> Vec<Session> {
         let s = SledSessions::new(&self.tree);
-        s.on_stage(stage_id)
-            .iter()
-            .filter_map(|id| s.get(id))
-            .collect()
+        s.on_stage(stage_id).iter().filter_map(|id| s.get(id)).collect()
     }
 
     /// Every stored session (for audits and tests; walks the whole key range).
@@ -83,14 +77,8 @@ pub struct StateMachine {
     snapshots: SnapshotStore,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
-    tree: &sled::Tree,
-    key: &[u8],
-) -> Result<Option<T>, StorageError<NodeId>> {
-    let Some(bytes) = tree
-        .get(key)
-        .map_err(|e| StorageIOError::read_state_machine(&e))?
-    else {
+fn read_json<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
+    let Some(bytes) = tree.get(key).map_err(|e| StorageIOError::read_state_machine(&e))? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes)
@@ -120,8 +108,7 @@ pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>>
     }
     for r in tree.scan_prefix(keys::STAGE) {
         let (_, v) = r.map_err(|e| StorageIOError::read_state_machine(&e))?;
-        let s: crate::fleet::Stage =
-            serde_json::from_slice(&v).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let s: crate::fleet::Stage = serde_json::from_slice(&v).map_err(|e| StorageIOError::read_state_machine(&e))?;
         core.fleet.stages.insert(s.id.clone(), s);
     }
     Ok(core)
@@ -132,11 +119,9 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
     match cmd {
         Command::SetPolicy(p) => Ok::<_, crate::fleet::Refusal>(w.set_policy(p)).into(),
         Command::SetSigningKey(k) => Ok::<_, crate::fleet::Refusal>(w.set_signing_key(k)).into(),
-        Command::CreateApiKey(k) => Ok::<_, crate::fleet::Refusal>(w.create_api_key(k)).into(),
+        Command::CreateApiKey(k) => Response::ApiKey(w.create_api_key(k)),
         Command::RevokeApiKey { id } => w.revoke_api_key(&id).into(),
-        Command::StartBroadcast { id, name, now } => {
-            w.start_broadcast(&id, &name, now, term).into()
-        }
+        Command::StartBroadcast { id, name, now } => w.start_broadcast(&id, &name, now, term).into(),
         Command::AddStage {
             broadcast_id,
             role,
@@ -147,9 +132,7 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             intent_term,
             arn,
             endpoints,
-        } => w
-            .stage_created(&stage_id, intent_term, arn, endpoints)
-            .into(),
+        } => w.stage_created(&stage_id, intent_term, arn, endpoints).into(),
         Command::StageCreateFailed {
             stage_id,
             intent_term,
@@ -166,10 +149,7 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             now,
         } => w.stage_deleted(&stage_id, intent_term, now).into(),
         Command::EndBroadcast { id, now } => match w.end_broadcast(&id, now, term) {
-            Ok((broadcast, deleting)) => Response::Broadcast {
-                broadcast,
-                deleting,
-            },
+            Ok((broadcast, deleting)) => Response::Broadcast { broadcast, deleting },
             Err(e) => Response::Refused(e),
         },
         Command::AdmitViewers { now, requests } => Response::Admitted(w.admit(&requests, now)),
@@ -189,13 +169,8 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
 }
 
 impl StateMachine {
-    pub fn open(
-        db: &sled::Db,
-        snapshot_dir: std::path::PathBuf,
-    ) -> Result<Self, StorageError<NodeId>> {
-        let tree = db
-            .open_tree("sm")
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+    pub fn open(db: &sled::Db, snapshot_dir: std::path::PathBuf) -> Result<Self, StorageError<NodeId>> {
+        let tree = db.open_tree("sm").map_err(|e| StorageIOError::read_state_machine(&e))?;
         let core = load_core(&tree)?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -204,8 +179,7 @@ impl StateMachine {
             events,
             apply_lock: tokio::sync::Mutex::new(()),
         });
-        let snapshots = SnapshotStore::new(snapshot_dir)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let snapshots = SnapshotStore::new(snapshot_dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Self {
             db: db.clone(),
             shared,
@@ -246,9 +220,7 @@ impl StateMachine {
                     };
                     let r = apply_command(&mut w, cmd, entry.log_id.leader_id.term);
                     match &r {
-                        Response::Admitted(v) => {
-                            event.joins += v.iter().filter(|r| r.is_ok()).count()
-                        }
+                        Response::Admitted(v) => event.joins += v.iter().filter(|r| r.is_ok()).count(),
                         Response::Left(v) => event.leaves += v.iter().filter(|r| r.is_ok()).count(),
                         Response::Expired(v) => event.leaves += v.len(),
                         _ => {}
@@ -294,9 +266,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
         let core = self.shared.read();
         Ok((core.last_applied, core.membership.clone()))
     }
@@ -319,9 +289,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(std::io::Cursor::new(Vec::new())))
     }
 
@@ -332,8 +300,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let _guard = self.shared.apply_lock.lock().await;
         let data = snapshot.into_inner();
-        let pairs = super::snapshot::decode(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let pairs =
+            super::snapshot::decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut batch = sled::Batch::default();
         for k in self.shared.tree.iter().keys() {
             batch.remove(k.map_err(sm_write_err)?);
@@ -352,9 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.snapshots
             .load()
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())

@@ -59,10 +59,8 @@ impl<'t> SledSessions<'t> {
     }
 
     fn unindex(&mut self, s: &Session) {
-        self.batch
-            .remove(keys::session_by_stage(&s.stage_id, &s.id));
-        self.batch
-            .remove(keys::session_by_lease(s.lease_until, &s.id));
+        self.batch.remove(keys::session_by_stage(&s.stage_id, &s.id));
+        self.batch.remove(keys::session_by_lease(s.lease_until, &s.id));
     }
 
     /// Ids from an index scan, corrected by the overlay: drop those whose overlay value no longer
@@ -98,8 +96,7 @@ impl Sessions for SledSessions<'_> {
         let id = match self.users.get(&key) {
             Some(v) => v.clone()?,
             None => {
-                let raw =
-                    self.note(self.tree.get(keys::session_by_user(broadcast_id, user_id)))??;
+                let raw = self.note(self.tree.get(keys::session_by_user(broadcast_id, user_id)))??;
                 String::from_utf8(raw.to_vec()).ok()?
             }
         };
@@ -111,10 +108,8 @@ impl Sessions for SledSessions<'_> {
             self.unindex(&old);
         }
         let id = session.id.clone();
-        self.batch.insert(
-            keys::session(&id),
-            serde_json::to_vec(&session).expect("session json"),
-        );
+        self.batch
+            .insert(keys::session(&id), serde_json::to_vec(&session).expect("session json"));
         self.batch.insert(
             keys::session_by_user(&session.broadcast_id, &session.user_id),
             id.as_bytes(),
@@ -136,8 +131,7 @@ impl Sessions for SledSessions<'_> {
         self.batch.remove(keys::session(id));
         self.batch
             .remove(keys::session_by_user(&old.broadcast_id, &old.user_id));
-        self.users
-            .insert((old.broadcast_id.clone(), old.user_id.clone()), None);
+        self.users.insert((old.broadcast_id.clone(), old.user_id.clone()), None);
         self.overlay.insert(id.to_string(), None);
         Some(old)
     }
@@ -160,17 +154,11 @@ impl Sessions for SledSessions<'_> {
             .tree
             .range(start..end)
             .filter_map(|r| self.note(r))
-            .filter_map(|(k, _)| {
-                String::from_utf8(k[keys::SESSION_BY_LEASE.len() + 8..].to_vec()).ok()
-            })
+            .filter_map(|(k, _)| String::from_utf8(k[keys::SESSION_BY_LEASE.len() + 8..].to_vec()).ok())
             .take(limit.saturating_add(self.overlay.len()))
             .collect();
         let mut ids = self.merge_index(scanned, |s| s.lease_until < now);
-        let lease = |id: &String| {
-            self.current(id)
-                .map(|s| s.lease_until)
-                .unwrap_or(Millis::MAX)
-        };
+        let lease = |id: &String| self.current(id).map(|s| s.lease_until).unwrap_or(Millis::MAX);
         ids.sort_by_key(|id| (lease(id), id.clone()));
         ids.truncate(limit);
         ids

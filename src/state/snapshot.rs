@@ -96,10 +96,7 @@ mod tests {
         let back = super::decode(&data).unwrap();
         assert_eq!(
             back,
-            vec![
-                (b"a".to_vec(), vec![]),
-                (b"key".to_vec(), b"value".to_vec())
-            ]
+            vec![(b"a".to_vec(), vec![]), (b"key".to_vec(), b"value".to_vec())]
         );
         assert!(super::decode(&data[..data.len() - 1]).is_err());
     }

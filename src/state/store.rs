@@ -121,12 +121,10 @@ impl Store {
     pub async fn propose(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok((r.log_id, r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                })
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            }),
             Err(e) => Err(ProposeError::Unavailable(e.to_string())),
         }
     }

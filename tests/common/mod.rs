@@ -27,8 +27,12 @@ impl TestNode {
 
     pub fn start_at(data_dir: &Path, http_addr: &str, extra: &[&str]) -> TestNode {
         std::fs::create_dir_all(data_dir).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stagefleet"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("node.log"))
+            .unwrap();
+        let mut child = Command::new(binary())
             .args(["--data-dir", data_dir.to_str().unwrap(), "--http-addr", http_addr])
             .args(extra)
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -91,7 +95,10 @@ impl TestNode {
 
     /// POST a GraphQL request; returns (HTTP status, body).
     pub async fn post(&self, query: &str, variables: Value, key: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}/graphql", self.url)).json(&json!({"query": query, "variables": variables}));
+        let mut req = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({"query": query, "variables": variables}));
         if let Some(key) = key {
             req = req.header("authorization", format!("Bearer {key}"));
         }
@@ -103,7 +110,10 @@ impl TestNode {
     /// GraphQL call expected to succeed; returns `data`.
     pub async fn ok(&self, query: &str, variables: Value, key: Option<&str>) -> Value {
         let (status, body) = self.post(query, variables, key).await;
-        assert!(body.get("errors").is_none() && status == 200, "{query} failed ({status}): {body}");
+        assert!(
+            body.get("errors").is_none() && status == 200,
+            "{query} failed ({status}): {body}"
+        );
         body["data"].clone()
     }
 
@@ -111,7 +121,8 @@ impl TestNode {
     pub async fn err(&self, query: &str, variables: Value, key: Option<&str>) -> String {
         let (_, body) = self.post(query, variables, key).await;
         let code = body["errors"][0]["extensions"]["code"].as_str();
-        code.unwrap_or_else(|| panic!("{query} was expected to fail with a code: {body}")).to_string()
+        code.unwrap_or_else(|| panic!("{query} was expected to fail with a code: {body}"))
+            .to_string()
     }
 
     pub async fn admin(&self, query: &str, variables: Value) -> Value {
@@ -142,8 +153,17 @@ impl TestNode {
 
     /// Ask the emulator to admit a participant with `token`, as IVS would at join.
     pub async fn emulator_join(&self, token: &str, publish: bool) -> (u16, Value) {
-        let url = format!("{}/_emulator/join", self.emulator_url.as_ref().expect("built-in emulator"));
-        let resp = self.http.post(url).json(&json!({"token": token, "publish": publish})).send().await.unwrap();
+        let url = format!(
+            "{}/_emulator/join",
+            self.emulator_url.as_ref().expect("built-in emulator")
+        );
+        let resp = self
+            .http
+            .post(url)
+            .json(&json!({"token": token, "publish": publish}))
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -154,6 +174,11 @@ impl Drop for TestNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The binary under test: `STAGEFLEET_BIN` if set (e.g. a release build), else cargo's own.
+pub fn binary() -> PathBuf {
+    std::env::var_os("STAGEFLEET_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stagefleet")), PathBuf::from)
 }
 
 /// Poll `f` until it returns `Some`, or panic after `timeout` naming `what`.

@@ -69,18 +69,10 @@ impl Query {
             .fleet
             .stages
             .values()
-            .filter(|s| {
-                broadcast_id
-                    .as_ref()
-                    .is_none_or(|b| s.broadcast_id == b.as_str())
-            })
+            .filter(|s| broadcast_id.as_ref().is_none_or(|b| s.broadcast_id == b.as_str()))
             .cloned()
             .collect();
-        out.sort_by(|a, b| {
-            a.broadcast_id
-                .cmp(&b.broadcast_id)
-                .then(a.slot.cmp(&b.slot))
-        });
+        out.sort_by(|a, b| a.broadcast_id.cmp(&b.broadcast_id).then(a.slot.cmp(&b.slot)));
         out.into_iter().map(Stage).collect()
     }
 
@@ -102,26 +94,16 @@ impl Query {
     }
 
     /// Fleet totals, or one broadcast's.
-    async fn stats(
-        &self,
-        ctx: &Context<'_>,
-        broadcast_id: Option<ID>,
-    ) -> async_graphql::Result<Stats> {
+    async fn stats(&self, ctx: &Context<'_>, broadcast_id: Option<ID>) -> async_graphql::Result<Stats> {
         let core = node(ctx).store.shared.read();
         let f = &core.fleet;
         if let Some(id) = &broadcast_id {
             if !f.broadcasts.contains_key(id.as_str()) {
-                return Err(
-                    ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str()))
-                );
+                return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
             }
         }
         let mine = |b: &str| broadcast_id.as_ref().is_none_or(|id| id.as_str() == b);
-        let stages: Vec<&fleet::Stage> = f
-            .stages
-            .values()
-            .filter(|s| mine(&s.broadcast_id))
-            .collect();
+        let stages: Vec<&fleet::Stage> = f.stages.values().filter(|s| mine(&s.broadcast_id)).collect();
         let active = stages.iter().filter(|s| s.state == StageState::Active);
         Ok(Stats {
             broadcasts_live: f
@@ -207,8 +189,7 @@ impl Mutation {
         user_id: String,
         attributes: Option<Vec<AttributeInput>>,
     ) -> async_graphql::Result<Join> {
-        ctx.data_unchecked::<Arc<JoinLimits>>()
-            .check(principal(ctx))?;
+        ctx.data_unchecked::<Arc<JoinLimits>>().check(principal(ctx))?;
         let j = node(ctx)
             .join(&broadcast_id, &user_id, &attribute_pairs(attributes))
             .await
@@ -264,12 +245,7 @@ impl Mutation {
         #[graphql(default_with = "StageRole::Replica")] role: StageRole,
     ) -> async_graphql::Result<Stage> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(Stage(
-            node(ctx)
-                .create_stage(&broadcast_id, role.into())
-                .await
-                .gql()?,
-        ))
+        Ok(Stage(node(ctx).create_stage(&broadcast_id, role.into()).await.gql()?))
     }
 
     /// Delete a stage in IVS. Refused while it seats viewers unless `force`, which ends their
@@ -289,12 +265,7 @@ impl Mutation {
     }
 
     /// Create an API key. The key text is returned once. Admin.
-    async fn create_api_key(
-        &self,
-        ctx: &Context<'_>,
-        name: String,
-        role: Role,
-    ) -> async_graphql::Result<NewApiKey> {
+    async fn create_api_key(&self, ctx: &Context<'_>, name: String, role: Role) -> async_graphql::Result<NewApiKey> {
         principal(ctx).require(fleet::Role::Admin)?;
         let (record, key) = node(ctx).create_api_key(&name, role.into()).await.gql()?;
         Ok(NewApiKey {
@@ -317,8 +288,7 @@ mod tests {
         let d = crate::config::Config::default();
         let served = super::build_schema(None, d.graphql_max_depth, d.graphql_max_complexity).sdl();
         let committed =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
-                .unwrap_or_default();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap_or_default();
         assert!(
             committed == served,
             "schema.graphql is stale: run `cargo run -- sdl > schema.graphql`"

@@ -140,12 +140,7 @@ impl Broadcast {
     #[graphql(complexity = "5 * child_complexity")]
     async fn stages(&self, ctx: &Context<'_>) -> Vec<Stage> {
         let core = node(ctx).store.shared.read();
-        let mut stages: Vec<_> = core
-            .fleet
-            .stages_of(&self.0.id)
-            .cloned()
-            .map(Stage)
-            .collect();
+        let mut stages: Vec<_> = core.fleet.stages_of(&self.0.id).cloned().map(Stage).collect();
         stages.sort_by_key(|s| s.0.slot);
         stages
     }
@@ -319,10 +314,7 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::rfc3339(1_764_072_000_123),
-            "2025-11-25T12:00:00.123Z"
-        );
+        assert_eq!(super::rfc3339(1_764_072_000_123), "2025-11-25T12:00:00.123Z");
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

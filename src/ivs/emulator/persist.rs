@@ -10,9 +10,7 @@ use super::state::State;
 /// The saved state, or an empty one if the file does not exist yet.
 pub fn load(path: &Path) -> anyhow::Result<State> {
     match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -23,8 +21,7 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(state)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 

@@ -26,11 +26,7 @@ impl Quotas {
     }
 
     fn rate(&self, op: &str) -> Option<f64> {
-        let rate = self
-            .overrides
-            .get(op)
-            .copied()
-            .unwrap_or_else(|| ivs_default_tps(op));
+        let rate = self.overrides.get(op).copied().unwrap_or_else(|| ivs_default_tps(op));
         (rate.is_finite() && rate > 0.0).then_some(rate)
     }
 
@@ -58,20 +54,10 @@ mod tests {
     fn each_operation_has_its_own_bucket_at_the_ivs_rate() {
         let quotas = Quotas::new(true, BTreeMap::new());
         let now = Instant::now();
+        assert_eq!((0..10).filter(|_| quotas.admit("CreateStage", now)).count(), 5);
+        assert_eq!((0..10).filter(|_| quotas.admit("ImportPublicKey", now)).count(), 3);
         assert_eq!(
-            (0..10).filter(|_| quotas.admit("CreateStage", now)).count(),
-            5
-        );
-        assert_eq!(
-            (0..10)
-                .filter(|_| quotas.admit("ImportPublicKey", now))
-                .count(),
-            3
-        );
-        assert_eq!(
-            (0..60)
-                .filter(|_| quotas.admit("CreateParticipantToken", now))
-                .count(),
+            (0..60).filter(|_| quotas.admit("CreateParticipantToken", now)).count(),
             50
         );
     }
@@ -83,18 +69,9 @@ mod tests {
             true,
             BTreeMap::from([("CreateStage".into(), 1.0), ("GetStage".into(), 0.0)]),
         );
-        assert_eq!(
-            (0..10).filter(|_| quotas.admit("CreateStage", now)).count(),
-            1
-        );
-        assert_eq!(
-            (0..10).filter(|_| quotas.admit("GetStage", now)).count(),
-            10
-        );
+        assert_eq!((0..10).filter(|_| quotas.admit("CreateStage", now)).count(), 1);
+        assert_eq!((0..10).filter(|_| quotas.admit("GetStage", now)).count(), 10);
         let off = Quotas::new(false, BTreeMap::new());
-        assert_eq!(
-            (0..10).filter(|_| off.admit("CreateStage", now)).count(),
-            10
-        );
+        assert_eq!((0..10).filter(|_| off.admit("CreateStage", now)).count(), 10);
     }
 }

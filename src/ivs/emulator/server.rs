@@ -59,15 +59,10 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     } else {
         body
     };
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Validation(format!("invalid request body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Validation(format!("invalid request body: {e}")))
 }
 
-async fn operation(
-    AxState(shared): AxState<Arc<Shared>>,
-    Path(op): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn operation(AxState(shared): AxState<Arc<Shared>>, Path(op): Path<String>, body: Bytes) -> Response {
     let result = run_operation(&shared, &op, &body).await;
     if let Err(e) = &result {
         tracing::debug!(op, code = e.code(), "emulated IVS error: {e}");
@@ -88,9 +83,7 @@ async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Val
         return Err(ApiError::UnknownOperation(op.to_string()));
     }
     if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
-        return Err(ApiError::Internal(
-            "injected fault: internal server error".into(),
-        ));
+        return Err(ApiError::Internal("injected fault: internal server error".into()));
     }
     if faults.throttle_rate > 0.0 && rand::random::<f64>() < faults.throttle_rate {
         return Err(ApiError::Throttled("injected fault: rate exceeded".into()));

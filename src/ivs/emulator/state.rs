@@ -127,10 +127,7 @@ impl Stage {
     }
 
     pub fn session(&self, id: &str) -> Option<&Session> {
-        self.active
-            .iter()
-            .chain(self.past.iter())
-            .find(|s| s.id == id)
+        self.active.iter().chain(self.past.iter()).find(|s| s.id == id)
     }
 
     /// The participant `id` if it is connected now.
@@ -147,17 +144,13 @@ impl Stage {
         let Some(session) = &self.active else {
             return (0, 0);
         };
-        let live = session
-            .participants
-            .iter()
-            .filter(|p| p.state == PState::Connected);
-        live.fold((0, 0), |(publ, sub), p| {
-            if p.published {
-                (publ + 1, sub)
-            } else {
-                (publ, sub + 1)
-            }
-        })
+        let live = session.participants.iter().filter(|p| p.state == PState::Connected);
+        live.fold(
+            (0, 0),
+            |(publ, sub), p| {
+                if p.published { (publ + 1, sub) } else { (publ, sub + 1) }
+            },
+        )
     }
 
     /// Connect `p`, starting a session if the stage was idle. A participant id that is already in
@@ -194,11 +187,7 @@ impl Stage {
         };
         p.state = PState::Disconnected;
         p.published = false;
-        if session
-            .participants
-            .iter()
-            .all(|p| p.state == PState::Disconnected)
-        {
+        if session.participants.iter().all(|p| p.state == PState::Disconnected) {
             let ended = self.active.take().expect("checked above");
             self.past.push_front(ended);
             self.past.truncate(PAST_SESSIONS);
@@ -222,18 +211,13 @@ impl State {
 
     /// Public keys as `token::verify` wants them: ARN → PEM.
     pub fn key_pems(&self) -> BTreeMap<String, String> {
-        self.keys
-            .values()
-            .map(|k| (k.arn.clone(), k.pem.clone()))
-            .collect()
+        self.keys.values().map(|k| (k.arn.clone(), k.pem.clone())).collect()
     }
 
     pub fn active_replications_of(&self, participant_id: &str) -> usize {
         self.replications
             .iter()
-            .filter(|r| {
-                r.participant_id == participant_id && r.replication_state == ReplState::Active
-            })
+            .filter(|r| r.participant_id == participant_id && r.replication_state == ReplState::Active)
             .count()
     }
 
@@ -312,11 +296,7 @@ mod tests {
 
     #[test]
     fn a_session_starts_with_the_first_participant_and_ends_with_the_last() {
-        let mut stage = Stage::new(
-            "arn:aws:ivs:r:1:stage/abc".into(),
-            "s".into(),
-            BTreeMap::new(),
-        );
+        let mut stage = Stage::new("arn:aws:ivs:r:1:stage/abc".into(), "s".into(), BTreeMap::new());
         assert_eq!(stage.active_session_id(), "");
         let session = stage.connect(viewer("a"));
         assert!(session.starts_with("st-") && session.len() == 16);

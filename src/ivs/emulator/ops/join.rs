@@ -60,9 +60,7 @@ fn admission(ctx: &Ctx<'_>, token: &str) -> ApiResult<Admission> {
         });
     }
     let claims = token::verify(token, &ctx.state.key_pems(), ctx.now).map_err(refused)?;
-    let jti_ok = !claims.jti.is_empty()
-        && validate::name("jti", &claims.jti).is_ok()
-        && claims.jti.len() <= 64;
+    let jti_ok = !claims.jti.is_empty() && validate::name("jti", &claims.jti).is_ok() && claims.jti.len() <= 64;
     if !jti_ok {
         return Err(ApiError::AccessDenied(format!(
             "token jti {:?} is not 1..64 of [A-Za-z0-9_-]",
@@ -70,9 +68,7 @@ fn admission(ctx: &Ctx<'_>, token: &str) -> ApiResult<Admission> {
         )));
     }
     if claims.exp - claims.iat > 20_160 * 60 {
-        return Err(ApiError::AccessDenied(
-            "token lifetime exceeds 14 days".into(),
-        ));
+        return Err(ApiError::AccessDenied("token lifetime exceeds 14 days".into()));
     }
     Ok(Admission {
         stage_arn: claims.resource,
@@ -106,14 +102,10 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
         )));
     }
     if req.publish && !a.publish {
-        return Err(ApiError::AccessDenied(
-            "token does not allow publishing".into(),
-        ));
+        return Err(ApiError::AccessDenied("token does not allow publishing".into()));
     }
     if !req.publish && !a.subscribe {
-        return Err(ApiError::AccessDenied(
-            "token does not allow subscribing".into(),
-        ));
+        return Err(ApiError::AccessDenied("token does not allow subscribing".into()));
     }
     // A rejoin with the same jti replaces the old connection, so it must not count against itself.
     let (mut publishers, mut subscribers) = stage.counts();
@@ -139,9 +131,7 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
         );
         return Err(ApiError::QuotaExceeded(msg));
     }
-    let was_publishing = stage
-        .connected(&a.participant_id)
-        .is_some_and(|p| p.published);
+    let was_publishing = stage.connected(&a.participant_id).is_some_and(|p| p.published);
     let participant = Participant {
         id: a.participant_id.clone(),
         user_id: a.user_id,
@@ -152,10 +142,7 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
         replication: ReplType::None,
         source: None,
     };
-    let stage = ctx
-        .state
-        .stage_by_arn_mut(&a.stage_arn)
-        .expect("looked up above");
+    let stage = ctx.state.stage_by_arn_mut(&a.stage_arn).expect("looked up above");
     let session_id = stage.connect(participant);
     if was_publishing && !req.publish {
         // Stopped publishing: replicas of it have nothing left to show.

@@ -89,20 +89,15 @@ pub fn import(ctx: Ctx<'_>, req: ImportReq) -> ApiResult<Outcome> {
             "publicKeyMaterial must be a PEM 'PUBLIC KEY' block".into(),
         ));
     }
-    let der = token::pem_body(pem)
-        .ok_or_else(|| ApiError::Validation("publicKeyMaterial is not valid base64 PEM".into()))?;
+    let der =
+        token::pem_body(pem).ok_or_else(|| ApiError::Validation("publicKeyMaterial is not valid base64 PEM".into()))?;
     if token::spki_point(&der).is_none() {
         return Err(ApiError::Validation(
             "publicKeyMaterial is not an ECDSA P-384 public key".into(),
         ));
     }
     let fingerprint = fingerprint(&der);
-    if let Some(existing) = ctx
-        .state
-        .keys
-        .values()
-        .find(|k| k.fingerprint == fingerprint)
-    {
+    if let Some(existing) = ctx.state.keys.values().find(|k| k.fingerprint == fingerprint) {
         return Err(ApiError::Conflict(format!(
             "this key material is already imported as {}",
             existing.arn
@@ -138,12 +133,11 @@ pub fn get(ctx: Ctx<'_>, req: ArnReq) -> ApiResult<Outcome> {
 
 pub fn list(ctx: Ctx<'_>, req: ListReq) -> ApiResult<Outcome> {
     let max = validate::max_results(req.max_results, 100)?;
-    let items = ctx.state.keys.iter().map(|(id, k)| {
-        (
-            id.clone(),
-            json!({"arn": k.arn, "name": k.name, "tags": k.tags}),
-        )
-    });
+    let items = ctx
+        .state
+        .keys
+        .iter()
+        .map(|(id, k)| (id.clone(), json!({"arn": k.arn, "name": k.name, "tags": k.tags})));
     let (keys, next) = validate::page(items.collect(), req.next_token.as_deref(), max)?;
     Outcome::read(json!({"publicKeys": keys, "nextToken": next}))
 }
@@ -151,9 +145,7 @@ pub fn list(ctx: Ctx<'_>, req: ListReq) -> ApiResult<Outcome> {
 /// Tokens signed by a deleted key stop verifying at once: joins look keys up at join time.
 pub fn delete(ctx: Ctx<'_>, req: ArnReq) -> ApiResult<Outcome> {
     find(&ctx, &req.arn)?;
-    ctx.state
-        .keys
-        .remove(crate::ivs::backend::stage_id_from_arn(&req.arn));
+    ctx.state.keys.remove(crate::ivs::backend::stage_id_from_arn(&req.arn));
     Outcome::wrote(json!({}))
 }
 

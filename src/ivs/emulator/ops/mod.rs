@@ -45,17 +45,11 @@ pub struct Outcome {
 
 impl Outcome {
     fn read(body: Value) -> ApiResult<Self> {
-        Ok(Self {
-            body,
-            mutated: false,
-        })
+        Ok(Self { body, mutated: false })
     }
 
     fn wrote(body: Value) -> ApiResult<Self> {
-        Ok(Self {
-            body,
-            mutated: true,
-        })
+        Ok(Self { body, mutated: true })
     }
 }
 
@@ -102,8 +96,7 @@ pub const OPERATIONS: [&str; 14] = [
 ];
 
 fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
-    serde_json::from_value(body)
-        .map_err(|e| ApiError::Validation(format!("invalid request body: {e}")))
+    serde_json::from_value(body).map_err(|e| ApiError::Validation(format!("invalid request body: {e}")))
 }
 
 /// ISO-8601 UTC with a `Z`, the form the SDK parses.

@@ -71,9 +71,7 @@ pub fn issue_token(
 ) -> ApiResult<Value> {
     spec.validate()?;
     let duration = spec.duration.unwrap_or(720);
-    let stage = state
-        .stage_by_arn(stage_arn)
-        .ok_or_else(|| not_found(stage_arn))?;
+    let stage = state.stage_by_arn(stage_arn).ok_or_else(|| not_found(stage_arn))?;
     let ends = endpoints(settings);
     let participant_id = random_id(12);
     let claims = Claims {
@@ -110,10 +108,7 @@ pub fn issue_token(
             expires_at: claims.exp,
         },
     );
-    let caps: Vec<&str> = ["PUBLISH", "SUBSCRIBE"]
-        .into_iter()
-        .filter(|c| spec.can(c))
-        .collect();
+    let caps: Vec<&str> = ["PUBLISH", "SUBSCRIBE"].into_iter().filter(|c| spec.can(c)).collect();
     Ok(json!({
         "participantId": participant_id,
         "token": token,
@@ -178,25 +173,18 @@ pub fn list(ctx: Ctx<'_>, req: ListReq) -> ApiResult<Outcome> {
         req.filter_by_recording_state.is_some(),
     ];
     if filters.iter().filter(|f| **f).count() > 1 {
-        return Err(ApiError::Validation(
-            "only one filterBy* field may be given".into(),
-        ));
+        return Err(ApiError::Validation("only one filterBy* field may be given".into()));
     }
     let state_filter = match req.filter_by_state.as_deref() {
         None => None,
         Some("CONNECTED") => Some(PState::Connected),
         Some("DISCONNECTED") => Some(PState::Disconnected),
         Some(other) => {
-            return Err(ApiError::Validation(format!(
-                "unknown filterByState {other:?}"
-            )));
+            return Err(ApiError::Validation(format!("unknown filterByState {other:?}")));
         }
     };
     let sid = req.session_id.as_str();
-    if sid.len() != 16
-        || !sid.starts_with("st-")
-        || !sid[3..].chars().all(|c| c.is_ascii_alphanumeric())
-    {
+    if sid.len() != 16 || !sid.starts_with("st-") || !sid[3..].chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(ApiError::Validation(format!(
             "sessionId {sid:?} is not st- followed by 13 alphanumerics"
         )));
@@ -205,18 +193,14 @@ pub fn list(ctx: Ctx<'_>, req: ListReq) -> ApiResult<Outcome> {
         .state
         .stage_by_arn(&req.stage_arn)
         .ok_or_else(|| not_found(&req.stage_arn))?;
-    let session = stage.session(sid).ok_or_else(|| {
-        ApiError::NotFound(format!("session {sid} not found in stage {}", stage.arn))
-    })?;
+    let session = stage
+        .session(sid)
+        .ok_or_else(|| ApiError::NotFound(format!("session {sid} not found in stage {}", stage.arn)))?;
     let items = session
         .participants
         .iter()
         .enumerate()
-        .filter(|(_, p)| {
-            req.filter_by_user_id
-                .as_ref()
-                .is_none_or(|u| &p.user_id == u)
-        })
+        .filter(|(_, p)| req.filter_by_user_id.as_ref().is_none_or(|u| &p.user_id == u))
         .filter(|(_, p)| req.filter_by_published.is_none_or(|b| p.published == b))
         .filter(|(_, p)| state_filter.is_none_or(|s| p.state == s))
         .map(|(i, p)| (validate::index_key(i), summary_json(p)))
@@ -237,9 +221,7 @@ pub struct DisconnectReq {
 pub fn disconnect(ctx: Ctx<'_>, req: DisconnectReq) -> ApiResult<Outcome> {
     validate::arn("stage", &req.stage_arn)?;
     if req.reason.chars().count() > 128 {
-        return Err(ApiError::Validation(
-            "reason must be at most 128 characters".into(),
-        ));
+        return Err(ApiError::Validation("reason must be at most 128 characters".into()));
     }
     if ctx.state.stage_by_arn(&req.stage_arn).is_none() {
         return Err(not_found(&req.stage_arn));

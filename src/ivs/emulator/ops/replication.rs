@@ -60,10 +60,7 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
         req.destination_stage_arn.as_str(),
         req.participant_id.as_str(),
     );
-    if let Some(w) = req
-        .reconnect_window_seconds
-        .filter(|w| !(0..=300).contains(w))
-    {
+    if let Some(w) = req.reconnect_window_seconds.filter(|w| !(0..=300).contains(w)) {
         return Err(ApiError::Validation(format!(
             "reconnectWindowSeconds must be 0..300, got {w}"
         )));
@@ -71,14 +68,12 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
     validate::attributes(&req.attributes)?;
     check_stages(&ctx, src, dst)?;
     if src == dst {
-        return Err(ApiError::Validation(
-            "source and destination stage must differ".into(),
-        ));
+        return Err(ApiError::Validation("source and destination stage must differ".into()));
     }
     let source = ctx.state.stage_by_arn(src).expect("checked");
-    let original = source.connected(pid).ok_or_else(|| {
-        ApiError::NotFound(format!("participant {pid} is not connected to stage {src}"))
-    })?;
+    let original = source
+        .connected(pid)
+        .ok_or_else(|| ApiError::NotFound(format!("participant {pid} is not connected to stage {src}")))?;
     if original.replication == ReplType::Replica {
         return Err(ApiError::Validation(format!(
             "{pid} is a replica; replicate the original participant"
@@ -88,16 +83,9 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
         return Err(ApiError::Conflict(format!("{pid} is not publishing")));
     }
     let active = |r: &&Replication| r.replication_state == ReplState::Active;
-    let duplicate = |r: &&Replication| {
-        r.source_stage_arn == src && r.destination_stage_arn == dst && r.participant_id == pid
-    };
-    if ctx
-        .state
-        .replications
-        .iter()
-        .filter(active)
-        .any(|r| duplicate(&r))
-    {
+    let duplicate =
+        |r: &&Replication| r.source_stage_arn == src && r.destination_stage_arn == dst && r.participant_id == pid;
+    if ctx.state.replications.iter().filter(active).any(|r| duplicate(&r)) {
         return Err(ApiError::Conflict(format!(
             "{pid} is already replicated from {src} to {dst}"
         )));
@@ -110,9 +98,7 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
     }
     let destination = ctx.state.stage_by_arn(dst).expect("checked");
     if destination.connected(pid).is_some() {
-        return Err(ApiError::Conflict(format!(
-            "{pid} is already connected to {dst}"
-        )));
+        return Err(ApiError::Conflict(format!("{pid} is already connected to {dst}")));
     }
     let cap = ctx.settings.publishers_per_stage;
     if destination.counts().0 >= cap {
@@ -130,11 +116,7 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
         source: Some((src.to_string(), source_session.clone())),
         ..original.clone()
     };
-    let destination_session = ctx
-        .state
-        .stage_by_arn_mut(dst)
-        .expect("checked")
-        .connect(replica);
+    let destination_session = ctx.state.stage_by_arn_mut(dst).expect("checked").connect(replica);
     let source = ctx.state.stage_by_arn_mut(src).expect("checked");
     if let Some(session) = source.active.as_mut()
         && let Some(p) = session
@@ -163,9 +145,9 @@ pub fn stop(ctx: Ctx<'_>, req: StopReq) -> ApiResult<Outcome> {
         req.participant_id.as_str(),
     );
     check_stages(&ctx, src, dst)?;
-    let stopped = ctx.state.stop_replications(|r| {
-        r.source_stage_arn == src && r.destination_stage_arn == dst && r.participant_id == pid
-    });
+    let stopped = ctx
+        .state
+        .stop_replications(|r| r.source_stage_arn == src && r.destination_stage_arn == dst && r.participant_id == pid);
     if stopped == 0 {
         return Err(ApiError::NotFound(format!(
             "no active replication of {pid} from {src} to {dst}"
@@ -184,9 +166,7 @@ pub fn list(ctx: Ctx<'_>, req: ListReq) -> ApiResult<Outcome> {
         .state
         .replications
         .iter()
-        .filter(|r| {
-            r.source_stage_arn == req.source_stage_arn && r.participant_id == req.participant_id
-        })
+        .filter(|r| r.source_stage_arn == req.source_stage_arn && r.participant_id == req.participant_id)
         .enumerate()
         .map(|(i, r)| (validate::index_key(i), json!(r)))
         .collect();

@@ -104,10 +104,7 @@ pub fn create(ctx: Ctx<'_>, req: CreateReq) -> ApiResult<Outcome> {
 
 pub fn get(ctx: Ctx<'_>, req: ArnReq) -> ApiResult<Outcome> {
     validate::arn("stage", &req.arn)?;
-    let stage = ctx
-        .state
-        .stage_by_arn(&req.arn)
-        .ok_or_else(|| not_found(&req.arn))?;
+    let stage = ctx.state.stage_by_arn(&req.arn).ok_or_else(|| not_found(&req.arn))?;
     Outcome::read(json!({"stage": stage_json(stage, ctx.settings)}))
 }
 
@@ -133,12 +130,9 @@ pub fn delete(ctx: Ctx<'_>, req: ArnReq) -> ApiResult<Outcome> {
     ctx.state
         .stop_replications(|r| r.source_stage_arn == arn || r.destination_stage_arn == arn);
     ctx.state.replications.retain(|r| {
-        r.replication_state == ReplState::Active
-            || (r.source_stage_arn != arn && r.destination_stage_arn != arn)
+        r.replication_state == ReplState::Active || (r.source_stage_arn != arn && r.destination_stage_arn != arn)
     });
-    ctx.state
-        .stages
-        .remove(crate::ivs::backend::stage_id_from_arn(arn));
+    ctx.state.stages.remove(crate::ivs::backend::stage_id_from_arn(arn));
     ctx.state.issued.retain(|_, t| t.stage_arn != arn);
     Outcome::wrote(json!({}))
 }

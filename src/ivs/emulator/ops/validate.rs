@@ -46,10 +46,7 @@ pub fn arn(kind: &str, value: &str) -> ApiResult<()> {
 /// At most 50 tags; keys 1..128, values 0..256 characters.
 pub fn tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
     if tags.len() > 50 {
-        return Err(invalid(format!(
-            "at most 50 tags are allowed, got {}",
-            tags.len()
-        )));
+        return Err(invalid(format!("at most 50 tags are allowed, got {}", tags.len())));
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
@@ -84,25 +81,16 @@ pub fn max_results(value: Option<i64>, max: i64) -> ApiResult<usize> {
     match value {
         None => Ok(50.min(max) as usize),
         Some(n) if (1..=max).contains(&n) => Ok(n as usize),
-        Some(n) => Err(invalid(format!(
-            "maxResults must be between 1 and {max}, got {n}"
-        ))),
+        Some(n) => Err(invalid(format!("maxResults must be between 1 and {max}, got {n}"))),
     }
 }
 
 /// One page of `items` (sorted by their key) after `next_token`, and the token for the next page.
 /// The token is the last returned key, so deleting items between pages skips nothing.
-pub fn page<T>(
-    items: Vec<(String, T)>,
-    next_token: Option<&str>,
-    max: usize,
-) -> ApiResult<(Vec<T>, Option<String>)> {
+pub fn page<T>(items: Vec<(String, T)>, next_token: Option<&str>, max: usize) -> ApiResult<(Vec<T>, Option<String>)> {
     let after = next_token.filter(|t| !t.is_empty());
     if let Some(t) = after
-        && (t.len() > 1024
-            || !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c)))
+        && (t.len() > 1024 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c)))
     {
         return Err(invalid(format!("invalid nextToken {t:?}")));
     }
@@ -134,20 +122,8 @@ mod tests {
         assert!(name("name", "warm-pool_01").is_ok());
         assert!(name("name", "has space").is_err());
         assert!(name("name", &"x".repeat(129)).is_err());
-        assert!(
-            arn(
-                "stage",
-                "arn:aws:ivs:us-east-1:123456789012:stage/AbCdEfGhIjKl"
-            )
-            .is_ok()
-        );
-        assert!(
-            arn(
-                "stage",
-                "arn:aws:ivs:us-east-1:123456789012:public-key/AbCd"
-            )
-            .is_err()
-        );
+        assert!(arn("stage", "arn:aws:ivs:us-east-1:123456789012:stage/AbCdEfGhIjKl").is_ok());
+        assert!(arn("stage", "arn:aws:ivs:us-east-1:123456789012:public-key/AbCd").is_err());
         assert!(arn("stage", "stage/AbCd").is_err());
     }
 
