@@ -1008,3 +1008,88 @@ async fn a_restarted_emulator_finds_its_stages_and_keys_in_the_state_file() {
     ));
     assert_eq!(join(&emu, &token, false).await.0, 200);
 }
+
+// --- wire format ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn answers_use_the_aws_rest_json_envelope() {
+    let emu = emulator().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = |op: &str, body: Value| {
+        // SigV4-style headers are accepted and not checked.
+        http.post(format!("{}/{op}", emu.endpoint_url()))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/ivs/aws4_request",
+            )
+            .header("x-amz-date", "20260101T000000Z")
+            .json(&body)
+            .send()
+    };
+
+    // --- 1. success: 200, JSON, a request id; CreateStage also mints the configured tokens
+    let configs =
+        json!([{"userId": "host", "capabilities": ["PUBLISH", "SUBSCRIBE"]}, {"duration": 60}]);
+    let r = call(
+        "CreateStage",
+        json!({"name": "wire", "participantTokenConfigurations": configs}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert!(r.headers().contains_key("x-amzn-requestid"));
+    let body: Value = r.json().await.unwrap();
+    let tokens = body["participantTokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(
+        (
+            tokens[0]["duration"].as_i64(),
+            tokens[1]["duration"].as_i64()
+        ),
+        (Some(720), Some(60))
+    );
+    assert!(tokens[0]["expirationTime"].as_str().unwrap().ends_with('Z'));
+
+    // --- 2. errors: status by code, the code in x-amzn-ErrorType, message in the body
+    let missing = body["stage"]["arn"]
+        .as_str()
+        .unwrap()
+        .replace(char::is_alphanumeric, "A");
+    let missing = format!(
+        "arn:aws:ivs:us-east-1:123456789012:stage/{}",
+        &missing[missing.len() - 12..]
+    );
+    let r = call("GetStage", json!({"arn": missing})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.headers()["x-amzn-errortype"], "ResourceNotFoundException");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["__type"], "ResourceNotFoundException");
+    assert!(
+        body["exceptionMessage"]
+            .as_str()
+            .unwrap()
+            .contains("not found")
+    );
+    assert_eq!(body["message"], body["exceptionMessage"]);
+    let r = call(
+        "CreateStage",
+        json!({"participantTokenConfigurations": vec![json!({}); 13]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["x-amzn-errortype"].to_str().unwrap()
+        ),
+        (400, "ValidationException")
+    );
+    let r = call("CreateChannel", json!({})).await.unwrap();
+    assert_eq!(r.headers()["x-amzn-errortype"], "UnknownOperationException");
+}
