@@ -162,9 +162,15 @@ impl Stage {
         });
         match session.participants.iter_mut().find(|old| old.id == p.id) {
             Some(old) => {
-                let first = old.first_join_time;
+                // A reconnecting source keeps its role: its replications outlive the reconnect.
+                let replication = if old.replication == ReplType::Source {
+                    ReplType::Source
+                } else {
+                    p.replication
+                };
                 *old = Participant {
-                    first_join_time: first,
+                    first_join_time: old.first_join_time,
+                    replication,
                     ..p
                 };
             }
