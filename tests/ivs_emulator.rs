@@ -11,8 +11,7 @@ use aws_sdk_ivsrealtime::error::ProvideErrorMetadata;
 use serde_json::{Value, json};
 use stagefleet::ivs::aws::{AwsBackend, AwsConfig};
 use stagefleet::ivs::backend::{
-    Capabilities, ParticipantFilter, ParticipantState, ReplicationState, ReplicationType,
-    TokenRequest,
+    Capabilities, ParticipantFilter, ParticipantState, ReplicationState, ReplicationType, TokenRequest,
 };
 use stagefleet::ivs::emulator::{self, EmulatorConfig, EmulatorHandle, Faults};
 use stagefleet::ivs::token::{Claims, SigningKey, TokenCapabilities};
@@ -60,17 +59,11 @@ fn raw_client(emu: &EmulatorHandle) -> aws_sdk_ivsrealtime::Client {
 }
 
 fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// A fresh P-384 key imported into the emulator, ready to sign with its ARN as `kid`.
@@ -112,12 +105,7 @@ async fn post(emu: &EmulatorHandle, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn join(emu: &EmulatorHandle, token: &str, publish: bool) -> (u16, Value) {
-    post(
-        emu,
-        "/_emulator/join",
-        json!({"token": token, "publish": publish}),
-    )
-    .await
+    post(emu, "/_emulator/join", json!({"token": token, "publish": publish})).await
 }
 
 async fn emulator_state(emu: &EmulatorHandle) -> Value {
@@ -138,11 +126,7 @@ async fn stages_are_created_read_listed_and_deleted() {
         .create_stage("pool-1", &tags(&[("fleet", "a"), ("slot", "1")]))
         .await
         .unwrap();
-    assert!(
-        stage
-            .arn
-            .starts_with("arn:aws:ivs:us-east-1:123456789012:stage/")
-    );
+    assert!(stage.arn.starts_with("arn:aws:ivs:us-east-1:123456789012:stage/"));
     assert_eq!(stage.id().len(), 12);
     assert_eq!(stage.active_session_id, "");
     let endpoints = stage.endpoints.clone().unwrap();
@@ -152,9 +136,7 @@ async fn stages_are_created_read_listed_and_deleted() {
 
     // --- 2. read it back; list by tag (summaries carry tags, not endpoints)
     assert_eq!(ivs.get_stage(&stage.arn).await.unwrap(), stage);
-    ivs.create_stage("pool-2", &tags(&[("fleet", "b")]))
-        .await
-        .unwrap();
+    ivs.create_stage("pool-2", &tags(&[("fleet", "b")])).await.unwrap();
     let fleet_a = ivs.list_stages(&tags(&[("fleet", "a")])).await.unwrap();
     assert_eq!(
         fleet_a.iter().map(|s| s.arn.as_str()).collect::<Vec<_>>(),
@@ -175,13 +157,8 @@ async fn stages_are_created_read_listed_and_deleted() {
     ));
 
     // --- 4. invalid input is refused by the service, as the SDK checks nothing itself
-    let bad_name = ivs
-        .create_stage("no spaces allowed", &BTreeMap::new())
-        .await;
-    assert!(
-        matches!(bad_name, Err(BackendError::Validation(_))),
-        "{bad_name:?}"
-    );
+    let bad_name = ivs.create_stage("no spaces allowed", &BTreeMap::new()).await;
+    assert!(matches!(bad_name, Err(BackendError::Validation(_))), "{bad_name:?}");
     let many: BTreeMap<String, String> = (0..51).map(|i| (format!("k{i}"), "v".into())).collect();
     assert!(matches!(
         ivs.create_stage("t", &many).await,
@@ -206,10 +183,7 @@ async fn the_stage_quota_is_answered_with_quota_exceeded() {
     ivs.create_stage("a", &BTreeMap::new()).await.unwrap();
     ivs.create_stage("b", &BTreeMap::new()).await.unwrap();
     let third = ivs.create_stage("c", &BTreeMap::new()).await;
-    assert!(
-        matches!(third, Err(BackendError::QuotaExceeded(_))),
-        "{third:?}"
-    );
+    assert!(matches!(third, Err(BackendError::QuotaExceeded(_))), "{third:?}");
 }
 
 #[tokio::test]
@@ -236,13 +210,7 @@ async fn list_stages_pages_through_more_than_a_hundred_stages() {
         .unwrap();
     assert_eq!((second.stages().len(), second.next_token()), (5, None));
     assert_eq!(ivs.list_stages(&BTreeMap::new()).await.unwrap().len(), 105);
-    assert_eq!(
-        ivs.list_stages(&tags(&[("parity", "even")]))
-            .await
-            .unwrap()
-            .len(),
-        53
-    );
+    assert_eq!(ivs.list_stages(&tags(&[("parity", "even")])).await.unwrap().len(), 53);
     let err = raw.list_stages().max_results(101).send().await.unwrap_err();
     assert_eq!(err.code(), Some("ValidationException"));
 }
@@ -261,10 +229,7 @@ async fn public_keys_are_imported_listed_and_deleted_within_their_quota() {
         .import_public_key("signer-1", &key.public_key_pem(), &tags(&[("o", "1")]))
         .await
         .unwrap();
-    assert!(
-        info.arn
-            .starts_with("arn:aws:ivs:us-east-1:123456789012:public-key/")
-    );
+    assert!(info.arn.starts_with("arn:aws:ivs:us-east-1:123456789012:public-key/"));
     assert_eq!(
         (
             info.name.as_str(),
@@ -284,25 +249,16 @@ async fn public_keys_are_imported_listed_and_deleted_within_their_quota() {
         .import_public_key("copy", &key.public_key_pem(), &BTreeMap::new())
         .await;
     assert!(matches!(again, Err(BackendError::Conflict(_))), "{again:?}");
-    let p256 = aws_lc_rs::signature::EcdsaKeyPair::generate(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-    );
+    let p256 = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING);
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
-    let p256_pem = stagefleet::ivs::token::to_pem(
-        "PUBLIC KEY",
-        p256.unwrap().public_key().as_der().unwrap().as_ref(),
-    );
-    let wrong_curve = ivs
-        .import_public_key("p256", &p256_pem, &BTreeMap::new())
-        .await;
+    let p256_pem = stagefleet::ivs::token::to_pem("PUBLIC KEY", p256.unwrap().public_key().as_der().unwrap().as_ref());
+    let wrong_curve = ivs.import_public_key("p256", &p256_pem, &BTreeMap::new()).await;
     assert!(
         matches!(wrong_curve, Err(BackendError::Validation(_))),
         "{wrong_curve:?}"
     );
-    let garbage = ivs
-        .import_public_key("junk", "not a pem", &BTreeMap::new())
-        .await;
+    let garbage = ivs.import_public_key("junk", "not a pem", &BTreeMap::new()).await;
     assert!(matches!(garbage, Err(BackendError::Validation(_))));
 
     // --- 3. three keys per region, the fourth is over quota
@@ -317,42 +273,18 @@ async fn public_keys_are_imported_listed_and_deleted_within_their_quota() {
             &BTreeMap::new(),
         )
         .await;
-    assert!(
-        matches!(fourth, Err(BackendError::QuotaExceeded(_))),
-        "{fourth:?}"
-    );
-    assert_eq!(
-        raw.list_public_keys()
-            .send()
-            .await
-            .unwrap()
-            .public_keys()
-            .len(),
-        3
-    );
+    assert!(matches!(fourth, Err(BackendError::QuotaExceeded(_))), "{fourth:?}");
+    assert_eq!(raw.list_public_keys().send().await.unwrap().public_keys().len(), 3);
 
     // --- 4. delete frees the slot; the key is gone
     ivs.delete_public_key(&info.arn).await.unwrap();
-    let gone = raw
-        .get_public_key()
-        .arn(&info.arn)
-        .send()
-        .await
-        .unwrap_err();
+    let gone = raw.get_public_key().arn(&info.arn).send().await.unwrap_err();
     assert_eq!(gone.code(), Some("ResourceNotFoundException"));
     assert!(matches!(
         ivs.delete_public_key(&info.arn).await,
         Err(BackendError::NotFound(_))
     ));
-    assert_eq!(
-        raw.list_public_keys()
-            .send()
-            .await
-            .unwrap()
-            .public_keys()
-            .len(),
-        2
-    );
+    assert_eq!(raw.list_public_keys().send().await.unwrap().public_keys().len(), 2);
 }
 
 // --- participant tokens and joins -----------------------------------------------------------
@@ -373,10 +305,7 @@ async fn api_tokens_have_bounded_durations_and_admit_their_holder() {
     };
 
     // --- 1. a token: 12-character participant id, expiry 12 h out
-    let issued = ivs
-        .create_participant_token(&stage.arn, &viewer)
-        .await
-        .unwrap();
+    let issued = ivs.create_participant_token(&stage.arn, &viewer).await.unwrap();
     assert_eq!(issued.participant_id.len(), 12);
     assert!(
         (issued.expires_at - (now() + 720 * 60)).abs() <= 5,
@@ -395,10 +324,7 @@ async fn api_tokens_have_bounded_durations_and_admit_their_holder() {
                 },
             )
             .await;
-        assert!(
-            matches!(bad, Err(BackendError::Validation(_))),
-            "{minutes}: {bad:?}"
-        );
+        assert!(matches!(bad, Err(BackendError::Validation(_))), "{minutes}: {bad:?}");
     }
     let missing = stage.arn.replace(stage.id(), "AAAAAAAAAAAA");
     assert!(matches!(
@@ -408,10 +334,7 @@ async fn api_tokens_have_bounded_durations_and_admit_their_holder() {
 
     // --- 3. the token joins as a subscriber, but may not publish
     let (status, body) = join(&emu, &issued.token, true).await;
-    assert_eq!(
-        (status, body["__type"].as_str()),
-        (403, Some("AccessDeniedException"))
-    );
+    assert_eq!((status, body["__type"].as_str()), (403, Some("AccessDeniedException")));
     let (status, body) = join(&emu, &issued.token, false).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["participantId"], issued.participant_id.as_str());
@@ -422,10 +345,7 @@ async fn api_tokens_have_bounded_durations_and_admit_their_holder() {
         .await
         .unwrap();
     assert_eq!(
-        listed
-            .iter()
-            .map(|p| p.user_id.as_str())
-            .collect::<Vec<_>>(),
+        listed.iter().map(|p| p.user_id.as_str()).collect::<Vec<_>>(),
         vec!["viewer-1"]
     );
 }
@@ -442,12 +362,7 @@ async fn self_signed_tokens_join_only_when_everything_checks_out() {
     // --- 1. a viewer and a host join; the host appears as a published participant
     let (status, body) = join(
         &emu,
-        &key.sign(&claims(
-            &stage,
-            "viewer-1",
-            TokenCapabilities::VIEWER,
-            later,
-        )),
+        &key.sign(&claims(&stage, "viewer-1", TokenCapabilities::VIEWER, later)),
         false,
     )
     .await;
@@ -465,10 +380,7 @@ async fn self_signed_tokens_join_only_when_everything_checks_out() {
         .await
         .unwrap();
     assert_eq!(
-        published
-            .iter()
-            .map(|p| p.participant_id.as_str())
-            .collect::<Vec<_>>(),
+        published.iter().map(|p| p.participant_id.as_str()).collect::<Vec<_>>(),
         vec!["host-1"]
     );
     let summary = emulator_state(&emu).await;
@@ -528,12 +440,7 @@ async fn self_signed_tokens_join_only_when_everything_checks_out() {
 
     // --- 3. twelve publishers fit; the thirteenth is over the stage quota
     for i in 2..=12 {
-        let token = key.sign(&claims(
-            &stage,
-            &format!("host-{i}"),
-            TokenCapabilities::HOST,
-            later,
-        ));
+        let token = key.sign(&claims(&stage, &format!("host-{i}"), TokenCapabilities::HOST, later));
         assert_eq!(join(&emu, &token, true).await.0, 200, "publisher {i}");
     }
     let thirteenth = key.sign(&claims(&stage, "host-13", TokenCapabilities::HOST, later));
@@ -578,10 +485,7 @@ async fn disconnected_participants_stay_listed_as_disconnected_in_their_session(
         .list_participants(&stage.arn, &session, ParticipantFilter::All)
         .await
         .unwrap();
-    let states: BTreeMap<_, _> = all
-        .iter()
-        .map(|p| (p.participant_id.as_str(), p.state))
-        .collect();
+    let states: BTreeMap<_, _> = all.iter().map(|p| (p.participant_id.as_str(), p.state)).collect();
     assert_eq!(
         states,
         BTreeMap::from([
@@ -599,9 +503,7 @@ async fn disconnected_participants_stay_listed_as_disconnected_in_their_session(
         .await
         .unwrap();
     assert_eq!(gone.participants().len(), 1);
-    let again = ivs
-        .disconnect_participant(&stage.arn, "kicked", "twice")
-        .await;
+    let again = ivs.disconnect_participant(&stage.arn, "kicked", "twice").await;
     assert!(matches!(again, Err(BackendError::NotFound(_))), "{again:?}");
 
     // The last one leaving ends the session; the stage is idle again.
@@ -612,34 +514,22 @@ async fn disconnected_participants_stay_listed_as_disconnected_in_their_session(
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        ivs.get_stage(&stage.arn).await.unwrap().active_session_id,
-        ""
-    );
+    assert_eq!(ivs.get_stage(&stage.arn).await.unwrap().active_session_id, "");
 }
 
 #[tokio::test]
 async fn list_participants_needs_a_session_of_that_stage() {
     let emu = emulator().await;
     let ivs = backend(&emu).await;
-    let stage = ivs
-        .create_stage("sessions", &BTreeMap::new())
-        .await
-        .unwrap();
+    let stage = ivs.create_stage("sessions", &BTreeMap::new()).await.unwrap();
     let unknown = ivs
         .list_participants(&stage.arn, "st-AAAAAAAAAAAAA", ParticipantFilter::All)
         .await;
-    assert!(
-        matches!(unknown, Err(BackendError::NotFound(_))),
-        "{unknown:?}"
-    );
+    assert!(matches!(unknown, Err(BackendError::NotFound(_))), "{unknown:?}");
     let malformed = ivs
         .list_participants(&stage.arn, "session-1", ParticipantFilter::All)
         .await;
-    assert!(
-        matches!(malformed, Err(BackendError::Validation(_))),
-        "{malformed:?}"
-    );
+    assert!(matches!(malformed, Err(BackendError::Validation(_))), "{malformed:?}");
 }
 
 // --- replication ---------------------------------------------------------------------------
@@ -653,11 +543,7 @@ async fn a_publisher_replicates_into_at_most_five_stages() {
     let source = ivs.create_stage("origin", &BTreeMap::new()).await.unwrap();
     let mut destinations = vec![];
     for i in 0..6 {
-        destinations.push(
-            ivs.create_stage(&format!("edge-{i}"), &BTreeMap::new())
-                .await
-                .unwrap(),
-        );
+        destinations.push(ivs.create_stage(&format!("edge-{i}"), &BTreeMap::new()).await.unwrap());
     }
     let no_attrs = BTreeMap::new();
 
@@ -674,70 +560,41 @@ async fn a_publisher_replicates_into_at_most_five_stages() {
     let absent = ivs
         .start_participant_replication(&source.arn, &destinations[0].arn, "nobody", 0, &no_attrs)
         .await;
-    assert!(
-        matches!(absent, Err(BackendError::NotFound(_))),
-        "{absent:?}"
-    );
+    assert!(matches!(absent, Err(BackendError::NotFound(_))), "{absent:?}");
 
     // --- 2. the host publishes and is replicated into five stages; a sixth is over quota
     let host = key.sign(&claims(&source, "host", TokenCapabilities::HOST, later));
     assert_eq!(join(&emu, &host, true).await.0, 200);
     for dest in &destinations[..5] {
-        ivs.start_participant_replication(
-            &source.arn,
-            &dest.arn,
-            "host",
-            30,
-            &tags(&[("via", "origin")]),
-        )
-        .await
-        .unwrap();
+        ivs.start_participant_replication(&source.arn, &dest.arn, "host", 30, &tags(&[("via", "origin")]))
+            .await
+            .unwrap();
     }
     let sixth = ivs
         .start_participant_replication(&source.arn, &destinations[5].arn, "host", 0, &no_attrs)
         .await;
-    assert!(
-        matches!(sixth, Err(BackendError::QuotaExceeded(_))),
-        "{sixth:?}"
-    );
+    assert!(matches!(sixth, Err(BackendError::QuotaExceeded(_))), "{sixth:?}");
     let window = ivs
         .start_participant_replication(&source.arn, &destinations[5].arn, "host", 301, &no_attrs)
         .await;
-    assert!(
-        matches!(window, Err(BackendError::Validation(_))),
-        "{window:?}"
-    );
+    assert!(matches!(window, Err(BackendError::Validation(_))), "{window:?}");
 
     // --- 3. the replica shows up in a destination as a published REPLICA
     let edge = ivs.get_stage(&destinations[0].arn).await.unwrap();
     let there = ivs
-        .list_participants(
-            &edge.arn,
-            &edge.active_session_id,
-            ParticipantFilter::Connected,
-        )
+        .list_participants(&edge.arn, &edge.active_session_id, ParticipantFilter::Connected)
         .await
         .unwrap();
     assert_eq!(there.len(), 1);
-    assert_eq!(
-        (there[0].participant_id.as_str(), there[0].published),
-        ("host", true)
-    );
+    assert_eq!((there[0].participant_id.as_str(), there[0].published), ("host", true));
     assert_eq!(there[0].replication_type, ReplicationType::Replica);
     let origin = ivs.get_stage(&source.arn).await.unwrap();
     let here = ivs
-        .list_participants(
-            &origin.arn,
-            &origin.active_session_id,
-            ParticipantFilter::Published,
-        )
+        .list_participants(&origin.arn, &origin.active_session_id, ParticipantFilter::Published)
         .await
         .unwrap();
     assert_eq!(here[0].replication_type, ReplicationType::Source);
-    let replicas = ivs
-        .list_participant_replicas(&source.arn, "host")
-        .await
-        .unwrap();
+    let replicas = ivs.list_participant_replicas(&source.arn, "host").await.unwrap();
     assert_eq!(replicas.len(), 5);
     assert!(replicas.iter().all(|r| r.state == ReplicationState::Active));
 
@@ -746,10 +603,7 @@ async fn a_publisher_replicates_into_at_most_five_stages() {
         .await
         .unwrap();
     assert_eq!(
-        ivs.get_stage(&destinations[0].arn)
-            .await
-            .unwrap()
-            .active_session_id,
+        ivs.get_stage(&destinations[0].arn).await.unwrap().active_session_id,
         "",
         "replica gone, stage idle"
     );
@@ -764,27 +618,17 @@ async fn a_publisher_replicates_into_at_most_five_stages() {
     // --- 5. deleting a destination stops its replication; disconnecting the host stops the rest
     ivs.delete_stage(&destinations[1].arn).await.unwrap();
     let states = |rs: Vec<stagefleet::ivs::backend::ReplicaInfo>| {
-        rs.iter()
-            .filter(|r| r.state == ReplicationState::Active)
-            .count()
+        rs.iter().filter(|r| r.state == ReplicationState::Active).count()
     };
     assert_eq!(
-        states(
-            ivs.list_participant_replicas(&source.arn, "host")
-                .await
-                .unwrap()
-        ),
+        states(ivs.list_participant_replicas(&source.arn, "host").await.unwrap()),
         4
     );
     ivs.disconnect_participant(&source.arn, "host", "end of show")
         .await
         .unwrap();
     assert_eq!(
-        states(
-            ivs.list_participant_replicas(&source.arn, "host")
-                .await
-                .unwrap()
-        ),
+        states(ivs.list_participant_replicas(&source.arn, "host").await.unwrap()),
         0
     );
     let idle = ivs.get_stage(&destinations[5].arn).await.unwrap();
@@ -831,10 +675,7 @@ async fn a_burst_is_throttled_raw_but_paced_through_the_backend() {
     let started = Instant::now();
     let burst = (0..8).map(|i| {
         let ivs = &ivs;
-        async move {
-            ivs.create_stage(&format!("paced-{i}"), &BTreeMap::new())
-                .await
-        }
+        async move { ivs.create_stage(&format!("paced-{i}"), &BTreeMap::new()).await }
     });
     let results = futures_util::future::join_all(burst).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -870,11 +711,7 @@ async fn injected_faults_surface_after_the_sdk_retries() {
     ));
 
     emu.set_faults(Faults::default());
-    assert_eq!(
-        ivs.get_stage(&stage.arn).await.unwrap().arn,
-        stage.arn,
-        "healthy again"
-    );
+    assert_eq!(ivs.get_stage(&stage.arn).await.unwrap().arn, stage.arn, "healthy again");
 }
 
 #[tokio::test]
@@ -919,10 +756,7 @@ fn without_credentials_a_call_fails_fast_as_unavailable() {
         .env("STAGEFLEET_NO_CREDENTIALS_CHILD", "1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", dir.path().join("config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("credentials"),
-        );
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("credentials"));
     let out = child.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -930,10 +764,7 @@ fn without_credentials_a_call_fails_fast_as_unavailable() {
         "child failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("1 passed"),
-        "the child test did not run:\n{stdout}"
-    );
+    assert!(stdout.contains("1 passed"), "the child test did not run:\n{stdout}");
 }
 
 #[tokio::test]
@@ -977,10 +808,7 @@ async fn a_restarted_emulator_finds_its_stages_and_keys_in_the_state_file() {
     // --- 1. first life: a stage and a key
     let emu = emulator_with(cfg.clone()).await;
     let ivs = backend(&emu).await;
-    let stage = ivs
-        .create_stage("durable", &tags(&[("keep", "yes")]))
-        .await
-        .unwrap();
+    let stage = ivs.create_stage("durable", &tags(&[("keep", "yes")])).await.unwrap();
     let key = imported_key(&ivs, "durable-key").await;
     emu.shutdown().await;
 
@@ -994,18 +822,10 @@ async fn a_restarted_emulator_finds_its_stages_and_keys_in_the_state_file() {
     );
     let keys = raw_client(&emu).list_public_keys().send().await.unwrap();
     assert_eq!(
-        keys.public_keys()
-            .iter()
-            .filter_map(|k| k.arn())
-            .collect::<Vec<_>>(),
+        keys.public_keys().iter().filter_map(|k| k.arn()).collect::<Vec<_>>(),
         vec![key.kid()]
     );
-    let token = key.sign(&claims(
-        &again,
-        "back",
-        TokenCapabilities::VIEWER,
-        now() + 600,
-    ));
+    let token = key.sign(&claims(&again, "back", TokenCapabilities::VIEWER, now() + 600));
     assert_eq!(join(&emu, &token, false).await.0, 200);
 }
 
@@ -1028,8 +848,7 @@ async fn answers_use_the_aws_rest_json_envelope() {
     };
 
     // --- 1. success: 200, JSON, a request id; CreateStage also mints the configured tokens
-    let configs =
-        json!([{"userId": "host", "capabilities": ["PUBLISH", "SUBSCRIBE"]}, {"duration": 60}]);
+    let configs = json!([{"userId": "host", "capabilities": ["PUBLISH", "SUBSCRIBE"]}, {"duration": 60}]);
     let r = call(
         "CreateStage",
         json!({"name": "wire", "participantTokenConfigurations": configs}),
@@ -1048,10 +867,7 @@ async fn answers_use_the_aws_rest_json_envelope() {
     let tokens = body["participantTokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 2);
     assert_eq!(
-        (
-            tokens[0]["duration"].as_i64(),
-            tokens[1]["duration"].as_i64()
-        ),
+        (tokens[0]["duration"].as_i64(), tokens[1]["duration"].as_i64()),
         (Some(720), Some(60))
     );
     assert!(tokens[0]["expirationTime"].as_str().unwrap().ends_with('Z'));
@@ -1070,12 +886,7 @@ async fn answers_use_the_aws_rest_json_envelope() {
     assert_eq!(r.headers()["x-amzn-errortype"], "ResourceNotFoundException");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["__type"], "ResourceNotFoundException");
-    assert!(
-        body["exceptionMessage"]
-            .as_str()
-            .unwrap()
-            .contains("not found")
-    );
+    assert!(body["exceptionMessage"].as_str().unwrap().contains("not found"));
     assert_eq!(body["message"], body["exceptionMessage"]);
     let r = call(
         "CreateStage",
@@ -1084,10 +895,7 @@ async fn answers_use_the_aws_rest_json_envelope() {
     .await
     .unwrap();
     assert_eq!(
-        (
-            r.status().as_u16(),
-            r.headers()["x-amzn-errortype"].to_str().unwrap()
-        ),
+        (r.status().as_u16(), r.headers()["x-amzn-errortype"].to_str().unwrap()),
         (400, "ValidationException")
     );
     let r = call("CreateChannel", json!({})).await.unwrap();

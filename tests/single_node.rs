@@ -505,5 +505,8 @@ async fn concurrent_joins_are_group_committed_into_few_log_entries() {
     futures_util::future::join_all(joins).await;
     let entries = applied_index(&n).await - before;
     assert_eq!(stats(&n).await["viewers"], 300);
-    assert!(entries < 150, "300 concurrent joins took {entries} log entries: no group commit");
+    assert!(
+        entries < 150,
+        "300 concurrent joins took {entries} log entries: no group commit"
+    );
 }
