@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use stagefleet::config::{Config, ConfigArgs, LogFormat};
-use stagefleet::ivs::emulator::{self, EmulatorConfig};
+use stagefleet::ivs::emulator::{self, EmulatorConfig, Faults};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,15 @@ enum Command {
         /// Keep stages and keys in this file across restarts.
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// Fault injection: milliseconds added to every IVS call.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Fault injection: share (0..1) of IVS calls answered 500 InternalServerException.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Fault injection: share (0..1) of IVS calls answered 429 ThrottlingException.
+        #[arg(long, default_value_t = 0.0)]
+        throttle_rate: f64,
     },
     /// Print the GraphQL schema (SDL) this build serves.
     Sdl,
@@ -79,12 +88,22 @@ fn main() -> anyhow::Result<()> {
             listen,
             no_enforce_tps,
             state_file,
+            latency_ms,
+            error_rate,
+            throttle_rate,
         }) => {
             init_logging(LogFormat::Text, "info");
+            let faults = Faults {
+                latency_ms,
+                error_rate,
+                throttle_rate,
+            };
+            let enforce_tps = !no_enforce_tps;
             let cfg = EmulatorConfig {
                 listen,
-                enforce_tps: !no_enforce_tps,
+                enforce_tps,
                 state_file,
+                faults,
                 ..EmulatorConfig::default()
             };
             runtime.block_on(emulator::run_standalone(cfg))

@@ -84,7 +84,6 @@ impl StageDriver {
                 let cmd = Command::StageCreateFailed {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
-                    now: now_ms(),
                 };
                 node.store.propose(cmd).await?;
                 Err(e.into())

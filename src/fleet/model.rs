@@ -17,8 +17,6 @@ pub enum BroadcastState {
     /// Stages being deleted.
     Ending,
     Ended,
-    /// The origin stage could not be created.
-    Failed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

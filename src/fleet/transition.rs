@@ -176,16 +176,19 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         Ok(stage)
     }
 
-    /// CreateStage failed for good: forget the intent; a failed origin fails its broadcast.
-    pub fn stage_create_failed(&mut self, stage_id: &str, intent_term: u64, now: Millis) -> Result<(), Refusal> {
+    /// CreateStage failed for good: forget the intent. A broadcast whose origin could not be
+    /// created never went live: it is forgotten too, so starting it again is a plain retry.
+    pub fn stage_create_failed(&mut self, stage_id: &str, intent_term: u64) -> Result<(), Refusal> {
         self.owned_intent(stage_id, intent_term, StageState::Creating)?;
         let stage = self.fleet.stages.remove(stage_id).expect("checked above");
         self.touch_stage(stage_id);
-        if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id) {
-            if stage.role == StageRole::Origin && b.state == BroadcastState::Starting {
-                b.state = BroadcastState::Failed;
-                b.ended_at = Some(now);
-            }
+        let starting = self
+            .fleet
+            .broadcasts
+            .get(&stage.broadcast_id)
+            .is_some_and(|b| b.state == BroadcastState::Starting);
+        if stage.role == StageRole::Origin && starting {
+            self.fleet.broadcasts.remove(&stage.broadcast_id);
         }
         self.touch_broadcast(&stage.broadcast_id);
         Ok(())
@@ -268,7 +271,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             .broadcasts
             .get(id)
             .ok_or_else(|| Refusal::UnknownBroadcast(id.to_string()))?;
-        if matches!(b.state, BroadcastState::Ended | BroadcastState::Failed) {
+        if b.state == BroadcastState::Ended {
             return Ok((b.clone(), Vec::new()));
         }
         let stage_ids: Vec<String> = self.fleet.stages_of(id).map(|s| s.id.clone()).collect();

@@ -38,7 +38,6 @@ pub enum Command {
     StageCreateFailed {
         stage_id: String,
         intent_term: u64,
-        now: Millis,
     },
     /// A new leader takes over a pending stage intent (fences the old leader's late results).
     ReclaimIntent {

@@ -133,11 +133,7 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             arn,
             endpoints,
         } => w.stage_created(&stage_id, intent_term, arn, endpoints).into(),
-        Command::StageCreateFailed {
-            stage_id,
-            intent_term,
-            now,
-        } => w.stage_create_failed(&stage_id, intent_term, now).into(),
+        Command::StageCreateFailed { stage_id, intent_term } => w.stage_create_failed(&stage_id, intent_term).into(),
         Command::ReclaimIntent { stage_id } => w.reclaim_intent(&stage_id, term).into(),
         Command::DeleteStage { stage_id, force } => match w.delete_stage(&stage_id, force, term) {
             Ok((stage, evicted)) => Response::StageDeleting { stage, evicted },

@@ -42,7 +42,6 @@ pub enum BroadcastState {
     Live,
     Ending,
     Ended,
-    Failed,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]

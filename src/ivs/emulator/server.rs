@@ -36,6 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_emulator/join", post(join))
         .route("/_emulator/leave", post(leave))
         .route("/_emulator/state", get(summary))
+        .route("/_emulator/faults", post(set_faults))
         .route("/{op}", post(operation))
         .with_state(shared)
 }
@@ -157,4 +158,37 @@ async fn leave(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
 async fn summary(AxState(shared): AxState<Arc<Shared>>) -> Response {
     let state = shared.state.lock().expect("state lock");
     with_request_id(axum::Json(ops::summary(&state)).into_response())
+}
+
+/// `POST /_emulator/faults {"latencyMs", "errorRate", "throttleRate"}`: change injected faults at
+/// runtime (tests break IVS after a node has started against it).
+async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Input {
+        #[serde(default)]
+        latency_ms: u64,
+        #[serde(default)]
+        error_rate: f64,
+        #[serde(default)]
+        throttle_rate: f64,
+    }
+    let result = parse::<Input>(&body).and_then(|i| {
+        let ok = |r: f64| (0.0..=1.0).contains(&r);
+        if !ok(i.error_rate) || !ok(i.throttle_rate) {
+            return Err(ApiError::Validation(
+                "errorRate and throttleRate must be between 0 and 1".into(),
+            ));
+        }
+        *shared.faults.lock().expect("faults lock") = Faults {
+            latency_ms: i.latency_ms,
+            error_rate: i.error_rate,
+            throttle_rate: i.throttle_rate,
+        };
+        Ok(serde_json::json!({}))
+    });
+    with_request_id(match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    })
 }
