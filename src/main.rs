@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+// glibc's malloc spent a quarter of the join path's CPU in its arenas under many threads
+// (perf, BENCHMARKS.md); mimalloc is built for this allocation pattern.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use stagefleet::config::{Config, ConfigArgs, LogFormat};
 use stagefleet::ivs::emulator::{self, EmulatorConfig, Faults};
 

@@ -46,6 +46,7 @@ pub async fn post_graphql(
             return error_body(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &msg);
         }
     };
+    let request = app.parsed.prepare(request);
     let mut response = app.schema.execute(request.data(principal)).await;
     for err in &mut response.errors {
         let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);

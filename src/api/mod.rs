@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod parse_cache;
 pub mod schema;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use schema::AppSchema;
 pub struct AppState {
     pub node: Arc<Node>,
     pub schema: AppSchema,
+    pub parsed: Arc<parse_cache::ParseCache>,
 }
 
 /// Largest request body accepted (GraphQL documents are small; attributes are capped at 1 KB).
@@ -44,7 +46,7 @@ pub fn router(node: Arc<Node>) -> Router {
             }
         });
     }
-    let state = AppState { node, schema };
+    let state = AppState { node, schema, parsed: Arc::new(parse_cache::ParseCache::new(256)) };
     Router::new()
         .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
         .route("/livez", get(health::livez))

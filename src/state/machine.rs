@@ -187,12 +187,14 @@ impl StateMachine {
         self.shared.clone()
     }
 
-    /// Apply `entries` in memory and collect their writes into one batch.
+    /// Apply `entries` to a copy of the core and collect their writes into one batch. Working on
+    /// a copy keeps the lock readers need free while a large batch applies; the copy is swapped
+    /// in once its writes are durable.
     fn apply_in_memory(
         &self,
         entries: impl IntoIterator<Item = openraft::Entry<TypeConfig>>,
-    ) -> Result<(Vec<Response>, sled::Batch, StateEvent), StorageError<NodeId>> {
-        let mut core = self.shared.core.write().expect("state lock poisoned");
+    ) -> Result<(Vec<Response>, sled::Batch, StateEvent, Core), StorageError<NodeId>> {
+        let mut core = self.shared.read().clone();
         let mut sessions = SledSessions::new(&self.shared.tree);
         let mut dirty = Dirty::default();
         let mut event = StateEvent::default();
@@ -207,7 +209,7 @@ impl StateMachine {
                     Response::None
                 }
                 EntryPayload::Normal(cmd) => {
-                    let Core { fleet, policy, .. } = &mut *core;
+                    let Core { fleet, policy, .. } = &mut core;
                     let mut w = World {
                         fleet,
                         policy,
@@ -251,7 +253,7 @@ impl StateMachine {
         batch.insert(keys::MEMBERSHIP, to_json(&core.membership));
         event.broadcasts = dirty.broadcasts.into_iter().collect();
         event.stages = dirty.stages.into_iter().collect();
-        Ok((responses, batch, event))
+        Ok((responses, batch, event, core))
     }
 }
 
@@ -273,9 +275,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let _guard = self.shared.apply_lock.lock().await;
-        let (responses, batch, event) = self.apply_in_memory(entries)?;
+        let (responses, batch, event, core) = self.apply_in_memory(entries)?;
         self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
         self.db.flush_async().await.map_err(sm_write_err)?;
+        *self.shared.core.write().expect("state lock poisoned") = core;
         // Only now is the change durable: tell subscribers.
         let _ = self.shared.events.send(event);
         Ok(responses)
