@@ -76,6 +76,10 @@ pub struct Common {
     /// emulator's keys are found without this.
     #[arg(long = "public-key", value_name = "ARN=PEM")]
     pub public_keys: Vec<String>,
+    /// The IVS emulator of a --target node (its banner's `IVS … at URL`), to verify token
+    /// signatures with; found by itself for a node this tool starts.
+    #[arg(long, value_name = "URL")]
+    pub emulator_url: Option<String>,
     /// Skip the ledger check against the server after the run.
     #[arg(long)]
     pub no_verify: bool,

@@ -115,18 +115,20 @@ impl Setup {
             return Ok(None);
         }
         let mut keys = verify::keys_from_files(&self.common.public_keys)?;
-        if let Some(emu) = self
+        let emulator = self
             .node
             .as_ref()
             .and_then(|n| n.banner.emulator_url.clone())
-        {
-            verify::emulator_keys(self.api.http(), &emu, &mut keys).await;
+            .or_else(|| self.common.emulator_url.clone());
+        if let Some(emu) = &emulator {
+            verify::emulator_keys(self.api.http(), emu, &mut keys).await;
         }
         let v = verify::run(
             &self.api,
             &self.broadcast,
             ledger,
             &keys,
+            emulator.as_deref(),
             self.exclusive(),
             self.common.concurrency,
         )

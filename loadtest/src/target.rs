@@ -127,7 +127,7 @@ impl LocalNode {
             admin_key: self.banner.admin_key.clone(),
             ..Banner::default()
         };
-        // The banner ends with the `data` line, then (first start only) the admin key line.
+        // The banner ends with the `data` line; older builds printed the admin key after it.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
@@ -146,6 +146,7 @@ impl LocalNode {
         }
         let first_start = self.banner.base_url.is_empty();
         if first_start
+            && banner.admin_key.is_none()
             && let Ok(Ok(Some(line))) =
                 tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
         {

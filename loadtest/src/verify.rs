@@ -3,7 +3,10 @@
 //!
 //! Public keys for signature checks come from `--public-key` PEM files and, for a node with the
 //! built-in emulator, from the emulator's `GET /_emulator/state` (any object there holding an
-//! `arn` and a PEM public key). Without a key the signature is reported as unchecked.
+//! `arn` and a PEM public key). Tokens with no known key are, for a node with the emulator, taken
+//! to the emulator's `POST /_emulator/join`, which admits only a validly signed token for the
+//! stage — the same check IVS makes — and then left again. Otherwise the signature is reported
+//! as unchecked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,6 +109,7 @@ pub async fn run(
     broadcast: &str,
     ledger: &Ledger,
     keys: &Keys,
+    emulator: Option<&str>,
     exclusive: bool,
     concurrency: usize,
 ) -> anyhow::Result<Verdict> {
@@ -137,8 +141,22 @@ pub async fn run(
         .iter()
         .map(|s| (s.id.as_str(), s.arn.as_deref()))
         .collect();
-    let (verified, unchecked, bad) = check_tokens(ledger, keys.clone()).await;
+    let (mut verified, unchecked, bad) = check_tokens(ledger, keys.clone()).await;
     violations.extend(bad);
+    let mut unchecked_count = unchecked.len();
+    if let Some(emu) = emulator {
+        let joins = stream::iter(unchecked)
+            .map(|e| emulator_admits(api.http(), emu, e))
+            .buffer_unordered(concurrency.clamp(1, 32));
+        let results: Vec<Result<(), Violation>> = joins.collect().await;
+        for r in results {
+            unchecked_count -= 1;
+            match r {
+                Ok(()) => verified += 1,
+                Err(v) => violations.push(v),
+            }
+        }
+    }
     for e in ledger.entries.iter().filter(|e| !e.left) {
         if let Some(listed) = arns.get(e.stage.id.as_str())
             && *listed != e.stage.arn.as_deref()
@@ -159,15 +177,46 @@ pub async fn run(
         live_sessions: ledger.live_count(),
         left_sessions: ledger.entries.iter().filter(|e| e.left).count(),
         tokens_signature_verified: verified,
-        tokens_signature_unchecked: unchecked,
+        tokens_signature_unchecked: unchecked_count,
         violations_total: total,
         violations,
         ok: total == 0,
     })
 }
 
+/// A token whose claims passed but whose key we lack: (session, token, stage ARN, participant).
+type Unchecked = (String, String, String, String);
+
+/// The emulator admits the token as a subscriber of its stage; then the participant leaves.
+async fn emulator_admits(http: &reqwest::Client, emu: &str, t: Unchecked) -> Result<(), Violation> {
+    let (session, token, arn, participant) = t;
+    let bad = |reason: String| Violation::BadToken {
+        session: session.clone(),
+        reason,
+    };
+    let body = serde_json::json!({ "token": token, "publish": false, "stageArn": arn });
+    let r = http
+        .post(format!("{emu}/_emulator/join"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| bad(format!("emulator unreachable: {e}")))?;
+    if !r.status().is_success() {
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        return Err(bad(format!("IVS emulator refused it: {status} {text}")));
+    }
+    let leave = serde_json::json!({ "stageArn": arn, "participantId": participant });
+    let _ = http
+        .post(format!("{emu}/_emulator/leave"))
+        .json(&leave)
+        .send()
+        .await;
+    Ok(())
+}
+
 /// Verify every token on two blocking threads (ECDSA verify is CPU work, like signing).
-async fn check_tokens(ledger: &Ledger, keys: Keys) -> (usize, usize, Vec<Violation>) {
+async fn check_tokens(ledger: &Ledger, keys: Keys) -> (usize, Vec<Unchecked>, Vec<Violation>) {
     let jobs: Vec<(String, String, Expected)> = ledger
         .entries
         .iter()
@@ -188,22 +237,24 @@ async fn check_tokens(ledger: &Ledger, keys: Keys) -> (usize, usize, Vec<Violati
     for part in jobs.chunks(half).map(<[_]>::to_vec) {
         let keys = keys.clone();
         handles.push(tokio::task::spawn_blocking(move || {
-            let (mut ok, mut unchecked, mut bad) = (0, 0, Vec::new());
+            let (mut ok, mut unchecked, mut bad) = (0, Vec::new(), Vec::new());
             for (session, tok, want) in part {
                 match token::check(&tok, &want, &keys) {
                     Ok(Signature::Valid) => ok += 1,
-                    Ok(Signature::Unchecked) => unchecked += 1,
+                    Ok(Signature::Unchecked) => {
+                        unchecked.push((session, tok, want.arn, want.participant_id))
+                    }
                     Err(reason) => bad.push(Violation::BadToken { session, reason }),
                 }
             }
             (ok, unchecked, bad)
         }));
     }
-    let mut total = (0, 0, Vec::new());
+    let mut total = (0, Vec::new(), Vec::new());
     for h in handles {
         let (ok, unchecked, bad) = h.await.expect("token check thread");
         total.0 += ok;
-        total.1 += unchecked;
+        total.1.extend(unchecked);
         total.2.extend(bad);
     }
     total
