@@ -224,6 +224,14 @@ impl Api {
         self.gql(self.admin_key(), q, vars).await.map(drop)
     }
 
+    /// Add a replica stage to a live broadcast (admin); answers once IVS created it.
+    pub async fn create_stage(&self, broadcast: &str) -> Result<(), ApiError> {
+        let q = "mutation($b: ID!) { createStage(broadcastId: $b) { id } }";
+        self.gql(self.admin_key(), q, json!({ "b": broadcast }))
+            .await
+            .map(drop)
+    }
+
     pub async fn end_broadcast(&self, id: &str) -> Result<(), ApiError> {
         let q = "mutation($i: ID!) { endBroadcast(id: $i) { id state } }";
         self.gql(self.admin_key(), q, json!({ "i": id }))

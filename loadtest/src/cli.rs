@@ -47,6 +47,10 @@ pub struct Common {
     /// exactly unless --exclusive).
     #[arg(long, value_name = "ID")]
     pub broadcast_id: Option<String>,
+    /// Replica stages to add (createStage) before the load starts, for more seats than one
+    /// stage holds; only for a broadcast this tool starts.
+    #[arg(long, default_value_t = 0)]
+    pub extra_stages: u32,
     /// The run is the only writer of --broadcast-id: compare viewer counts exactly.
     #[arg(long)]
     pub exclusive: bool,

@@ -78,6 +78,9 @@ impl Setup {
                 api.start_broadcast(&id, "loadtest").await.context(
                     "startBroadcast (needs --admin-key for a node this tool did not start)",
                 )?;
+                for _ in 0..common.extra_stages {
+                    api.create_stage(&id).await.context("createStage")?;
+                }
                 (id, true)
             }
         };

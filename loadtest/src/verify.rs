@@ -21,6 +21,8 @@ use crate::token::{self, Expected, Keys, Signature};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
+    /// Stages of the broadcast after the run: (id, viewers, capacity).
+    pub stages: Vec<(String, u32, u32)>,
     pub acknowledged_joins: usize,
     pub live_sessions: usize,
     pub left_sessions: usize,
@@ -34,7 +36,13 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn text(&self) -> String {
-        let mut s = format!(
+        let stages: Vec<String> = self
+            .stages
+            .iter()
+            .map(|(id, v, c)| format!("{id} {v}/{c}"))
+            .collect();
+        let mut s = format!("stages (viewers/capacity): {}\n", stages.join(", "));
+        s += &format!(
             "ledger: {} acknowledged joins ({} live, {} left); tokens: {} signature-verified, {} unchecked\n",
             self.acknowledged_joins,
             self.live_sessions,
@@ -173,6 +181,11 @@ pub async fn run(
     let total = violations.len();
     violations.truncate(50);
     Ok(Verdict {
+        stages: view
+            .stages
+            .iter()
+            .map(|s| (s.id.clone(), s.viewers, s.capacity))
+            .collect(),
         acknowledged_joins: ledger.entries.len(),
         live_sessions: ledger.live_count(),
         left_sessions: ledger.entries.iter().filter(|e| e.left).count(),
