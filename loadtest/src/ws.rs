@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::ApiError;
@@ -41,7 +42,12 @@ pub async fn connect(base_url: &str, api_key: Option<&str>) -> Result<Socket, Ap
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    // Messages here are a few hundred bytes; tungstenite's default 128 KiB read buffer per socket
+    // would make 10,000 held viewers cost the load generator over a gigabyte.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .map_err(transport)?;
     let payload = api_key.map_or(json!({}), |k| json!({ "token": k }));
