@@ -1,1 +1,42 @@
-fn main() {}
+//! `loadtest <scenario>`: runs one scenario, prints the summary, exits 1 on any ledger violation
+//! (2 when the run itself could not be carried out).
+
+use clap::Parser;
+
+use loadtest::cli::{Cli, Scenario};
+use loadtest::report::Report;
+use loadtest::scenario::{churn, crash, hold, join_storm};
+use loadtest::setup::publish;
+use loadtest::{calibrate, cli};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli.scenario).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(scenario: Scenario) -> anyhow::Result<i32> {
+    let (report, json) = match scenario {
+        Scenario::JoinStorm(a) => (join_storm::run(&a).await?, a.common.json),
+        Scenario::Hold(a) => (hold::run(&a).await?, a.common.json),
+        Scenario::Churn(a) => (churn::run(&a).await?, a.common.json),
+        Scenario::Crash(a) => (crash::run(&a).await?, a.common.json),
+        Scenario::Calibrate(cli::CalibrateArgs { secs, json }) => {
+            let c = tokio::task::spawn_blocking(move || calibrate::run(secs)).await?;
+            let report = Report {
+                scenario: "calibrate".into(),
+                calibration: Some(c),
+                ..Report::default()
+            };
+            (report, json)
+        }
+    };
+    publish(&report, json.as_deref())
+}

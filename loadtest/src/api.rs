@@ -1,0 +1,274 @@
+//! The public GraphQL API over HTTP, as any client sees it: POST `/graphql` with
+//! `{query, variables}`, optional `Authorization: Bearer`, errors by `extensions.code`.
+//! One shared `reqwest::Client` (HTTP/1.1 keep-alive, pool sized to the concurrency); each
+//! request goes to the next target URL in turn.
+//!
+//! Knows the operations the scenarios use and nothing of the server's code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::target::Targets;
+
+/// Why a request did not succeed. `code()` is what the report counts errors by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// The server answered with `errors[0].extensions.code`.
+    Graphql { code: String, message: String },
+    /// No answer: connection refused or reset, timeout.
+    Transport(String),
+    /// An answer that is not the GraphQL shape we asked for.
+    Protocol(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> String {
+        match self {
+            Self::Graphql { code, .. } => code.clone(),
+            Self::Transport(_) => "TRANSPORT".into(),
+            Self::Protocol(_) => "PROTOCOL".into(),
+        }
+    }
+
+    /// Worth retrying once the node is back: the request may not have reached it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Graphql { code, .. } => code == "UNAVAILABLE",
+            Self::Protocol(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Graphql { code, message } => write!(f, "{code}: {message}"),
+            Self::Transport(m) => write!(f, "transport: {m}"),
+            Self::Protocol(m) => write!(f, "protocol: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub id: String,
+    pub user_id: String,
+    pub stage_id: String,
+    pub participant_id: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageInfo {
+    pub id: String,
+    pub arn: Option<String>,
+    pub ivs_stage_id: Option<String>,
+    pub events_url: Option<String>,
+    pub whip_url: Option<String>,
+    pub capacity: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Join {
+    pub session: SessionInfo,
+    pub stage: StageInfo,
+    pub token: String,
+    pub rejoined: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct StageCount {
+    pub id: String,
+    pub viewers: u32,
+    pub capacity: u32,
+    pub arn: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BroadcastCounts {
+    pub viewers: u64,
+    pub admitted_total: u64,
+}
+
+const SESSION_FIELDS: &str = "id userId stageId participantId";
+const JOIN: &str = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) { \
+    session { id userId stageId participantId } \
+    stage { id arn ivsStageId eventsUrl whipUrl capacity } token tokenExpiresAt rejoined } }";
+/// Sessions looked up per request: aliases keep the query under the server's complexity limit.
+pub const SESSIONS_PER_QUERY: usize = 40;
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub targets: Arc<Targets>,
+    admin_key: Option<String>,
+    viewer_key: Option<String>,
+}
+
+impl Api {
+    pub fn new(
+        targets: Arc<Targets>,
+        pool: usize,
+        admin_key: Option<String>,
+        viewer_key: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(pool)
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            http,
+            targets,
+            admin_key,
+            viewer_key,
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref()
+    }
+
+    pub fn viewer_key(&self) -> Option<&str> {
+        self.viewer_key.as_deref()
+    }
+
+    pub fn set_admin_key(&mut self, key: String) {
+        self.admin_key = Some(key);
+    }
+
+    /// One GraphQL request; returns `data` or the first error.
+    pub async fn gql(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        vars: Value,
+    ) -> Result<Value, ApiError> {
+        let url = format!("{}/graphql", self.targets.pick());
+        let mut req = self
+            .http
+            .post(url)
+            .json(&json!({ "query": query, "variables": vars }));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| {
+            if e.is_decode() {
+                ApiError::Protocol(format!("HTTP {status}: body is not JSON"))
+            } else {
+                ApiError::Transport(e.to_string())
+            }
+        })?;
+        if let Some(err) = body["errors"].as_array().and_then(|e| e.first()) {
+            return Err(ApiError::Graphql {
+                code: err["extensions"]["code"]
+                    .as_str()
+                    .unwrap_or("NO_CODE")
+                    .to_string(),
+                message: err["message"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        match body.get("data") {
+            Some(d) if !d.is_null() => Ok(d.clone()),
+            _ => Err(ApiError::Protocol(format!("HTTP {status}: no data"))),
+        }
+    }
+
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        vars: Value,
+        field: &str,
+    ) -> Result<T, ApiError> {
+        let mut data = self.gql(key, query, vars).await?;
+        serde_json::from_value(data[field].take())
+            .map_err(|e| ApiError::Protocol(format!("{field}: {e}")))
+    }
+
+    pub async fn join(&self, broadcast: &str, user: &str) -> Result<Join, ApiError> {
+        let vars = json!({ "b": broadcast, "u": user });
+        self.typed(self.viewer_key(), JOIN, vars, "joinBroadcast")
+            .await
+    }
+
+    pub async fn leave(&self, session: &str) -> Result<SessionInfo, ApiError> {
+        let q = format!("mutation($s: ID!) {{ leave(sessionId: $s) {{ {SESSION_FIELDS} }} }}");
+        self.typed(self.viewer_key(), &q, json!({ "s": session }), "leave")
+            .await
+    }
+
+    pub async fn start_broadcast(&self, id: &str, name: &str) -> Result<(), ApiError> {
+        let q = "mutation($i: ID, $n: String!) { startBroadcast(id: $i, name: $n) { id state } }";
+        let vars = json!({ "i": id, "n": name });
+        self.gql(self.admin_key(), q, vars).await.map(drop)
+    }
+
+    /// Add a replica stage to a live broadcast (admin); answers once IVS created it.
+    pub async fn create_stage(&self, broadcast: &str) -> Result<(), ApiError> {
+        let q = "mutation($b: ID!) { createStage(broadcastId: $b) { id } }";
+        self.gql(self.admin_key(), q, json!({ "b": broadcast }))
+            .await
+            .map(drop)
+    }
+
+    pub async fn end_broadcast(&self, id: &str) -> Result<(), ApiError> {
+        let q = "mutation($i: ID!) { endBroadcast(id: $i) { id state } }";
+        self.gql(self.admin_key(), q, json!({ "i": id }))
+            .await
+            .map(drop)
+    }
+
+    pub async fn stages(&self, broadcast: &str) -> Result<Vec<StageCount>, ApiError> {
+        let q = "query($b: ID) { stages(broadcastId: $b) { id viewers capacity arn } }";
+        self.typed(self.admin_key(), q, json!({ "b": broadcast }), "stages")
+            .await
+    }
+
+    pub async fn broadcast(&self, id: &str) -> Result<Option<BroadcastCounts>, ApiError> {
+        let q = "query($i: ID!) { broadcast(id: $i) { viewers admittedTotal } }";
+        self.typed(self.admin_key(), q, json!({ "i": id }), "broadcast")
+            .await
+    }
+
+    /// `session(id)` for up to [`SESSIONS_PER_QUERY`] ids in one request, in order.
+    pub async fn sessions(&self, ids: &[String]) -> Result<Vec<Option<SessionInfo>>, ApiError> {
+        let params: Vec<String> = (0..ids.len()).map(|i| format!("$i{i}: ID!")).collect();
+        let fields: Vec<String> = (0..ids.len())
+            .map(|i| format!("s{i}: session(id: $i{i}) {{ {SESSION_FIELDS} }}"))
+            .collect();
+        let q = format!("query({}) {{ {} }}", params.join(", "), fields.join(" "));
+        let vars: serde_json::Map<String, Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (format!("i{i}"), json!(id)))
+            .collect();
+        let mut data = self.gql(self.admin_key(), &q, Value::Object(vars)).await?;
+        (0..ids.len())
+            .map(|i| {
+                serde_json::from_value(data[format!("s{i}")].take())
+                    .map_err(|e| ApiError::Protocol(format!("session: {e}")))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,176 @@
+//! Command line: one subcommand per scenario, sharing the target/broadcast/report flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load stagefleet through its public GraphQL API: admitted joins/s, join latency, and a ledger check that nothing was lost"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Scenario {
+    /// N viewers join at a fixed rate (--rate) or open loop, at most --concurrency in flight.
+    JoinStorm(JoinStormArgs),
+    /// K viewers join, keep a WebSocket open and heartbeat over it for --hold-secs.
+    Hold(HoldArgs),
+    /// A join/leave mix over a pool of users; rejoins must be idempotent.
+    Churn(ChurnArgs),
+    /// A join storm while the node is SIGKILLed and restarted --cycles times; no join may be lost.
+    Crash(CrashArgs),
+    /// ES384 signatures per second on this machine, on 1 and on 2 threads.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Node URL (http://host:port or …/graphql); repeat to spread requests across nodes.
+    #[arg(long = "target", value_name = "URL")]
+    pub targets: Vec<String>,
+    /// Start a node from this stagefleet binary instead of using --target.
+    #[arg(long, env = "STAGEFLEET_BIN", value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+    /// Data dir for the node this tool starts (default: a fresh temporary dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Extra flag for the node this tool starts; repeat (e.g. --server-arg=--seats-per-stage=500).
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Join this existing live broadcast instead of starting one (then counts are not compared
+    /// exactly unless --exclusive).
+    #[arg(long, value_name = "ID")]
+    pub broadcast_id: Option<String>,
+    /// Replica stages to add (createStage) before the load starts, for more seats than one
+    /// stage holds; only for a broadcast this tool starts.
+    #[arg(long, default_value_t = 0)]
+    pub extra_stages: u32,
+    /// The run is the only writer of --broadcast-id: compare viewer counts exactly.
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Admin API key (start/end broadcasts); read from the node's banner when the tool starts it.
+    #[arg(
+        long,
+        env = "LOADTEST_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub admin_key: Option<String>,
+    /// Join as viewers with this key (keyed clients skip the per-address join limit).
+    #[arg(
+        long,
+        env = "LOADTEST_VIEWER_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub viewer_key: Option<String>,
+    /// Operations in flight at most (also the HTTP connection pool size).
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// User ids are <prefix>-<n>; change it to join as new users on a reused broadcast.
+    #[arg(long, default_value = "lt")]
+    pub user_prefix: String,
+    /// Public key to verify token signatures with, as KEY_ARN=PEM_FILE; repeatable. The built-in
+    /// emulator's keys are found without this.
+    #[arg(long = "public-key", value_name = "ARN=PEM")]
+    pub public_keys: Vec<String>,
+    /// The IVS emulator of a --target node (its banner's `IVS … at URL`), to verify token
+    /// signatures with; found by itself for a node this tool starts.
+    #[arg(long, value_name = "URL")]
+    pub emulator_url: Option<String>,
+    /// Skip the ledger check against the server after the run.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct JoinStormArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 1000)]
+    pub viewers: u64,
+    /// Joins offered per second; omit for open loop (as fast as --concurrency allows).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Run `calibrate` first and state admitted joins/s as a share of the 2-thread signing rate.
+    #[arg(long)]
+    pub calibrate: bool,
+    #[arg(long, default_value_t = 3.0)]
+    pub calibrate_secs: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 1000)]
+    pub viewers: u64,
+    /// Joins (and WebSocket connects) per second while building up.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// How long to hold every connection once all are open.
+    #[arg(long, default_value_t = 30.0)]
+    pub hold_secs: f64,
+    /// Each viewer sends `heartbeat` over its socket this often.
+    #[arg(long, default_value_t = 10.0)]
+    pub heartbeat_secs: f64,
+    /// Each viewer sends a graphql-transport-ws ping this often (the server closes idle sockets after 60 s).
+    #[arg(long, default_value_t = 20.0)]
+    pub ping_secs: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Operations in total (each is a join, a rejoin or a leave of one user).
+    #[arg(long, default_value_t = 5000)]
+    pub ops: u64,
+    /// Size of the user pool the operations pick from.
+    #[arg(long, default_value_t = 1000)]
+    pub users: u64,
+    /// Share of operations on a seated user that leave (the rest rejoin).
+    #[arg(long, default_value_t = 0.5)]
+    pub leave_ratio: f64,
+    /// Operations per second; omit for open loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrashArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 5000)]
+    pub viewers: u64,
+    /// Joins offered per second; omit for open loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// SIGKILL-and-restart cycles, spread evenly over the storm.
+    #[arg(long, default_value_t = 5)]
+    pub cycles: u32,
+    /// Give up on a restart whose /readyz is not 200 within this.
+    #[arg(long, default_value_t = 60.0)]
+    pub ready_timeout_secs: f64,
+    /// Acknowledged users re-joined after each restart (must get the same session back).
+    #[arg(long, default_value_t = 100)]
+    pub rejoin_sample: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CalibrateArgs {
+    /// Seconds to sign for, per thread count.
+    #[arg(long, default_value_t = 3.0)]
+    pub secs: f64,
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}

@@ -1,0 +1,22 @@
+//! `loadtest`: a load generator for stagefleet that is a client of its public API only (GraphQL
+//! over HTTP and WebSocket). It shares no code with the server, so it measures what a real client
+//! would see and can point at any deployment.
+//!
+//! Layout: `driver` paces and measures, `scenario/*` say what one operation is, `ledger` and
+//! `verify` check the server lost nothing, `report` prints, `target`/`procstat` know the node
+//! process, `calibrate` measures the machine's signing limit.
+
+pub mod api;
+pub mod calibrate;
+pub mod cli;
+pub mod driver;
+pub mod ledger;
+pub mod pacing;
+pub mod procstat;
+pub mod report;
+pub mod scenario;
+pub mod setup;
+pub mod target;
+pub mod token;
+pub mod verify;
+pub mod ws;

@@ -1,0 +1,171 @@
+//! The summary: printed as text on stdout and, with `--json PATH`, written as JSON for machines.
+//! One [`Phase`] per measured kind of operation (joins, leaves, heartbeats…), plus calibration,
+//! CPU/RSS, the ledger verdict and scenario-specific facts.
+//!
+//! Builds text and JSON from numbers; measures nothing itself.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::calibrate::Calibration;
+use crate::driver::Outcome;
+use crate::procstat::ProcUsage;
+use crate::verify::Verdict;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub count: u64,
+}
+
+/// Percentiles in milliseconds of a histogram of microseconds.
+pub fn percentiles_ms(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Percentiles {
+        p50: ms(h.value_at_quantile(0.50)),
+        p90: ms(h.value_at_quantile(0.90)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+        mean: h.mean() / 1000.0,
+        count: h.len(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub attempted: u64,
+    pub ok: u64,
+    /// Per second; `None` = open loop.
+    pub offered_rate: Option<f64>,
+    pub achieved_rate: f64,
+    pub ok_per_sec: f64,
+    pub elapsed_secs: f64,
+    pub latency_ms: Percentiles,
+    /// From the due time, so waiting for a free concurrency slot counts (fixed rate only).
+    pub latency_from_due_ms: Option<Percentiles>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Phase {
+    pub fn from_outcome(name: &str, o: &Outcome) -> Self {
+        Self {
+            name: name.into(),
+            attempted: o.ok + o.errors.values().sum::<u64>(),
+            ok: o.ok,
+            offered_rate: o.offered_rate,
+            achieved_rate: o.achieved_rate(),
+            ok_per_sec: o.ok_rate(),
+            elapsed_secs: o.elapsed.as_secs_f64(),
+            latency_ms: percentiles_ms(&o.latency),
+            latency_from_due_ms: o.offered_rate.map(|_| percentiles_ms(&o.latency_from_due)),
+            errors: o.errors.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub targets: Vec<String>,
+    pub phases: Vec<Phase>,
+    pub calibration: Option<Calibration>,
+    /// Admitted joins/s over the 2-thread signing rate (join-storm with `--calibrate`).
+    pub signing_ratio: Option<f64>,
+    /// The node's process, when this tool started it.
+    pub server: Option<ProcUsage>,
+    /// This load generator's own process (it shares the machine).
+    pub loadgen: Option<ProcUsage>,
+    pub verdict: Option<Verdict>,
+    /// Scenario-specific numbers (restart times, connections held…).
+    pub facts: BTreeMap<String, Value>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.verdict.as_ref().is_none_or(|v| v.ok)
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = format!("== loadtest {}", self.scenario);
+        if !self.targets.is_empty() {
+            s += &format!(" against {}", self.targets.join(", "));
+        }
+        s += "\n";
+        if let Some(c) = &self.calibration {
+            s += &c.text();
+        }
+        for p in &self.phases {
+            s += &phase_text(p);
+        }
+        if let Some(r) = self.signing_ratio {
+            s += &format!(
+                "admitted joins/s = {:.1}% of the 2-thread signing rate\n",
+                100.0 * r
+            );
+        }
+        for (name, u) in [("server", &self.server), ("loadgen", &self.loadgen)] {
+            if let Some(u) = u {
+                s += &format!(
+                    "{name}: CPU avg {:.0}% peak {:.0}% (100% = one core), RSS peak {:.1} MiB, last {:.1} MiB\n",
+                    u.cpu_percent_avg, u.cpu_percent_peak, u.rss_peak_mib, u.rss_last_mib
+                );
+            }
+        }
+        for (k, v) in &self.facts {
+            s += &format!("{k}: {v}\n");
+        }
+        match &self.verdict {
+            Some(v) => s += &v.text(),
+            None if self.scenario != "calibrate" => s += "verdict: not checked\n",
+            None => {}
+        }
+        s
+    }
+}
+
+fn phase_text(p: &Phase) -> String {
+    let offered = p
+        .offered_rate
+        .map_or("open loop".to_string(), |r| format!("{r:.0}/s"));
+    let l = &p.latency_ms;
+    let mut s = format!(
+        "{}: {} ok of {} in {:.2}s; offered {offered}, achieved {:.1}/s, ok {:.1}/s\n  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2}\n",
+        p.name,
+        p.ok,
+        p.attempted,
+        p.elapsed_secs,
+        p.achieved_rate,
+        p.ok_per_sec,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max
+    );
+    if let Some(d) = &p.latency_from_due_ms {
+        s += &format!(
+            "  from due time ms p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2}\n",
+            d.p50, d.p90, d.p99, d.p999, d.max
+        );
+    }
+    if p.errors.is_empty() {
+        s += "  errors: none\n";
+    } else {
+        let e: Vec<String> = p.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        s += &format!("  errors: {}\n", e.join(", "));
+    }
+    s
+}

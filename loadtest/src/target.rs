@@ -1,0 +1,234 @@
+//! Where load goes: one or more node URLs taken in turn, and — when the tool starts the node
+//! itself — that local process (its PID for CPU/RSS, SIGKILL and restart for `crash`).
+//!
+//! Does not measure anything; `procstat.rs` reads `/proc` for the PID this module publishes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Base URLs (`http://host:port`, no `/graphql`), handed out round-robin.
+#[derive(Debug)]
+pub struct Targets {
+    urls: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Targets {
+    /// Accepts `http://h:p`, `http://h:p/` or `http://h:p/graphql`.
+    pub fn new(urls: &[String]) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            bail!("no target URL: pass --target URL or --server-bin");
+        }
+        let urls = urls
+            .iter()
+            .map(|u| {
+                let u = u.trim_end_matches('/');
+                u.strip_suffix("/graphql").unwrap_or(u).to_string()
+            })
+            .collect();
+        Ok(Self {
+            urls,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn pick(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len();
+        &self.urls[i]
+    }
+
+    pub fn all(&self) -> &[String] {
+        &self.urls
+    }
+}
+
+/// What the node printed when it started.
+#[derive(Clone, Debug, Default)]
+pub struct Banner {
+    pub base_url: String,
+    pub admin_key: Option<String>,
+    pub emulator_url: Option<String>,
+}
+
+/// Pull the URLs and the admin key out of the node's start-up lines.
+pub fn parse_banner_line(line: &str, banner: &mut Banner) {
+    let line = line.trim();
+    if let Some(rest) = line.strip_prefix("GraphQL")
+        && let Some(url) = rest.split_whitespace().find(|w| w.starts_with("http"))
+    {
+        banner.base_url = url.trim_end_matches("/graphql").to_string();
+    } else if let Some(key) = line.split("keep it):").nth(1) {
+        banner.admin_key = Some(key.trim().to_string());
+    } else if line.starts_with("IVS")
+        && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http"))
+    {
+        banner.emulator_url = Some(url.trim_end_matches('/').to_string());
+    }
+}
+
+/// A `stagefleet` node this tool runs: same data dir and address across restarts.
+pub struct LocalNode {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    extra_args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    pub banner: Banner,
+    /// The running node's PID (0 while down), read by the CPU/RSS sampler.
+    pub pid: Arc<AtomicU32>,
+}
+
+impl LocalNode {
+    /// Start the node on a free loopback port; its log goes to `<data_dir>.log`.
+    pub async fn start(bin: &Path, data_dir: &Path, extra_args: &[String]) -> anyhow::Result<Self> {
+        let mut node = Self {
+            bin: bin.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.to_vec(),
+            log: data_dir.with_extension("log"),
+            child: None,
+            banner: Banner::default(),
+            pid: Arc::new(AtomicU32::new(0)),
+        };
+        node.spawn("127.0.0.1:0").await?;
+        Ok(node)
+    }
+
+    async fn spawn(&mut self, addr: &str) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut child = Command::new(&self.bin)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--http-addr", addr])
+            // Every viewer of a load test comes from this one address.
+            .args(["--join-rate-per-ip", "0"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Banner {
+            // The admin key is printed on a data dir's first start only; keep the one we have.
+            admin_key: self.banner.admin_key.clone(),
+            ..Banner::default()
+        };
+        // The banner ends with the `data` line; older builds printed the admin key after it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .context("the node printed no start-up banner within 60 s")??
+                .with_context(|| {
+                    format!(
+                        "the node exited during start-up; see {}",
+                        self.log.display()
+                    )
+                })?;
+            parse_banner_line(&line, &mut banner);
+            if line.trim_start().starts_with("data") {
+                break;
+            }
+        }
+        let first_start = self.banner.base_url.is_empty();
+        if first_start
+            && banner.admin_key.is_none()
+            && let Ok(Ok(Some(line))) =
+                tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+        {
+            parse_banner_line(&line, &mut banner);
+        }
+        if banner.base_url.is_empty() {
+            bail!(
+                "the node's banner had no GraphQL URL; see {}",
+                self.log.display()
+            );
+        }
+        // Keep draining stdout so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
+        self.child = Some(child);
+        self.banner = banner;
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown hook runs, as in a power cut.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.pid.store(0, Ordering::Relaxed);
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Start again on the same address and data dir.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let addr = self
+            .banner
+            .base_url
+            .trim_start_matches("http://")
+            .to_string();
+        self.spawn(&addr).await
+    }
+
+    /// SIGTERM and wait, so the node flushes its store.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.pid.store(0, Ordering::Relaxed);
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                // std and tokio only send SIGKILL; `kill` avoids unsafe libc for SIGTERM.
+                Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await?;
+            }
+            if tokio::time::timeout(Duration::from_secs(20), child.wait())
+                .await
+                .is_err()
+            {
+                child.start_kill()?;
+                child.wait().await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// Poll `GET /readyz` until it answers 200, or fail after `within`.
+pub async fn wait_ready(
+    http: &reqwest::Client,
+    base: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{base}/readyz did not answer 200 within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll interval, bounded by the deadline
+    }
+}
