@@ -24,7 +24,7 @@ pub fn summary(state: &State) -> Value {
     let keys: Vec<Value> = state
         .keys
         .values()
-        .map(|k| json!({"arn": k.arn, "name": k.name, "fingerprint": k.fingerprint}))
+        .map(|k| json!({"arn": k.arn, "name": k.name, "fingerprint": k.fingerprint, "publicKeyMaterial": k.pem}))
         .collect();
     json!({"stages": stages, "publicKeys": keys, "replications": state.replications})
 }
