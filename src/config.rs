@@ -109,7 +109,7 @@ settings! {
     /// Log filter in tracing's EnvFilter syntax (RUST_LOG wins when set).
     log_level: String = "info,openraft=warn".into(), "STAGEFLEET_LOG_LEVEL";
     /// Snapshot the state (and purge the Raft log before it) every this many log entries.
-    snapshot_every: u64 = 10_000, "STAGEFLEET_SNAPSHOT_EVERY";
+    snapshot_every: u64 = 100_000, "STAGEFLEET_SNAPSHOT_EVERY";
     /// sled page cache size in MiB.
     sled_cache_mb: u64 = 64, "STAGEFLEET_SLED_CACHE_MB";
 }

@@ -53,7 +53,7 @@ impl LogStore {
         self.meta
             .insert(key, serde_json::to_vec(v).map_err(write_err)?)
             .map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        super::flush(&self.db).await.map_err(write_err)?;
         Ok(())
     }
 
@@ -151,7 +151,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         // Readable now (sled serves its page cache); durable once the flush returns.
-        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+        let flushed = super::flush(&self.db).await.map_err(std::io::Error::other);
         let failed = flushed
             .as_ref()
             .err()
@@ -169,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(k.map_err(write_err)?);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        super::flush(&self.db).await.map_err(write_err)?;
         Ok(())
     }
 
@@ -181,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(k.map_err(write_err)?);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        super::flush(&self.db).await.map_err(write_err)?;
         Ok(())
     }
 }

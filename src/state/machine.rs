@@ -276,8 +276,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let _guard = self.shared.apply_lock.lock().await;
         let (responses, batch, event, core) = self.apply_in_memory(entries)?;
+        // One atomic batch, not flushed here: every applied entry is already durable in the log
+        // (flushed at append), and data and `last_applied` land together, so after a crash the
+        // state is exactly "as of last_applied" and openraft re-applies the rest from the log.
+        // Snapshots flush first, so the log is never purged past what the state has on disk.
         self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
-        self.db.flush_async().await.map_err(sm_write_err)?;
         *self.shared.core.write().expect("state lock poisoned") = core;
         // Only now is the change durable: tell subscribers.
         let _ = self.shared.events.send(event);
@@ -309,7 +312,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(k, v);
         }
         self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
-        self.db.flush_async().await.map_err(sm_write_err)?;
+        super::flush(&self.db).await.map_err(sm_write_err)?;
         let core = load_core(&self.shared.tree)?;
         *self.shared.core.write().expect("state lock poisoned") = core;
         self.snapshots
@@ -330,6 +333,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let (meta, data) = {
             let _guard = self.shared.apply_lock.lock().await;
+            super::flush(&self.db).await.map_err(sm_write_err)?;
             let core = self.shared.read();
             let data = super::snapshot::encode(self.shared.tree.iter().filter_map(|r| r.ok()));
             let last = core.last_applied;

@@ -30,6 +30,11 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
+
+/// Make every write so far durable (the whole database: log, vote and state share one sled log).
+pub async fn flush(db: &sled::Db) -> sled::Result<()> {
+    db.flush_async().await.map(|_| ())
+}
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
