@@ -35,7 +35,11 @@ async fn standalone_emulator() -> Emulator {
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     eventually(Duration::from_secs(10), "the standalone emulator to listen", || async {
-        http.get(format!("{url}/_emulator/state")).send().await.ok().filter(|r| r.status().is_success())
+        http.get(format!("{url}/_emulator/state"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
     })
     .await;
     Emulator { child, url }
@@ -56,7 +60,10 @@ async fn a_failing_ivs_call_is_a_typed_error_and_leaves_no_trace() {
     let em = standalone_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let n = TestNode::start(dir.path(), &["--ivs-endpoint-url", &em.url, "--ivs-max-attempts", "2"]);
-    assert!(n.emulator_url.is_none(), "no in-process emulator when an endpoint is given");
+    assert!(
+        n.emulator_url.is_none(),
+        "no in-process emulator when an endpoint is given"
+    );
     let status = n.ok("{ node { ivsBackend } }", json!({}), None).await;
     assert!(status["node"]["ivsBackend"].as_str().unwrap().contains(&em.url));
 
@@ -65,7 +72,11 @@ async fn a_failing_ivs_call_is_a_typed_error_and_leaves_no_trace() {
     let start = "mutation { startBroadcast(id: \"b\") { state } }";
     assert_eq!(n.err(start, json!({}), n.admin_key.as_deref()).await, "IVS_ERROR");
     let after = n.ok("{ broadcasts { id } stages { id } }", json!({}), None).await;
-    assert_eq!(after, json!({"broadcasts": [], "stages": []}), "a failed start leaves no broadcast or stage");
+    assert_eq!(
+        after,
+        json!({"broadcasts": [], "stages": []}),
+        "a failed start leaves no broadcast or stage"
+    );
 
     // --- IVS recovers: the same start is a plain retry
     set_faults(&em, 0.0).await;
@@ -94,7 +105,14 @@ async fn real_aws_without_credentials_fails_fast_with_a_clear_message() {
     let started = Instant::now();
     let out = Command::new(common::binary())
         .args(["--data-dir", dir.path().to_str().unwrap(), "--http-addr", "127.0.0.1:0"])
-        .args(["--ivs-backend", "aws", "--ivs-region", "us-east-1", "--ivs-endpoint-url", "http://127.0.0.1:9"])
+        .args([
+            "--ivs-backend",
+            "aws",
+            "--ivs-region",
+            "us-east-1",
+            "--ivs-endpoint-url",
+            "http://127.0.0.1:9",
+        ])
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", dir.path())
         .env_remove("AWS_ACCESS_KEY_ID")
@@ -103,9 +121,16 @@ async fn real_aws_without_credentials_fails_fast_with_a_clear_message() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(started.elapsed() < Duration::from_secs(20), "it took {:?} to give up", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it took {:?} to give up",
+        started.elapsed()
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("ImportPublicKey"), "the error says what failed: {stderr}");
+    assert!(
+        stderr.contains("ImportPublicKey"),
+        "the error says what failed: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -115,14 +140,20 @@ async fn a_signing_key_from_config_signs_the_tokens() {
     let key = SigningKey::from_der(&SigningKey::generate_pkcs8(), "").unwrap();
     let pem_path = dir.path().join("signing.pem");
     std::fs::write(&pem_path, to_pem("PRIVATE KEY", key.pkcs8())).unwrap();
-    let n = TestNode::start(&dir.path().join("node"), &["--signing-key-file", pem_path.to_str().unwrap()]);
+    let n = TestNode::start(
+        &dir.path().join("node"),
+        &["--signing-key-file", pem_path.to_str().unwrap()],
+    );
     n.start_broadcast("b").await;
     let j = n.join("b", "v").await.unwrap();
     let token = j["token"].as_str().unwrap();
     // verify with the configured key's public half
     let (header, _) = decode_jwt(token);
     let keys = std::collections::BTreeMap::from([(header["kid"].as_str().unwrap().to_string(), key.public_key_pem())]);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     stagefleet::ivs::token::verify(token, &keys, now).expect("signed by the configured key");
     assert_eq!(n.emulator_join(token, false).await.0, 200);
 }
@@ -131,20 +162,48 @@ async fn a_signing_key_from_config_signs_the_tokens() {
 async fn settings_come_from_a_file_overridden_by_the_environment_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stagefleet.toml");
-    std::fs::write(&file, "seats_per_stage = 1\nplacement = \"spread\"\ntoken_ttl_minutes = 30\n").unwrap();
+    std::fs::write(
+        &file,
+        "seats_per_stage = 1\nplacement = \"spread\"\ntoken_ttl_minutes = 30\n",
+    )
+    .unwrap();
     let out = Command::new(common::binary())
-        .args(["config", "--config", file.to_str().unwrap(), "--token-ttl-minutes", "45"])
+        .args([
+            "config",
+            "--config",
+            file.to_str().unwrap(),
+            "--token-ttl-minutes",
+            "45",
+        ])
         .env("STAGEFLEET_SEATS_PER_STAGE", "3")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let resolved: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
-    assert_eq!(resolved["seats_per_stage"].as_integer(), Some(3), "environment beats the file");
-    assert_eq!(resolved["token_ttl_minutes"].as_integer(), Some(45), "flags beat the file");
-    assert_eq!(resolved["placement"].as_str(), Some("spread"), "the file beats defaults");
+    assert_eq!(
+        resolved["seats_per_stage"].as_integer(),
+        Some(3),
+        "environment beats the file"
+    );
+    assert_eq!(
+        resolved["token_ttl_minutes"].as_integer(),
+        Some(45),
+        "flags beat the file"
+    );
+    assert_eq!(
+        resolved["placement"].as_str(),
+        Some("spread"),
+        "the file beats defaults"
+    );
 
     std::fs::write(&file, "seats_per_stag = 1\n").unwrap();
-    let out = Command::new(common::binary()).args(["config", "--config", file.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(common::binary())
+        .args(["config", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("seats_per_stag"), "unknown keys are named");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("seats_per_stag"),
+        "unknown keys are named"
+    );
 }

@@ -153,24 +153,13 @@ impl Api {
     }
 
     /// One GraphQL request; returns `data` or the first error.
-    pub async fn gql(
-        &self,
-        key: Option<&str>,
-        query: &str,
-        vars: Value,
-    ) -> Result<Value, ApiError> {
+    pub async fn gql(&self, key: Option<&str>, query: &str, vars: Value) -> Result<Value, ApiError> {
         let url = format!("{}/graphql", self.targets.pick());
-        let mut req = self
-            .http
-            .post(url)
-            .json(&json!({ "query": query, "variables": vars }));
+        let mut req = self.http.post(url).json(&json!({ "query": query, "variables": vars }));
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| ApiError::Transport(e.to_string()))?;
         let status = resp.status();
         let body: Value = resp.json().await.map_err(|e| {
             if e.is_decode() {
@@ -181,10 +170,7 @@ impl Api {
         })?;
         if let Some(err) = body["errors"].as_array().and_then(|e| e.first()) {
             return Err(ApiError::Graphql {
-                code: err["extensions"]["code"]
-                    .as_str()
-                    .unwrap_or("NO_CODE")
-                    .to_string(),
+                code: err["extensions"]["code"].as_str().unwrap_or("NO_CODE").to_string(),
                 message: err["message"].as_str().unwrap_or_default().to_string(),
             });
         }
@@ -202,14 +188,12 @@ impl Api {
         field: &str,
     ) -> Result<T, ApiError> {
         let mut data = self.gql(key, query, vars).await?;
-        serde_json::from_value(data[field].take())
-            .map_err(|e| ApiError::Protocol(format!("{field}: {e}")))
+        serde_json::from_value(data[field].take()).map_err(|e| ApiError::Protocol(format!("{field}: {e}")))
     }
 
     pub async fn join(&self, broadcast: &str, user: &str) -> Result<Join, ApiError> {
         let vars = json!({ "b": broadcast, "u": user });
-        self.typed(self.viewer_key(), JOIN, vars, "joinBroadcast")
-            .await
+        self.typed(self.viewer_key(), JOIN, vars, "joinBroadcast").await
     }
 
     pub async fn leave(&self, session: &str) -> Result<SessionInfo, ApiError> {
@@ -227,16 +211,12 @@ impl Api {
     /// Add a replica stage to a live broadcast (admin); answers once IVS created it.
     pub async fn create_stage(&self, broadcast: &str) -> Result<(), ApiError> {
         let q = "mutation($b: ID!) { createStage(broadcastId: $b) { id } }";
-        self.gql(self.admin_key(), q, json!({ "b": broadcast }))
-            .await
-            .map(drop)
+        self.gql(self.admin_key(), q, json!({ "b": broadcast })).await.map(drop)
     }
 
     pub async fn end_broadcast(&self, id: &str) -> Result<(), ApiError> {
         let q = "mutation($i: ID!) { endBroadcast(id: $i) { id state } }";
-        self.gql(self.admin_key(), q, json!({ "i": id }))
-            .await
-            .map(drop)
+        self.gql(self.admin_key(), q, json!({ "i": id })).await.map(drop)
     }
 
     pub async fn stages(&self, broadcast: &str) -> Result<Vec<StageCount>, ApiError> {
@@ -247,8 +227,7 @@ impl Api {
 
     pub async fn broadcast(&self, id: &str) -> Result<Option<BroadcastCounts>, ApiError> {
         let q = "query($i: ID!) { broadcast(id: $i) { viewers admittedTotal } }";
-        self.typed(self.admin_key(), q, json!({ "i": id }), "broadcast")
-            .await
+        self.typed(self.admin_key(), q, json!({ "i": id }), "broadcast").await
     }
 
     /// `session(id)` for up to [`SESSIONS_PER_QUERY`] ids in one request, in order.

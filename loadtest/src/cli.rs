@@ -55,20 +55,10 @@ pub struct Common {
     #[arg(long)]
     pub exclusive: bool,
     /// Admin API key (start/end broadcasts); read from the node's banner when the tool starts it.
-    #[arg(
-        long,
-        env = "LOADTEST_ADMIN_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "LOADTEST_ADMIN_KEY", value_name = "KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
     /// Join as viewers with this key (keyed clients skip the per-address join limit).
-    #[arg(
-        long,
-        env = "LOADTEST_VIEWER_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "LOADTEST_VIEWER_KEY", value_name = "KEY", hide_env_values = true)]
     pub viewer_key: Option<String>,
     /// Operations in flight at most (also the HTTP connection pool size).
     #[arg(long, default_value_t = 100)]

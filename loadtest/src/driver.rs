@@ -58,10 +58,8 @@ pub fn histogram() -> Histogram<u64> {
 pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}",
-        )
-        .expect("progress template"),
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}")
+            .expect("progress template"),
     );
     bar.set_prefix(label.to_string());
     bar

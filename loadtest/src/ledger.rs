@@ -23,7 +23,10 @@ pub struct Entry {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Violation {
     /// An acknowledged session the server no longer knows.
-    LostJoin { session: String, user: String },
+    LostJoin {
+        session: String,
+        user: String,
+    },
     /// The server's session differs from what the join answered.
     SessionChanged {
         session: String,
@@ -44,7 +47,9 @@ pub enum Violation {
         got: String,
     },
     /// A session the scenario left still exists.
-    LeaveNotApplied { session: String },
+    LeaveNotApplied {
+        session: String,
+    },
     OverCapacity {
         stage: String,
         viewers: u32,
@@ -57,7 +62,10 @@ pub enum Violation {
         ledger: u64,
     },
     /// The token the join answered with is not valid for its stage.
-    BadToken { session: String, reason: String },
+    BadToken {
+        session: String,
+        reason: String,
+    },
 }
 
 #[derive(Default)]
@@ -105,11 +113,7 @@ impl Ledger {
 
     /// The scenario left this session (the server acknowledged the leave).
     pub fn record_leave(&mut self, session_id: &str) {
-        if let Some(i) = self
-            .entries
-            .iter()
-            .rposition(|e| e.session.id == session_id)
-        {
+        if let Some(i) = self.entries.iter().rposition(|e| e.session.id == session_id) {
             self.entries[i].left = true;
             let user = &self.entries[i].session.user_id;
             if self.live.get(user) == Some(&i) {
@@ -148,18 +152,12 @@ pub fn check(ledger: &Ledger, view: &ServerView, exclusive: bool) -> Vec<Violati
                 session: id.clone(),
                 user: e.session.user_id.clone(),
             }),
-            (Some(_), true) => out.push(Violation::LeaveNotApplied {
-                session: id.clone(),
-            }),
+            (Some(_), true) => out.push(Violation::LeaveNotApplied { session: id.clone() }),
             (Some(s), false) => {
                 for (field, acked, server) in [
                     ("userId", &e.session.user_id, &s.user_id),
                     ("stageId", &e.session.stage_id, &s.stage_id),
-                    (
-                        "participantId",
-                        &e.session.participant_id,
-                        &s.participant_id,
-                    ),
+                    ("participantId", &e.session.participant_id, &s.participant_id),
                 ] {
                     if acked != server {
                         out.push(Violation::SessionChanged {
@@ -223,11 +221,7 @@ fn count_mismatches(ledger: &Ledger, view: &ServerView) -> Vec<Violation> {
         }
         // A user who left and joined again may or may not count twice; anything outside
         // [distinct users, distinct sessions] is wrong either way.
-        let users: HashSet<&str> = ledger
-            .entries
-            .iter()
-            .map(|e| e.session.user_id.as_str())
-            .collect();
+        let users: HashSet<&str> = ledger.entries.iter().map(|e| e.session.user_id.as_str()).collect();
         let (lo, hi) = (users.len() as u64, ledger.entries.len() as u64);
         if b.admitted_total < lo || b.admitted_total > hi {
             out.push(Violation::CountMismatch {

@@ -17,6 +17,5 @@ pub fn due(i: u64, rate: Option<f64>) -> Duration {
 
 /// Expected wall time for `n` requests at `rate`.
 pub fn planned_duration(n: u64, rate: Option<f64>) -> Option<Duration> {
-    rate.filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(n as f64 / r))
+    rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(n as f64 / r))
 }

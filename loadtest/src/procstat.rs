@@ -66,10 +66,7 @@ impl Sampler {
     }
 
     pub fn own() -> Self {
-        Self::start(
-            Arc::new(AtomicU32::new(std::process::id())),
-            Duration::from_millis(250),
-        )
+        Self::start(Arc::new(AtomicU32::new(std::process::id())), Duration::from_millis(250))
     }
 
     pub fn usage(&self) -> ProcUsage {
@@ -94,10 +91,7 @@ fn sample(state: &Mutex<State>, pid: u32) {
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
-    let (Some(ticks), Some(rss)) = (
-        stat.as_deref().and_then(cpu_ticks),
-        status.as_deref().and_then(rss_kib),
-    ) else {
+    let (Some(ticks), Some(rss)) = (stat.as_deref().and_then(cpu_ticks), status.as_deref().and_then(rss_kib)) else {
         return;
     };
     let now = Instant::now();

@@ -111,10 +111,7 @@ impl Report {
             s += &phase_text(p);
         }
         if let Some(r) = self.signing_ratio {
-            s += &format!(
-                "admitted joins/s = {:.1}% of the 2-thread signing rate\n",
-                100.0 * r
-            );
+            s += &format!("admitted joins/s = {:.1}% of the 2-thread signing rate\n", 100.0 * r);
         }
         for (name, u) in [("server", &self.server), ("loadgen", &self.loadgen)] {
             if let Some(u) = u {
@@ -137,23 +134,11 @@ impl Report {
 }
 
 fn phase_text(p: &Phase) -> String {
-    let offered = p
-        .offered_rate
-        .map_or("open loop".to_string(), |r| format!("{r:.0}/s"));
+    let offered = p.offered_rate.map_or("open loop".to_string(), |r| format!("{r:.0}/s"));
     let l = &p.latency_ms;
     let mut s = format!(
         "{}: {} ok of {} in {:.2}s; offered {offered}, achieved {:.1}/s, ok {:.1}/s\n  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2}\n",
-        p.name,
-        p.ok,
-        p.attempted,
-        p.elapsed_secs,
-        p.achieved_rate,
-        p.ok_per_sec,
-        l.p50,
-        l.p90,
-        l.p99,
-        l.p999,
-        l.max
+        p.name, p.ok, p.attempted, p.elapsed_secs, p.achieved_rate, p.ok_per_sec, l.p50, l.p90, l.p99, l.p999, l.max
     );
     if let Some(d) = &p.latency_from_due_ms {
         s += &format!(

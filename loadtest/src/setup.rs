@@ -33,9 +33,10 @@ impl Setup {
         let (mut node, mut tmp) = (None, None);
         let mut urls = common.targets.clone();
         if own_node || urls.is_empty() {
-            let bin = common.server_bin.as_ref().context(
-                "this needs --server-bin PATH (or STAGEFLEET_BIN) to start a node, or --target URL",
-            )?;
+            let bin = common
+                .server_bin
+                .as_ref()
+                .context("this needs --server-bin PATH (or STAGEFLEET_BIN) to start a node, or --target URL")?;
             let data_dir = match &common.data_dir {
                 Some(d) => d.clone(),
                 None => {
@@ -61,12 +62,7 @@ impl Setup {
             .admin_key
             .clone()
             .or_else(|| node.as_ref().and_then(|n| n.banner.admin_key.clone()));
-        let api = Api::new(
-            targets,
-            common.concurrency,
-            admin_key,
-            common.viewer_key.clone(),
-        )?;
+        let api = Api::new(targets, common.concurrency, admin_key, common.viewer_key.clone())?;
         for url in api.targets.all() {
             wait_ready(api.http(), url, Duration::from_secs(60)).await?;
         }
@@ -75,9 +71,9 @@ impl Setup {
             None => {
                 let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
                 let id = format!("loadtest-{secs}-{}", std::process::id());
-                api.start_broadcast(&id, "loadtest").await.context(
-                    "startBroadcast (needs --admin-key for a node this tool did not start)",
-                )?;
+                api.start_broadcast(&id, "loadtest")
+                    .await
+                    .context("startBroadcast (needs --admin-key for a node this tool did not start)")?;
                 for _ in 0..common.extra_stages {
                     api.create_stage(&id).await.context("createStage")?;
                 }

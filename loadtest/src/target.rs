@@ -133,12 +133,7 @@ impl LocalNode {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
                 .await
                 .context("the node printed no start-up banner within 60 s")??
-                .with_context(|| {
-                    format!(
-                        "the node exited during start-up; see {}",
-                        self.log.display()
-                    )
-                })?;
+                .with_context(|| format!("the node exited during start-up; see {}", self.log.display()))?;
             parse_banner_line(&line, &mut banner);
             if line.trim_start().starts_with("data") {
                 break;
@@ -147,16 +142,12 @@ impl LocalNode {
         let first_start = self.banner.base_url.is_empty();
         if first_start
             && banner.admin_key.is_none()
-            && let Ok(Ok(Some(line))) =
-                tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+            && let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
         {
             parse_banner_line(&line, &mut banner);
         }
         if banner.base_url.is_empty() {
-            bail!(
-                "the node's banner had no GraphQL URL; see {}",
-                self.log.display()
-            );
+            bail!("the node's banner had no GraphQL URL; see {}", self.log.display());
         }
         // Keep draining stdout so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -178,11 +169,7 @@ impl LocalNode {
 
     /// Start again on the same address and data dir.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let addr = self
-            .banner
-            .base_url
-            .trim_start_matches("http://")
-            .to_string();
+        let addr = self.banner.base_url.trim_start_matches("http://").to_string();
         self.spawn(&addr).await
     }
 
@@ -192,10 +179,7 @@ impl LocalNode {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
                 // std and tokio only send SIGKILL; `kill` avoids unsafe libc for SIGTERM.
-                Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()
-                    .await?;
+                Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
             }
             if tokio::time::timeout(Duration::from_secs(20), child.wait())
                 .await
@@ -214,11 +198,7 @@ impl LocalNode {
 }
 
 /// Poll `GET /readyz` until it answers 200, or fail after `within`.
-pub async fn wait_ready(
-    http: &reqwest::Client,
-    base: &str,
-    within: Duration,
-) -> anyhow::Result<()> {
+pub async fn wait_ready(http: &reqwest::Client, base: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await

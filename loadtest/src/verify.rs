@@ -36,11 +36,7 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn text(&self) -> String {
-        let stages: Vec<String> = self
-            .stages
-            .iter()
-            .map(|(id, v, c)| format!("{id} {v}/{c}"))
-            .collect();
+        let stages: Vec<String> = self.stages.iter().map(|(id, v, c)| format!("{id} {v}/{c}")).collect();
         let mut s = format!("stages (viewers/capacity): {}\n", stages.join(", "));
         s += &format!(
             "ledger: {} acknowledged joins ({} live, {} left); tokens: {} signature-verified, {} unchecked\n",
@@ -53,10 +49,7 @@ impl Verdict {
         if self.ok {
             s += "verdict: OK (no lost join, no duplicate, no stage over capacity, tokens valid)\n";
         } else {
-            s += &format!(
-                "verdict: FAILED with {} violations\n",
-                self.violations_total
-            );
+            s += &format!("verdict: FAILED with {} violations\n", self.violations_total);
             for v in &self.violations {
                 s += &format!("  {}\n", serde_json::to_string(v).unwrap_or_default());
             }
@@ -73,10 +66,7 @@ pub fn keys_from_files(specs: &[String]) -> anyhow::Result<Keys> {
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--public-key wants ARN=PEM_FILE, got {spec}"))?;
         let pem = std::fs::read_to_string(path)?;
-        keys.insert(
-            arn.to_string(),
-            token::pem_to_der(&pem).map_err(anyhow::Error::msg)?,
-        );
+        keys.insert(arn.to_string(), token::pem_to_der(&pem).map_err(anyhow::Error::msg)?);
     }
     Ok(keys)
 }
@@ -121,11 +111,7 @@ pub async fn run(
     exclusive: bool,
     concurrency: usize,
 ) -> anyhow::Result<Verdict> {
-    let ids: Vec<String> = ledger
-        .entries
-        .iter()
-        .map(|e| e.session.id.clone())
-        .collect();
+    let ids: Vec<String> = ledger.entries.iter().map(|e| e.session.id.clone()).collect();
     let chunks: Vec<Vec<String>> = ids.chunks(SESSIONS_PER_QUERY).map(<[_]>::to_vec).collect();
     let mut sessions = HashMap::new();
     let mut answers = stream::iter(chunks)
@@ -144,11 +130,7 @@ pub async fn run(
     };
     let mut violations = ledger::check(ledger, &view, exclusive);
     // The stage each token names must be the stage the server lists under that id.
-    let arns: HashMap<&str, Option<&str>> = view
-        .stages
-        .iter()
-        .map(|s| (s.id.as_str(), s.arn.as_deref()))
-        .collect();
+    let arns: HashMap<&str, Option<&str>> = view.stages.iter().map(|s| (s.id.as_str(), s.arn.as_deref())).collect();
     let (mut verified, unchecked, bad) = check_tokens(ledger, keys.clone()).await;
     violations.extend(bad);
     let mut unchecked_count = unchecked.len();
@@ -171,10 +153,7 @@ pub async fn run(
         {
             violations.push(Violation::BadToken {
                 session: e.session.id.clone(),
-                reason: format!(
-                    "join said stage ARN {:?}, stages() says {listed:?}",
-                    e.stage.arn
-                ),
+                reason: format!("join said stage ARN {:?}, stages() says {listed:?}", e.stage.arn),
             });
         }
     }
@@ -220,11 +199,7 @@ async fn emulator_admits(http: &reqwest::Client, emu: &str, t: Unchecked) -> Res
         return Err(bad(format!("IVS emulator refused it: {status} {text}")));
     }
     let leave = serde_json::json!({ "stageArn": arn, "participantId": participant });
-    let _ = http
-        .post(format!("{emu}/_emulator/leave"))
-        .json(&leave)
-        .send()
-        .await;
+    let _ = http.post(format!("{emu}/_emulator/leave")).json(&leave).send().await;
     Ok(())
 }
 
@@ -254,9 +229,7 @@ async fn check_tokens(ledger: &Ledger, keys: Keys) -> (usize, Vec<Unchecked>, Ve
             for (session, tok, want) in part {
                 match token::check(&tok, &want, &keys) {
                     Ok(Signature::Valid) => ok += 1,
-                    Ok(Signature::Unchecked) => {
-                        unchecked.push((session, tok, want.arn, want.participant_id))
-                    }
+                    Ok(Signature::Unchecked) => unchecked.push((session, tok, want.arn, want.participant_id)),
                     Err(reason) => bad.push(Violation::BadToken { session, reason }),
                 }
             }

@@ -44,34 +44,25 @@ pub async fn connect(base_url: &str, api_key: Option<&str>) -> Result<Socket, Ap
     );
     // Messages here are a few hundred bytes; tungstenite's default 128 KiB read buffer per socket
     // would make 10,000 held viewers cost the load generator over a gigabyte.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .map_err(transport)?;
     let payload = api_key.map_or(json!({}), |k| json!({ "token": k }));
-    ws.send(text(
-        json!({ "type": "connection_init", "payload": payload }),
-    ))
-    .await
-    .map_err(transport)?;
+    ws.send(text(json!({ "type": "connection_init", "payload": payload })))
+        .await
+        .map_err(transport)?;
     let ack = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(msg) = ws.next().await {
             let v = parse(&msg.map_err(transport)?);
             match v["type"].as_str() {
                 Some("connection_ack") => return Ok(()),
-                Some("ping") => ws
-                    .send(text(json!({ "type": "pong" })))
-                    .await
-                    .map_err(transport)?,
+                Some("ping") => ws.send(text(json!({ "type": "pong" }))).await.map_err(transport)?,
                 Some("close") => break,
                 _ => {}
             }
         }
-        Err(ApiError::Protocol(
-            "socket closed before connection_ack".into(),
-        ))
+        Err(ApiError::Protocol("socket closed before connection_ack".into()))
     })
     .await
     .map_err(|_| ApiError::Protocol("no connection_ack within 10 s".into()))?;
@@ -135,8 +126,7 @@ pub async fn hold(ws: Socket, plan: HoldPlan, tally: &HoldTally, mut stop: watch
     tally.peak_open.fetch_max(now, Ordering::Relaxed);
     let (mut tx, mut rx) = ws.split();
     let start = tokio::time::Instant::now();
-    let mut beat =
-        tokio::time::interval_at(start + plan.first_heartbeat_after, plan.heartbeat_every);
+    let mut beat = tokio::time::interval_at(start + plan.first_heartbeat_after, plan.heartbeat_every);
     let mut ping = tokio::time::interval_at(start + plan.ping_every, plan.ping_every);
     let query = "mutation($s: ID!) { heartbeat(sessionId: $s) { id leaseUntil } }";
     // The one heartbeat in flight: (operation id, sent at, failed).

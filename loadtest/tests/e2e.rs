@@ -10,9 +10,7 @@ use serde_json::Value;
 fn server_bin() -> Option<PathBuf> {
     let path = std::env::var_os("STAGEFLEET_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/stagefleet")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/stagefleet"));
     if path.exists() {
         Some(path)
     } else {
@@ -38,9 +36,8 @@ fn loadtest(bin: &PathBuf, args: &[&str]) -> (i32, Value) {
         .expect("running loadtest");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report = std::fs::read_to_string(&json).map_or(Value::Null, |t| {
-        serde_json::from_str(&t).expect("the report is JSON")
-    });
+    let report =
+        std::fs::read_to_string(&json).map_or(Value::Null, |t| serde_json::from_str(&t).expect("the report is JSON"));
     (out.status.code().unwrap_or(-1), report)
 }
 
@@ -48,10 +45,7 @@ fn loadtest(bin: &PathBuf, args: &[&str]) -> (i32, Value) {
 fn a_small_join_storm_is_admitted_and_verified() {
     let Some(bin) = server_bin() else { return };
     // --- 1. 300 viewers, 20 at a time, against a node the tool starts itself
-    let (code, r) = loadtest(
-        &bin,
-        &["join-storm", "--viewers", "300", "--concurrency", "20"],
-    );
+    let (code, r) = loadtest(&bin, &["join-storm", "--viewers", "300", "--concurrency", "20"]);
     // --- 2. every join admitted, and the ledger agrees with the server
     assert_eq!(code, 0, "exit code");
     assert_eq!(r["phases"][0]["ok"], 300);
@@ -67,15 +61,7 @@ fn churn_keeps_the_ledger_and_the_server_in_agreement() {
     let Some(bin) = server_bin() else { return };
     let (code, r) = loadtest(
         &bin,
-        &[
-            "churn",
-            "--ops",
-            "600",
-            "--users",
-            "100",
-            "--concurrency",
-            "20",
-        ],
+        &["churn", "--ops", "600", "--users", "100", "--concurrency", "20"],
     );
     assert_eq!(code, 0, "exit code");
     assert_eq!(r["verdict"]["ok"], true);

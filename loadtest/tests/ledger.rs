@@ -124,9 +124,7 @@ fn a_left_session_must_be_gone_and_not_counted() {
         .insert("s1".into(), Some(ledger.entries[0].session.clone()));
     view.stages = vec![stage("b:0", 1, 2)];
     let found = check(&ledger, &view, true);
-    assert!(found.contains(&Violation::LeaveNotApplied {
-        session: "s1".into()
-    }));
+    assert!(found.contains(&Violation::LeaveNotApplied { session: "s1".into() }));
     assert!(found.iter().any(|v| matches!(
         v,
         Violation::CountMismatch {

@@ -15,17 +15,13 @@ fn a_fixed_rate_schedules_against_the_start() {
     assert_eq!(due(1000, Some(1000.0)), Duration::from_secs(1));
     assert_eq!(due(250, Some(500.0)), Duration::from_millis(500));
     assert_eq!(due(99, None), Duration::ZERO, "open loop: all due at once");
-    assert_eq!(
-        planned_duration(20_000, Some(1000.0)),
-        Some(Duration::from_secs(20))
-    );
+    assert_eq!(planned_duration(20_000, Some(1000.0)), Some(Duration::from_secs(20)));
     assert_eq!(planned_duration(20_000, None), None);
 }
 
 #[test]
 fn proc_stat_survives_a_command_name_with_spaces_and_parens() {
-    let stat =
-        "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
+    let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
     assert_eq!(cpu_ticks(stat), Some(300));
     let status = "Name:\tstagefleet\nVmPeak:\t  900 kB\nVmRSS:\t  123456 kB\nThreads:\t8\n";
     assert_eq!(rss_kib(status), Some(123_456));
@@ -53,10 +49,7 @@ fn the_node_banner_gives_url_key_and_emulator() {
 fn targets_take_turns() {
     let t = Targets::new(&["http://a:1/graphql".into(), "http://b:2/".into()]).unwrap();
     let picked: Vec<&str> = (0..4).map(|_| t.pick()).collect();
-    assert_eq!(
-        picked,
-        ["http://a:1", "http://b:2", "http://a:1", "http://b:2"]
-    );
+    assert_eq!(picked, ["http://a:1", "http://b:2", "http://a:1", "http://b:2"]);
     assert!(Targets::new(&[]).is_err());
 }
 

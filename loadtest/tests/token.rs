@@ -37,14 +37,8 @@ fn a_token_for_its_stage_verifies() {
     let key = fresh_key();
     let token = sign_jws(&key, KID, &claims_for(&stage_a()));
     assert_eq!(kid(&token).unwrap(), KID);
-    assert_eq!(
-        check(&token, &stage_a(), &keys_of(&key)),
-        Ok(Signature::Valid)
-    );
-    assert_eq!(
-        check(&token, &stage_a(), &Keys::new()),
-        Ok(Signature::Unchecked)
-    );
+    assert_eq!(check(&token, &stage_a(), &keys_of(&key)), Ok(Signature::Valid));
+    assert_eq!(check(&token, &stage_a(), &Keys::new()), Ok(Signature::Unchecked));
 }
 
 #[test]
@@ -77,12 +71,7 @@ fn a_signature_by_another_key_is_rejected() {
 fn expiry_must_follow_issue() {
     let mut claims = claims_for(&stage_a());
     claims["exp"] = json!(1000);
-    let err = check(
-        &sign_jws(&fresh_key(), KID, &claims),
-        &stage_a(),
-        &Keys::new(),
-    )
-    .unwrap_err();
+    let err = check(&sign_jws(&fresh_key(), KID, &claims), &stage_a(), &Keys::new()).unwrap_err();
     assert!(err.contains("exp"), "{err}");
 }
 

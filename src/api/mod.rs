@@ -46,7 +46,11 @@ pub fn router(node: Arc<Node>) -> Router {
             }
         });
     }
-    let state = AppState { node, schema, parsed: Arc::new(parse_cache::ParseCache::new(256)) };
+    let state = AppState {
+        node,
+        schema,
+        parsed: Arc::new(parse_cache::ParseCache::new(256)),
+    };
     Router::new()
         .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
         .route("/livez", get(health::livez))

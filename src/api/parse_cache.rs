@@ -18,7 +18,10 @@ const MAX_QUERY_BYTES: usize = 4096;
 
 impl ParseCache {
     pub fn new(capacity: usize) -> Self {
-        Self { docs: Mutex::new(HashMap::new()), capacity }
+        Self {
+            docs: Mutex::new(HashMap::new()),
+            capacity,
+        }
     }
 
     /// Attach the parsed document to `request` if this query text was parsed before; otherwise

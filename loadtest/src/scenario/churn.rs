@@ -75,9 +75,7 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<Report> {
         api: setup.api.clone(),
         broadcast: setup.broadcast.clone(),
         prefix: args.common.user_prefix.clone(),
-        users: (0..args.users.max(1))
-            .map(|_| tokio::sync::Mutex::new(()))
-            .collect(),
+        users: (0..args.users.max(1)).map(|_| tokio::sync::Mutex::new(())).collect(),
         ledger: Mutex::new(Ledger::default()),
         leave_ratio: args.leave_ratio,
         counts: Mutex::new([0; 3]),
@@ -95,10 +93,9 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<Report> {
     })
     .await;
     let mut report = setup.report("churn");
-    report.phases.push(crate::report::Phase::from_outcome(
-        "join/rejoin/leave",
-        &outcome,
-    ));
+    report
+        .phases
+        .push(crate::report::Phase::from_outcome("join/rejoin/leave", &outcome));
     let [joins, rejoins, leaves] = *pool.counts.lock().expect("counts");
     report.facts.extend([
         ("joins_new".into(), json!(joins)),

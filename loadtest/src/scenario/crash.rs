@@ -52,12 +52,7 @@ impl Storm {
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
-                    *self
-                        .retries
-                        .lock()
-                        .expect("retries")
-                        .entry(e.code())
-                        .or_default() += 1;
+                    *self.retries.lock().expect("retries").entry(e.code()).or_default() += 1;
                 }
                 Err(e) => return Err(e),
             }

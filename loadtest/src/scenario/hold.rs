@@ -91,9 +91,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<Report> {
     }
 
     let mut report = setup.report("hold");
-    report
-        .phases
-        .push(Phase::from_outcome("join+connect", &outcome));
+    report.phases.push(Phase::from_outcome("join+connect", &outcome));
     let hb = percentiles_ms(&tally.heartbeat_latency.lock().expect("tally"));
     let errors = tally.heartbeat_errors.lock().expect("tally").clone();
     report.facts.extend([

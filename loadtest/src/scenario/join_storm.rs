@@ -13,10 +13,7 @@ use crate::setup::Setup;
 pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
     // Calibrate before any load so the signing threads have the machine to themselves.
     let calibration = args.calibrate.then(|| {
-        eprintln!(
-            "calibrating ES384 signing for {}s x 2 ...",
-            args.calibrate_secs
-        );
+        eprintln!("calibrating ES384 signing for {}s x 2 ...", args.calibrate_secs);
         calibrate::run(args.calibrate_secs)
     });
     let setup = Setup::new(&args.common, false).await?;
