@@ -207,3 +207,65 @@ async fn settings_come_from_a_file_overridden_by_the_environment_and_flags() {
         "unknown keys are named"
     );
 }
+
+#[tokio::test]
+async fn a_node_killed_while_creating_a_stage_finishes_it_after_restart_without_a_second_stage() {
+    let em = standalone_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--ivs-endpoint-url", em.url.as_str()];
+    let mut n = TestNode::start(dir.path(), &flags);
+    let admin = n.admin_key.clone().unwrap();
+
+    // --- IVS answers slowly: startBroadcast's CreateStage is in flight when the node dies
+    let slow = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", em.url))
+        .json(&json!({"latencyMs": 1500}));
+    assert!(slow.send().await.unwrap().status().is_success());
+    let (url, key) = (n.url.clone(), admin.clone());
+    let start = tokio::spawn(async move {
+        let q = json!({"query": "mutation { startBroadcast(id: \"b\") { state } }"});
+        let _ = reqwest::Client::new()
+            .post(format!("{url}/graphql"))
+            .bearer_auth(key)
+            .json(&q)
+            .send()
+            .await;
+    });
+    eventually(Duration::from_secs(10), "the stage intent to be committed", || async {
+        let b = n.ok("{ broadcast(id: \"b\") { state } }", json!({}), None).await;
+        (b["broadcast"]["state"] == "STARTING").then_some(())
+    })
+    .await;
+    n.kill9();
+    let _ = start.await;
+
+    // --- restarted, the node finishes the intent: the broadcast goes live on exactly one stage
+    let n = TestNode::start(dir.path(), &flags);
+    let b = eventually(
+        Duration::from_secs(20),
+        "the broadcast to go live after restart",
+        || async {
+            let b = n
+                .ok("{ broadcast(id: \"b\") { state stages { arn } } }", json!({}), None)
+                .await;
+            (b["broadcast"]["state"] == "LIVE").then_some(b)
+        },
+    )
+    .await;
+    let arn = b["broadcast"]["stages"][0]["arn"].as_str().unwrap().to_string();
+    let state: serde_json::Value = reqwest::get(format!("{}/_emulator/state", em.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tagged: Vec<_> = state["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tags"]["stagefleet:broadcast"] == "b" && s["tags"]["stagefleet:slot"] == "0")
+        .collect();
+    assert_eq!(tagged.len(), 1, "one IVS stage for slot 0, not two: {state}");
+    assert_eq!(tagged[0]["arn"], arn.as_str());
+    assert_eq!(n.join("b", "v").await.unwrap()["stage"]["arn"], arn.as_str());
+}

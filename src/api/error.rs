@@ -88,7 +88,7 @@ fn refusal_code(r: &Refusal) -> ErrorCode {
         Refusal::BroadcastExists(_) => ErrorCode::BroadcastExists,
         Refusal::UnknownSession(_) => ErrorCode::SessionNotFound,
         Refusal::UnknownApiKey(_) => ErrorCode::ApiKeyNotFound,
-        Refusal::SigningKeySet | Refusal::Fenced(_) => ErrorCode::Unavailable,
+        Refusal::Fenced(_) => ErrorCode::Unavailable,
     }
 }
 

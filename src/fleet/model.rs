@@ -182,8 +182,6 @@ pub enum Refusal {
     UnknownSession(String),
     #[error("no API key {0}")]
     UnknownApiKey(String),
-    #[error("the signing key is already set")]
-    SigningKeySet,
     /// A result reported by a leader that no longer owns the intent.
     #[error("stale result for {0}: the intent now belongs to another term")]
     Fenced(String),
@@ -204,7 +202,6 @@ impl Refusal {
             Refusal::BroadcastExists(_) => "broadcast_exists",
             Refusal::UnknownSession(_) => "unknown_session",
             Refusal::UnknownApiKey(_) => "unknown_api_key",
-            Refusal::SigningKeySet => "signing_key_set",
             Refusal::Fenced(_) => "fenced",
         }
     }
