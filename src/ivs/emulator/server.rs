@@ -119,28 +119,19 @@ fn save(shared: &Shared, state: &State) {
     }
 }
 
-async fn join(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
-    let result = parse::<ops::JoinRequest>(&body).and_then(|req| {
-        let mut state = shared.state.lock().expect("state lock");
-        ops::join(
-            Ctx {
-                state: &mut state,
-                settings: &shared.settings,
-                now: unix_now(),
-            },
-            req,
-        )
-    });
+/// The `/_emulator/*` answer: JSON on success, the AWS error envelope otherwise.
+fn answer(result: ApiResult<Value>) -> Response {
     with_request_id(match result {
         Ok(body) => axum::Json(body).into_response(),
         Err(e) => e.into_response(),
     })
 }
 
-async fn leave(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
-    let result = parse::<ops::LeaveRequest>(&body).and_then(|req| {
+/// Parse `body` as `R` and run `op` on the state under its lock.
+fn with_state<R: DeserializeOwned>(shared: &Shared, body: &Bytes, op: fn(Ctx<'_>, R) -> ApiResult<Value>) -> Response {
+    answer(parse::<R>(body).and_then(|req| {
         let mut state = shared.state.lock().expect("state lock");
-        ops::leave(
+        op(
             Ctx {
                 state: &mut state,
                 settings: &shared.settings,
@@ -148,11 +139,15 @@ async fn leave(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
             },
             req,
         )
-    });
-    with_request_id(match result {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(e) => e.into_response(),
-    })
+    }))
+}
+
+async fn join(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    with_state::<ops::JoinRequest>(&shared, &body, ops::join)
+}
+
+async fn leave(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
+    with_state::<ops::LeaveRequest>(&shared, &body, ops::leave)
 }
 
 async fn summary(AxState(shared): AxState<Arc<Shared>>) -> Response {
@@ -173,7 +168,7 @@ async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Respo
         #[serde(default)]
         throttle_rate: f64,
     }
-    let result = parse::<Input>(&body).and_then(|i| {
+    answer(parse::<Input>(&body).and_then(|i| {
         let ok = |r: f64| (0.0..=1.0).contains(&r);
         if !ok(i.error_rate) || !ok(i.throttle_rate) {
             return Err(ApiError::Validation(
@@ -186,9 +181,5 @@ async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Respo
             throttle_rate: i.throttle_rate,
         };
         Ok(serde_json::json!({}))
-    });
-    with_request_id(match result {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(e) => e.into_response(),
-    })
+    }))
 }
