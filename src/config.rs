@@ -88,6 +88,8 @@ settings! {
     viewer_join: ViewerJoin = ViewerJoin::Open, "STAGEFLEET_VIEWER_JOIN";
     /// Joins per second allowed from one client address without a key (burst: 2x). 0 = unlimited.
     join_rate_per_ip: u32 = 20, "STAGEFLEET_JOIN_RATE_PER_IP";
+    /// Request header holding the client's address for per-address join limits (first entry of e.g. `x-forwarded-for`). Empty: the TCP peer. Set it only behind a proxy that overwrites the header.
+    client_ip_header: String = String::new(), "STAGEFLEET_CLIENT_IP_HEADER";
     /// Joins per second allowed per API key (burst: 2x). 0 = unlimited.
     join_rate_per_key: u32 = 0, "STAGEFLEET_JOIN_RATE_PER_KEY";
     /// PEM file with the P-384 private key to sign tokens with. Empty: generate one at first start.

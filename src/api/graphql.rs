@@ -3,7 +3,7 @@
 //! client sees carries a code. GET: WebSocket upgrade (graphql-transport-ws, key checked in
 //! `connection_init`) or, from a browser, GraphiQL.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
@@ -25,6 +25,21 @@ fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// The client's address: the configured proxy header's first entry if present and valid, else the
+/// TCP peer (behind a load balancer every viewer would otherwise share one join limit).
+fn client_ip(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    let name = &app.node.cfg.client_ip_header;
+    if name.is_empty() {
+        return peer.ip();
+    }
+    headers
+        .get(name.as_str())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
 pub async fn post_graphql(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -33,7 +48,7 @@ pub async fn post_graphql(
 ) -> Response {
     let started = Instant::now();
     let key = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let principal = match Principal::resolve(&app.node, key, peer.ip()) {
+    let principal = match Principal::resolve(&app.node, key, client_ip(&app, &headers, peer)) {
         Ok(p) => p,
         Err(e) => {
             return error_body(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &e.message);
@@ -91,6 +106,7 @@ pub async fn get_graphql(
         Err(e) => return e.into_response(),
     };
     let node = app.node.clone();
+    let client = client_ip(&app, &parts.headers, peer);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(64 * 1024)
@@ -103,7 +119,7 @@ pub async fn get_graphql(
             GraphQLWebSocket::new(socket, app.schema.clone(), protocol)
                 .on_connection_init(move |payload: serde_json::Value| async move {
                     let key = payload.get("token").and_then(|t| t.as_str());
-                    let principal = Principal::resolve(&node, key, peer.ip())?;
+                    let principal = Principal::resolve(&node, key, client)?;
                     let mut data = Data::default();
                     data.insert(principal);
                     Ok(data)
