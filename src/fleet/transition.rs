@@ -424,3 +424,72 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         Ok((host, origins))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::sessions::MemorySessions;
+
+    #[test]
+    fn a_result_from_a_deposed_leader_is_fenced_and_changes_nothing() {
+        let (mut fleet, mut policy, mut sessions, mut dirty) = (
+            Fleet::default(),
+            FleetPolicy::default(),
+            MemorySessions::default(),
+            Dirty::default(),
+        );
+        let mut w = World {
+            fleet: &mut fleet,
+            policy: &mut policy,
+            sessions: &mut sessions,
+            dirty: &mut dirty,
+        };
+        // --- leader of term 3 writes the intent, then loses leadership before IVS answers
+        let intent = w.start_broadcast("b", "show", 0, 3).unwrap();
+        // --- the leader of term 4 takes the intent over
+        assert_eq!(w.reclaim_intent(&intent.id, 4).unwrap().intent_term, 4);
+        // --- the old leader's late answer is refused and the stage stays as it was
+        let late = w.stage_created(&intent.id, 3, "arn:old".into(), StageEndpoints::default());
+        assert_eq!(late, Err(Refusal::Fenced(intent.id.clone())));
+        assert_eq!(w.fleet.stages[&intent.id].state, StageState::Creating);
+        assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Starting);
+        assert_eq!(
+            w.stage_create_failed(&intent.id, 3),
+            Err(Refusal::Fenced(intent.id.clone()))
+        );
+        // --- the new owner's answer goes through
+        let stage = w
+            .stage_created(&intent.id, 4, "arn:new".into(), StageEndpoints::default())
+            .unwrap();
+        assert_eq!(stage.arn.as_deref(), Some("arn:new"));
+        assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Live);
+    }
+
+    #[test]
+    fn the_stage_quota_refuses_new_broadcasts_and_stages_beyond_the_maximum() {
+        let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
+        let mut policy = FleetPolicy {
+            max_stages: 2,
+            ..FleetPolicy::default()
+        };
+        let mut w = World {
+            fleet: &mut fleet,
+            policy: &mut policy,
+            sessions: &mut sessions,
+            dirty: &mut dirty,
+        };
+        let origin = w.start_broadcast("a", "", 0, 1).unwrap();
+        w.stage_created(&origin.id, 1, "arn:a".into(), StageEndpoints::default())
+            .unwrap();
+        w.add_stage("a", StageRole::Replica, 0, 1).unwrap();
+        assert_eq!(
+            w.add_stage("a", StageRole::Replica, 0, 1),
+            Err(Refusal::StageQuotaExceeded(2))
+        );
+        assert_eq!(w.start_broadcast("b", "", 0, 1), Err(Refusal::StageQuotaExceeded(2)));
+        assert!(
+            !w.fleet.broadcasts.contains_key("b"),
+            "a refused start leaves no broadcast"
+        );
+    }
+}
