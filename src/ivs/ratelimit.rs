@@ -20,25 +20,30 @@ pub fn ivs_default_tps(op: &str) -> f64 {
     }
 }
 
-/// Every operation stagefleet calls, with its default rate: the base of `AwsConfig::rates`.
+/// Every IVS operation stagefleet calls (and the emulator answers).
+pub const OPERATIONS: [&str; 14] = [
+    "CreateStage",
+    "GetStage",
+    "ListStages",
+    "DeleteStage",
+    "ImportPublicKey",
+    "GetPublicKey",
+    "ListPublicKeys",
+    "DeletePublicKey",
+    "CreateParticipantToken",
+    "StartParticipantReplication",
+    "StopParticipantReplication",
+    "ListParticipantReplicas",
+    "ListParticipants",
+    "DisconnectParticipant",
+];
+
+/// Every operation with its default rate: the base of `AwsConfig::rates`.
 pub fn default_rates() -> BTreeMap<String, f64> {
-    const OPS: [&str; 14] = [
-        "CreateStage",
-        "GetStage",
-        "ListStages",
-        "DeleteStage",
-        "ImportPublicKey",
-        "GetPublicKey",
-        "ListPublicKeys",
-        "DeletePublicKey",
-        "CreateParticipantToken",
-        "StartParticipantReplication",
-        "StopParticipantReplication",
-        "ListParticipantReplicas",
-        "ListParticipants",
-        "DisconnectParticipant",
-    ];
-    OPS.iter().map(|op| (op.to_string(), ivs_default_tps(op))).collect()
+    OPERATIONS
+        .iter()
+        .map(|op| (op.to_string(), ivs_default_tps(op)))
+        .collect()
 }
 
 /// A token bucket holding at most `max(rate, 1)` tokens, refilled at `rate` per second. Pure:

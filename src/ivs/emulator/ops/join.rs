@@ -9,7 +9,7 @@ use super::stages::not_found;
 use super::{Ctx, validate};
 use crate::ivs::backend::stage_id_from_arn;
 use crate::ivs::emulator::error::{ApiError, ApiResult};
-use crate::ivs::emulator::state::{PState, Participant, ReplType};
+use crate::ivs::emulator::state::{PState, Participant, ReplType, State};
 use crate::ivs::token::{self, TokenError};
 
 #[derive(Deserialize)]
@@ -153,16 +153,20 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
     Ok(json!({"participantId": a.participant_id, "stageArn": a.stage_arn, "sessionId": session_id}))
 }
 
-pub fn leave(ctx: Ctx<'_>, req: LeaveRequest) -> ApiResult<Value> {
-    if ctx.state.stage_by_arn(&req.stage_arn).is_none() {
-        return Err(not_found(&req.stage_arn));
+/// Disconnect a participant from a stage: NotFound for an unknown stage or a participant that is
+/// not connected (shared by `/_emulator/leave` and DisconnectParticipant).
+pub fn disconnect(state: &mut State, stage_arn: &str, participant_id: &str) -> ApiResult<()> {
+    if state.stage_by_arn(stage_arn).is_none() {
+        return Err(not_found(stage_arn));
     }
-    if !ctx.state.disconnect(&req.stage_arn, &req.participant_id) {
-        let msg = format!(
-            "participant {} is not connected to stage {}",
-            req.participant_id, req.stage_arn
-        );
+    if !state.disconnect(stage_arn, participant_id) {
+        let msg = format!("participant {participant_id} is not connected to stage {stage_arn}");
         return Err(ApiError::NotFound(msg));
     }
+    Ok(())
+}
+
+pub fn leave(ctx: Ctx<'_>, req: LeaveRequest) -> ApiResult<Value> {
+    disconnect(ctx.state, &req.stage_arn, &req.participant_id)?;
     Ok(json!({}))
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Ctx, Outcome, validate};
+use super::{ArnReq, Ctx, ListReq, Outcome, validate};
 use crate::ivs::emulator::error::{ApiError, ApiResult};
 use crate::ivs::emulator::state::PublicKey;
 use crate::ivs::token;
@@ -19,18 +19,6 @@ pub struct ImportReq {
     name: String,
     #[serde(default)]
     tags: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-pub struct ArnReq {
-    arn: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListReq {
-    next_token: Option<String>,
-    max_results: Option<i64>,
 }
 
 /// SHA-256 of the SubjectPublicKeyInfo DER as colon-separated hex, the form IVS shows.

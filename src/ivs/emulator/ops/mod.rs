@@ -78,22 +78,21 @@ pub use join::{JoinRequest, LeaveRequest, join, leave};
 pub use summary::summary;
 
 /// Every IVS operation the emulator answers (others get UnknownOperationException).
-pub const OPERATIONS: [&str; 14] = [
-    "CreateStage",
-    "GetStage",
-    "ListStages",
-    "DeleteStage",
-    "ImportPublicKey",
-    "GetPublicKey",
-    "ListPublicKeys",
-    "DeletePublicKey",
-    "CreateParticipantToken",
-    "ListParticipants",
-    "DisconnectParticipant",
-    "StartParticipantReplication",
-    "StopParticipantReplication",
-    "ListParticipantReplicas",
-];
+pub use crate::ivs::ratelimit::OPERATIONS;
+
+/// `{arn}`: the request of the Get*/Delete* operations.
+#[derive(serde::Deserialize)]
+pub struct ArnReq {
+    pub arn: String,
+}
+
+/// Paging arguments of the List* operations.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListReq {
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
 
 fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
     serde_json::from_value(body).map_err(|e| ApiError::Validation(format!("invalid request body: {e}")))

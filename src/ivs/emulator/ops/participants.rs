@@ -223,15 +223,6 @@ pub fn disconnect(ctx: Ctx<'_>, req: DisconnectReq) -> ApiResult<Outcome> {
     if req.reason.chars().count() > 128 {
         return Err(ApiError::Validation("reason must be at most 128 characters".into()));
     }
-    if ctx.state.stage_by_arn(&req.stage_arn).is_none() {
-        return Err(not_found(&req.stage_arn));
-    }
-    if !ctx.state.disconnect(&req.stage_arn, &req.participant_id) {
-        let msg = format!(
-            "participant {} is not connected to stage {}",
-            req.participant_id, req.stage_arn
-        );
-        return Err(ApiError::NotFound(msg));
-    }
+    super::join::disconnect(ctx.state, &req.stage_arn, &req.participant_id)?;
     Outcome::wrote(json!({}))
 }

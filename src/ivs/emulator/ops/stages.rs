@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::participants::{TokenSpec, issue_token};
-use super::{Ctx, Outcome, Settings, validate};
+use super::{ArnReq, Ctx, ListReq, Outcome, Settings, validate};
 use crate::ivs::emulator::error::{ApiError, ApiResult};
 use crate::ivs::emulator::state::{ReplState, Stage};
 use crate::ivs::token::random_id;
@@ -20,18 +20,6 @@ pub struct CreateReq {
     tags: BTreeMap<String, String>,
     #[serde(default)]
     participant_token_configurations: Vec<TokenSpec>,
-}
-
-#[derive(Deserialize)]
-pub struct ArnReq {
-    arn: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListReq {
-    next_token: Option<String>,
-    max_results: Option<i64>,
 }
 
 /// Stage endpoints derived from the public base URL. No query strings: clients append their own.
