@@ -1,7 +1,8 @@
 //! The public GraphQL API over HTTP, as any client sees it: POST `/graphql` with
 //! `{query, variables}`, optional `Authorization: Bearer`, errors by `extensions.code`.
-//! One shared `reqwest::Client` (HTTP/1.1 keep-alive, pool sized to the concurrency); each
-//! request goes to the next target URL in turn.
+//! GraphQL requests go over [`ConnPool`] (bare keep-alive HTTP/1.1 connections, as many as the
+//! concurrency), each to the next target URL in turn, and answers are decoded straight into typed
+//! structs; the `reqwest` client is for everything else (readiness, the emulator).
 //!
 //! Knows the operations the scenarios use and nothing of the server's code.
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::conn::ConnPool;
 use crate::target::Targets;
 
 /// Why a request did not succeed. `code()` is what the report counts errors by.
@@ -111,6 +113,8 @@ pub const SESSIONS_PER_QUERY: usize = 40;
 pub struct Api {
     http: reqwest::Client,
     pub targets: Arc<Targets>,
+    /// One per target, in the same order.
+    pools: Arc<Vec<ConnPool>>,
     admin_key: Option<String>,
     viewer_key: Option<String>,
 }
@@ -128,8 +132,14 @@ impl Api {
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()
             .build()?;
+        let pools = targets
+            .all()
+            .iter()
+            .map(|url| ConnPool::new(url, pool))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             http,
+            pools: Arc::new(pools),
             targets,
             admin_key,
             viewer_key,
@@ -152,32 +162,47 @@ impl Api {
         self.admin_key = Some(key);
     }
 
-    /// One GraphQL request; returns `data` or the first error.
-    pub async fn gql(&self, key: Option<&str>, query: &str, vars: Value) -> Result<Value, ApiError> {
-        let url = format!("{}/graphql", self.targets.pick());
-        let mut req = self.http.post(url).json(&json!({ "query": query, "variables": vars }));
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
+    /// One GraphQL request, decoded as `{data: T, errors}`: the first error, or `data`.
+    async fn request<T: DeserializeOwned>(&self, key: Option<&str>, query: &str, vars: Value) -> Result<T, ApiError> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            query: &'a str,
+            variables: Value,
         }
-        let resp = req.send().await.map_err(|e| ApiError::Transport(e.to_string()))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| {
-            if e.is_decode() {
-                ApiError::Protocol(format!("HTTP {status}: body is not JSON"))
-            } else {
-                ApiError::Transport(e.to_string())
-            }
-        })?;
-        if let Some(err) = body["errors"].as_array().and_then(|e| e.first()) {
+        #[derive(Deserialize)]
+        struct Envelope<T> {
+            data: Option<T>,
+            errors: Option<Vec<GqlError>>,
+        }
+        #[derive(Deserialize)]
+        struct GqlError {
+            #[serde(default)]
+            message: String,
+            extensions: Option<Extensions>,
+        }
+        #[derive(Deserialize)]
+        struct Extensions {
+            code: Option<String>,
+        }
+        let body = serde_json::to_vec(&Body { query, variables: vars }).expect("request JSON");
+        let pool = &self.pools[self.targets.pick_index()];
+        let (status, bytes) = pool.post_graphql(key, body).await?;
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Protocol(format!("HTTP {status}: not the answer asked for: {e}")))?;
+        if let Some(err) = envelope.errors.and_then(|e| e.into_iter().next()) {
             return Err(ApiError::Graphql {
-                code: err["extensions"]["code"].as_str().unwrap_or("NO_CODE").to_string(),
-                message: err["message"].as_str().unwrap_or_default().to_string(),
+                code: err.extensions.and_then(|x| x.code).unwrap_or_else(|| "NO_CODE".into()),
+                message: err.message,
             });
         }
-        match body.get("data") {
-            Some(d) if !d.is_null() => Ok(d.clone()),
-            _ => Err(ApiError::Protocol(format!("HTTP {status}: no data"))),
-        }
+        envelope
+            .data
+            .ok_or_else(|| ApiError::Protocol(format!("HTTP {status}: no data")))
+    }
+
+    /// One GraphQL request; returns `data` or the first error.
+    pub async fn gql(&self, key: Option<&str>, query: &str, vars: Value) -> Result<Value, ApiError> {
+        self.request(key, query, vars).await
     }
 
     async fn typed<T: DeserializeOwned>(
@@ -192,8 +217,14 @@ impl Api {
     }
 
     pub async fn join(&self, broadcast: &str, user: &str) -> Result<Join, ApiError> {
+        #[derive(Deserialize)]
+        struct Data {
+            #[serde(rename = "joinBroadcast")]
+            join: Join,
+        }
         let vars = json!({ "b": broadcast, "u": user });
-        self.typed(self.viewer_key(), JOIN, vars, "joinBroadcast").await
+        let data: Data = self.request(self.viewer_key(), JOIN, vars).await?;
+        Ok(data.join)
     }
 
     pub async fn leave(&self, session: &str) -> Result<SessionInfo, ApiError> {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod calibrate;
 pub mod cli;
+pub mod conn;
 pub mod driver;
 pub mod ledger;
 pub mod pacing;

@@ -40,8 +40,12 @@ impl Targets {
     }
 
     pub fn pick(&self) -> &str {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len();
-        &self.urls[i]
+        &self.urls[self.pick_index()]
+    }
+
+    /// Index into [`Self::all`] of the next target in turn.
+    pub fn pick_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()
     }
 
     pub fn all(&self) -> &[String] {
