@@ -6,10 +6,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::fleet::sessions::Sessions;
 use crate::node::{Node, now_ms};
 use crate::state::Command;
-use crate::state::sled_sessions::SledSessions;
 
 /// Most sessions expired per log entry; the rest go in the next round.
 const EXPIRE_BATCH: usize = 10_000;
@@ -46,7 +44,7 @@ pub async fn tick(node: &Node) {
     }
     if node.store.is_leader() {
         let now = now_ms();
-        let lapsed = !SledSessions::new(&node.store.shared.tree).expired(now, 1).is_empty();
+        let lapsed = node.store.shared.any_expired(now);
         if lapsed {
             match node
                 .store

@@ -1,7 +1,8 @@
 //! The deterministic state machine: applies committed [`Command`]s through
-//! `crate::fleet::transition` and persists the result in one sled tree. Persistent design: each
-//! `apply` call writes its changes and `last_applied` in one atomic batch and flushes before
-//! returning, so a restart re-applies nothing and a crash never leaves half an entry.
+//! `crate::fleet::transition` and persists the result in one sled tree. Each `apply` call writes
+//! its changes and `last_applied` in one atomic batch (the entries themselves are already flushed
+//! in the log), so a crash never leaves half an entry and a restart re-applies only what the
+//! state had not yet written.
 
 use std::sync::{Arc, RwLock};
 
@@ -10,7 +11,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, Snapsh
 use tokio::sync::broadcast;
 
 use super::command::{Command, Response};
-use super::sled_sessions::SledSessions;
+use super::sled_sessions::{SessionIndex, SledSessions};
 use super::snapshot::SnapshotStore;
 use super::{LogId, NodeId, StoredMembership, TypeConfig, keys};
 use crate::fleet::admission::FleetPolicy;
@@ -41,6 +42,8 @@ pub struct StateEvent {
 pub struct Shared {
     core: RwLock<Core>,
     pub tree: sled::Tree,
+    /// Sessions by user, stage and lease; written only while applying (see `sled_sessions`).
+    index: RwLock<SessionIndex>,
     pub events: broadcast::Sender<StateEvent>,
     /// Held across an apply call and while a snapshot copies the tree, so a snapshot never sees
     /// half of an apply.
@@ -53,12 +56,21 @@ impl Shared {
     }
 
     pub fn session(&self, id: &str) -> Option<Session> {
-        SledSessions::new(&self.tree).get(id)
+        super::sled_sessions::stored(&self.tree, id).ok().flatten()
     }
 
     pub fn sessions_on_stage(&self, stage_id: &str) -> Vec<Session> {
-        let s = SledSessions::new(&self.tree);
-        s.on_stage(stage_id).iter().filter_map(|id| s.get(id)).collect()
+        let ids = self.index().on_stage(stage_id);
+        ids.iter().filter_map(|id| self.session(id)).collect()
+    }
+
+    /// Whether any session's lease ended before `now`.
+    pub fn any_expired(&self, now: crate::fleet::Millis) -> bool {
+        !self.index().expired(now, 1).is_empty()
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, SessionIndex> {
+        self.index.read().expect("session index lock poisoned")
     }
 
     /// Every stored session (for audits and tests; walks the whole key range).
@@ -168,9 +180,11 @@ impl StateMachine {
     pub fn open(db: &sled::Db, snapshot_dir: std::path::PathBuf) -> Result<Self, StorageError<NodeId>> {
         let tree = db.open_tree("sm").map_err(|e| StorageIOError::read_state_machine(&e))?;
         let core = load_core(&tree)?;
+        let index = SessionIndex::load(&tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             core: RwLock::new(core),
+            index: RwLock::new(index),
             tree,
             events,
             apply_lock: tokio::sync::Mutex::new(()),
@@ -192,10 +206,11 @@ impl StateMachine {
     /// in once its writes are durable.
     fn apply_in_memory(
         &self,
+        index: &mut SessionIndex,
         entries: impl IntoIterator<Item = openraft::Entry<TypeConfig>>,
     ) -> Result<(Vec<Response>, sled::Batch, StateEvent, Core), StorageError<NodeId>> {
         let mut core = self.shared.read().clone();
-        let mut sessions = SledSessions::new(&self.shared.tree);
+        let mut sessions = SledSessions::new(&self.shared.tree, index);
         let mut dirty = Dirty::default();
         let mut event = StateEvent::default();
         let mut responses = Vec::new();
@@ -275,13 +290,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let _guard = self.shared.apply_lock.lock().await;
-        let (responses, batch, event, core) = self.apply_in_memory(entries)?;
+        // The index changes in place: readers wait until the batch below has landed. (A failed
+        // apply stops Raft; the index is rebuilt from sled at the next start.)
+        let mut index = self.shared.index.write().expect("session index lock poisoned");
+        let (responses, batch, event, core) = self.apply_in_memory(&mut index, entries)?;
         // One atomic batch, not flushed here: every applied entry is already durable in the log
         // (flushed at append), and data and `last_applied` land together, so after a crash the
         // state is exactly "as of last_applied" and openraft re-applies the rest from the log.
         // Snapshots flush first, so the log is never purged past what the state has on disk.
         self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
         *self.shared.core.write().expect("state lock poisoned") = core;
+        drop(index);
         // Only now is the change durable: tell subscribers.
         let _ = self.shared.events.send(event);
         Ok(responses)
@@ -314,6 +333,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
         super::flush(&self.db).await.map_err(sm_write_err)?;
         let core = load_core(&self.shared.tree)?;
+        let index = SessionIndex::load(&self.shared.tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        *self.shared.index.write().expect("session index lock poisoned") = index;
         *self.shared.core.write().expect("state lock poisoned") = core;
         self.snapshots
             .save(meta, &data)

@@ -1,31 +1,139 @@
-//! [`Sessions`] on the state machine's sled tree, with an overlay: the writes of the entries being
-//! applied are visible to later entries of the same apply call, and reach sled together in one
-//! atomic batch with `last_applied`.
+//! [`Sessions`] on the state machine's sled tree: one record per session (`s/<id>`), and the
+//! lookups by user, by stage and by lease in memory ([`SessionIndex`]), rebuilt from those records
+//! when the state machine opens or installs a snapshot. A new viewer is one sled key, not four, and
+//! no sled read at all.
+//!
+//! Writes of the entries being applied go to an overlay, visible to later entries of the same
+//! apply call, and reach sled together in one atomic batch with `last_applied`. The index changes
+//! in place under the state machine's write lock, which is held until that batch has landed.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::keys;
 use crate::fleet::sessions::Sessions;
 use crate::fleet::{Millis, Session};
 
+/// What the index keeps of one session.
+#[derive(Clone, Debug)]
+struct Indexed {
+    broadcast_id: String,
+    user_id: String,
+    stage_id: String,
+    lease_until: Millis,
+}
+
+/// Every lookup of sessions other than by id, in memory.
+#[derive(Debug, Default)]
+pub struct SessionIndex {
+    by_id: HashMap<String, Indexed>,
+    by_user: HashMap<(String, String), String>,
+    by_stage: HashMap<String, BTreeSet<String>>,
+    by_lease: BTreeSet<(Millis, String)>,
+}
+
+impl SessionIndex {
+    /// Rebuild from the session records in `tree`.
+    pub fn load(tree: &sled::Tree) -> sled::Result<Self> {
+        let mut index = Self::default();
+        for r in tree.scan_prefix(keys::SESSION) {
+            let (_, v) = r?;
+            if let Some(s) = decode(&v) {
+                index.insert(&s);
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn id_by_user(&self, broadcast_id: &str, user_id: &str) -> Option<&String> {
+        // Keyed by owned strings; the lookup allocates two small strings rather than keep a
+        // second, borrowed-key map.
+        self.by_user.get(&(broadcast_id.to_string(), user_id.to_string()))
+    }
+
+    pub fn on_stage(&self, stage_id: &str) -> Vec<String> {
+        self.by_stage
+            .get(stage_id)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sessions whose lease ended before `now`, oldest first, at most `limit`.
+    pub fn expired(&self, now: Millis, limit: usize) -> Vec<String> {
+        self.by_lease
+            .iter()
+            .take_while(|(t, _)| *t < now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    fn insert(&mut self, s: &Session) {
+        self.remove(&s.id);
+        self.by_user
+            .insert((s.broadcast_id.clone(), s.user_id.clone()), s.id.clone());
+        self.by_stage
+            .entry(s.stage_id.clone())
+            .or_default()
+            .insert(s.id.clone());
+        self.by_lease.insert((s.lease_until, s.id.clone()));
+        self.by_id.insert(
+            s.id.clone(),
+            Indexed {
+                broadcast_id: s.broadcast_id.clone(),
+                user_id: s.user_id.clone(),
+                stage_id: s.stage_id.clone(),
+                lease_until: s.lease_until,
+            },
+        );
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        let user = (old.broadcast_id, old.user_id);
+        if self.by_user.get(&user).is_some_and(|v| v == id) {
+            self.by_user.remove(&user);
+        }
+        if let Some(ids) = self.by_stage.get_mut(&old.stage_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_stage.remove(&old.stage_id);
+            }
+        }
+        self.by_lease.remove(&(old.lease_until, id.to_string()));
+    }
+}
+
 pub struct SledSessions<'t> {
     tree: &'t sled::Tree,
+    index: &'t mut SessionIndex,
     /// id → new value (`None` = removed) for sessions touched in this apply call.
     overlay: HashMap<String, Option<Session>>,
-    /// (broadcast, user) → session id (`None` = removed).
-    users: HashMap<(String, String), Option<String>>,
     pub batch: sled::Batch,
     /// First I/O error met; the state machine fails the apply if set.
     error: RefCell<Option<sled::Error>>,
 }
 
 impl<'t> SledSessions<'t> {
-    pub fn new(tree: &'t sled::Tree) -> Self {
+    pub fn new(tree: &'t sled::Tree, index: &'t mut SessionIndex) -> Self {
         Self {
             tree,
+            index,
             overlay: HashMap::new(),
-            users: HashMap::new(),
             batch: sled::Batch::default(),
             error: RefCell::new(None),
         }
@@ -35,51 +143,25 @@ impl<'t> SledSessions<'t> {
         self.error.borrow_mut().take()
     }
 
-    fn note<T>(&self, r: sled::Result<T>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error.borrow_mut().get_or_insert(e);
-                None
-            }
-        }
-    }
-
-    fn stored(&self, id: &str) -> Option<Session> {
-        let bytes = self.note(self.tree.get(keys::session(id)))??;
-        decode(&bytes)
-    }
-
-    /// Visible value of a session: overlay first, then sled.
+    /// Visible value of a session: overlay first, then sled (only for ids the index knows).
     fn current(&self, id: &str) -> Option<Session> {
         match self.overlay.get(id) {
             Some(v) => v.clone(),
-            None => self.stored(id),
+            None if self.index.contains(id) => match stored(self.tree, id) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.error.borrow_mut().get_or_insert(e);
+                    None
+                }
+            },
+            None => None,
         }
     }
+}
 
-    fn unindex(&mut self, s: &Session) {
-        self.batch.remove(keys::session_by_stage(&s.stage_id, &s.id));
-        self.batch.remove(keys::session_by_lease(s.lease_until, &s.id));
-    }
-
-    /// Ids from an index scan, corrected by the overlay: drop those whose overlay value no longer
-    /// matches `still`, add overlay sessions that now match.
-    fn merge_index(&self, scanned: Vec<String>, still: impl Fn(&Session) -> bool) -> Vec<String> {
-        let mut ids: Vec<String> = scanned
-            .into_iter()
-            .filter(|id| match self.overlay.get(id) {
-                Some(v) => v.as_ref().is_some_and(&still),
-                None => true,
-            })
-            .collect();
-        for (id, v) in &self.overlay {
-            if v.as_ref().is_some_and(&still) && !ids.contains(id) {
-                ids.push(id.clone());
-            }
-        }
-        ids
-    }
+/// The session record `id` as last applied.
+pub fn stored(tree: &sled::Tree, id: &str) -> sled::Result<Option<Session>> {
+    Ok(tree.get(keys::session(id))?.and_then(|b| decode(&b)))
 }
 
 pub fn decode(bytes: &[u8]) -> Option<Session> {
@@ -92,76 +174,33 @@ impl Sessions for SledSessions<'_> {
     }
 
     fn by_user(&self, broadcast_id: &str, user_id: &str) -> Option<Session> {
-        let key = (broadcast_id.to_string(), user_id.to_string());
-        let id = match self.users.get(&key) {
-            Some(v) => v.clone()?,
-            None => {
-                let raw = self.note(self.tree.get(keys::session_by_user(broadcast_id, user_id)))??;
-                String::from_utf8(raw.to_vec()).ok()?
-            }
-        };
+        let id = self.index.id_by_user(broadcast_id, user_id)?.clone();
         self.current(&id)
     }
 
     fn put(&mut self, session: Session) {
-        if let Some(old) = self.current(&session.id) {
-            self.unindex(&old);
-        }
-        let id = session.id.clone();
-        self.batch
-            .insert(keys::session(&id), serde_json::to_vec(&session).expect("session json"));
         self.batch.insert(
-            keys::session_by_user(&session.broadcast_id, &session.user_id),
-            id.as_bytes(),
+            keys::session(&session.id),
+            serde_json::to_vec(&session).expect("session json"),
         );
-        self.batch
-            .insert(keys::session_by_stage(&session.stage_id, &id), &[][..]);
-        self.batch
-            .insert(keys::session_by_lease(session.lease_until, &id), &[][..]);
-        self.users.insert(
-            (session.broadcast_id.clone(), session.user_id.clone()),
-            Some(id.clone()),
-        );
-        self.overlay.insert(id, Some(session));
+        self.index.insert(&session);
+        self.overlay.insert(session.id.clone(), Some(session));
     }
 
     fn remove(&mut self, id: &str) -> Option<Session> {
         let old = self.current(id)?;
-        self.unindex(&old);
         self.batch.remove(keys::session(id));
-        self.batch
-            .remove(keys::session_by_user(&old.broadcast_id, &old.user_id));
-        self.users.insert((old.broadcast_id.clone(), old.user_id.clone()), None);
+        self.index.remove(id);
         self.overlay.insert(id.to_string(), None);
         Some(old)
     }
 
     fn on_stage(&self, stage_id: &str) -> Vec<String> {
-        let prefix = keys::stage_sessions_prefix(stage_id);
-        let scanned = self
-            .tree
-            .scan_prefix(&prefix)
-            .filter_map(|r| self.note(r))
-            .filter_map(|(k, _)| String::from_utf8(k[prefix.len()..].to_vec()).ok())
-            .collect();
-        self.merge_index(scanned, |s| s.stage_id == stage_id)
+        self.index.on_stage(stage_id)
     }
 
     fn expired(&self, now: Millis, limit: usize) -> Vec<String> {
-        let start = keys::SESSION_BY_LEASE.to_vec();
-        let end = keys::lease_bound(now);
-        let scanned = self
-            .tree
-            .range(start..end)
-            .filter_map(|r| self.note(r))
-            .filter_map(|(k, _)| String::from_utf8(k[keys::SESSION_BY_LEASE.len() + 8..].to_vec()).ok())
-            .take(limit.saturating_add(self.overlay.len()))
-            .collect();
-        let mut ids = self.merge_index(scanned, |s| s.lease_until < now);
-        let lease = |id: &String| self.current(id).map(|s| s.lease_until).unwrap_or(Millis::MAX);
-        ids.sort_by_key(|id| (lease(id), id.clone()));
-        ids.truncate(limit);
-        ids
+        self.index.expired(now, limit)
     }
 }
 
@@ -173,17 +212,48 @@ mod tests {
     fn sled_sessions_keep_their_indexes_in_step_before_and_after_the_batch_lands() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("sm").unwrap();
+        let mut index = SessionIndex::default();
         // within one apply call (overlay only)
-        let mut s = SledSessions::new(&tree);
+        let mut s = SledSessions::new(&tree, &mut index);
         crate::fleet::sessions::check_sessions_contract(&mut s);
         // across apply calls: what one call wrote, the next reads from sled
         let batch = std::mem::take(&mut s.batch);
         tree.apply_batch(batch).unwrap();
-        let s2 = SledSessions::new(&tree);
-        assert_eq!(s2.by_user("b", "bob").unwrap().stage_id, "b:1");
-        assert!(s2.by_user("b", "alice").is_none());
-        assert_eq!(s2.on_stage("b:1").len(), 2);
-        assert!(s2.on_stage("b:0").is_empty());
-        assert_eq!(s2.expired(1_000, 10).len(), 2);
+        let check = |index: &mut SessionIndex| {
+            let s2 = SledSessions::new(&tree, index);
+            assert_eq!(s2.by_user("b", "bob").unwrap().stage_id, "b:1");
+            assert!(s2.by_user("b", "alice").is_none());
+            assert_eq!(s2.on_stage("b:1").len(), 2);
+            assert!(s2.on_stage("b:0").is_empty());
+            assert_eq!(s2.expired(1_000, 10).len(), 2);
+        };
+        check(&mut index);
+        // and an index rebuilt from the records alone (a restart) answers the same
+        let mut rebuilt = SessionIndex::load(&tree).unwrap();
+        assert_eq!(rebuilt.len(), index.len());
+        check(&mut rebuilt);
+    }
+
+    #[test]
+    fn a_new_session_is_one_sled_key() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("sm").unwrap();
+        let mut index = SessionIndex::default();
+        let mut s = SledSessions::new(&tree, &mut index);
+        s.put(Session {
+            id: "s1".into(),
+            broadcast_id: "b".into(),
+            user_id: "u".into(),
+            stage_id: "b:0".into(),
+            participant_id: "p".into(),
+            attributes: Default::default(),
+            joined_at: 0,
+            last_seen: 0,
+            lease_until: 10,
+        });
+        let batch = std::mem::take(&mut s.batch);
+        tree.apply_batch(batch).unwrap();
+        assert_eq!(tree.len(), 1);
+        assert!(stored(&tree, "s1").unwrap().is_some());
     }
 }
