@@ -219,6 +219,19 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     for (vars, code) in cases {
         assert_eq!(n.err(join, vars.clone(), None).await, code, "join with {vars}");
     }
+    // Variables of the wrong type. The document passed validation above, so the node no longer
+    // re-validates it: these must still be refused before anything runs.
+    let wrong_types = [
+        json!({"b": "b", "u": 5}),
+        json!({"b": "b", "u": null}),
+        json!({"b": "b"}),
+        json!({"b": ["b"], "u": "u"}),
+        json!({"b": "b", "u": "u", "a": [{"key": "k"}]}),
+        json!({"b": "b", "u": "u", "a": "not a list of attributes"}),
+    ];
+    for vars in wrong_types {
+        assert_eq!(n.err(join, vars.clone(), None).await, "BAD_REQUEST", "join with {vars}");
+    }
     // malformed GraphQL, malformed JSON, too deep, wrong key, missing key
     assert_eq!(n.err("mutation { joinBroadcast(", json!({}), None).await, "BAD_REQUEST");
     let too_deep = format!(

@@ -9,6 +9,7 @@ pub mod graphql;
 pub mod health;
 pub mod parse_cache;
 pub mod schema;
+pub mod validation_cache;
 
 use std::sync::Arc;
 use std::time::Duration;

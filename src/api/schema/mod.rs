@@ -21,6 +21,7 @@ pub fn build_schema(node: Option<Arc<Node>>, max_depth: usize, max_complexity: u
     let mut b = Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(max_depth)
         .limit_complexity(max_complexity)
+        .extension(super::validation_cache::ValidationCache::new(256))
         .register_output_type::<ErrorCode>();
     if let Some(node) = node {
         let limits = JoinLimits::new(
