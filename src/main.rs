@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             let d = Config::default();
             print!(
                 "{}",
-                stagefleet::api::schema::build_schema(None, d.graphql_max_depth, d.graphql_max_complexity).sdl()
+                stagefleet::api::schema::sdl_schema(d.graphql_max_depth, d.graphql_max_complexity).sdl()
             );
             Ok(())
         }

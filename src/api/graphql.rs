@@ -61,8 +61,19 @@ pub async fn post_graphql(
             return error_body(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &msg);
         }
     };
-    let request = app.parsed.prepare(request);
-    let mut response = app.schema.execute(request.data(principal)).await;
+    let (request, validated) = app.parsed.prepare(request);
+    let query = (!validated).then(|| request.query.clone());
+    let schema = if validated { &app.schema_validated } else { &app.schema };
+    let mut response = schema.execute(request.data(principal)).await;
+    // Errors without a code come from async-graphql itself (parse, validation, coercion); ours
+    // always carry one. None at all means the document passed every validation rule.
+    let uncoded = |e: &async_graphql::ServerError| e.extensions.as_ref().is_none_or(|x| x.get("code").is_none());
+    if !validated
+        && !response.errors.iter().any(uncoded)
+        && let Some(q) = query
+    {
+        app.parsed.passed_validation(&q);
+    }
     for err in &mut response.errors {
         let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
         if ext.get("code").is_none() {

@@ -9,7 +9,6 @@ pub mod graphql;
 pub mod health;
 pub mod parse_cache;
 pub mod schema;
-pub mod validation_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +23,10 @@ use schema::AppSchema;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<Node>,
+    /// Every validation rule: for documents this node has not seen pass yet, and for WebSockets.
     pub schema: AppSchema,
+    /// Depth and complexity only: for documents that passed `schema`'s validation before.
+    pub schema_validated: AppSchema,
     pub parsed: Arc<parse_cache::ParseCache>,
 }
 
@@ -32,24 +34,35 @@ pub struct AppState {
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(node: Arc<Node>) -> Router {
-    let schema = schema::build_schema(
-        Some(node.clone()),
-        node.cfg.graphql_max_depth,
-        node.cfg.graphql_max_complexity,
+    let limits = Arc::new(auth::JoinLimits::new(
+        node.cfg.viewer_join,
+        node.cfg.join_rate_per_ip,
+        node.cfg.join_rate_per_key,
+    ));
+    let build = |mode| {
+        schema::build_schema(
+            node.clone(),
+            limits.clone(),
+            node.cfg.graphql_max_depth,
+            node.cfg.graphql_max_complexity,
+            mode,
+        )
+    };
+    let (schema, schema_validated) = (
+        build(async_graphql::ValidationMode::Strict),
+        build(async_graphql::ValidationMode::Fast),
     );
-    let limits = schema.data::<Arc<auth::JoinLimits>>().cloned();
-    if let Some(limits) = limits {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                limits.prune();
-            }
-        });
-    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.prune();
+        }
+    });
     let state = AppState {
         node,
         schema,
+        schema_validated,
         parsed: Arc::new(parse_cache::ParseCache::new(256)),
     };
     Router::new()

@@ -6,7 +6,7 @@ pub mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Schema};
+use async_graphql::{Context, EmptySubscription, ID, Object, Schema, SchemaBuilder, ValidationMode};
 
 use self::types::*;
 use super::auth::{JoinLimits, Principal};
@@ -16,22 +16,33 @@ use crate::node::Node;
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Build the schema. `node` is `None` only for printing the SDL.
-pub fn build_schema(node: Option<Arc<Node>>, max_depth: usize, max_complexity: usize) -> AppSchema {
-    let mut b = Schema::build(Query, Mutation, EmptySubscription)
+/// The schema with nothing attached, for printing the SDL.
+pub fn sdl_schema(max_depth: usize, max_complexity: usize) -> AppSchema {
+    builder(max_depth, max_complexity).finish()
+}
+
+/// The schema the node serves, in one of two validation modes. `Strict` runs every rule; `Fast`
+/// only computes depth and complexity and is used for documents that already passed `Strict`
+/// (see `parse_cache`). Both share `node` and the one set of join limits.
+pub fn build_schema(
+    node: Arc<Node>,
+    limits: Arc<JoinLimits>,
+    max_depth: usize,
+    max_complexity: usize,
+    mode: ValidationMode,
+) -> AppSchema {
+    builder(max_depth, max_complexity)
+        .validation_mode(mode)
+        .data(node)
+        .data(limits)
+        .finish()
+}
+
+fn builder(max_depth: usize, max_complexity: usize) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(max_depth)
         .limit_complexity(max_complexity)
-        .extension(super::validation_cache::ValidationCache::new(256))
-        .register_output_type::<ErrorCode>();
-    if let Some(node) = node {
-        let limits = JoinLimits::new(
-            node.cfg.viewer_join,
-            node.cfg.join_rate_per_ip,
-            node.cfg.join_rate_per_key,
-        );
-        b = b.data(node).data(Arc::new(limits));
-    }
-    b.finish()
+        .register_output_type::<ErrorCode>()
 }
 
 fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
@@ -287,7 +298,7 @@ mod tests {
     #[test]
     fn schema_graphql_is_what_the_server_serves() {
         let d = crate::config::Config::default();
-        let served = super::build_schema(None, d.graphql_max_depth, d.graphql_max_complexity).sdl();
+        let served = super::sdl_schema(d.graphql_max_depth, d.graphql_max_complexity).sdl();
         let committed =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap_or_default();
         assert!(
