@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+/// How often the samplers read `/proc`.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
 /// Linux reports CPU times in USER_HZ ticks, fixed at 100 per second in the user-space ABI.
 const TICKS_PER_SEC: f64 = 100.0;
 
@@ -45,10 +48,11 @@ struct State {
     last: Option<(u32, u64, Instant)>,
 }
 
-/// Samples a PID every `every` until dropped.
+/// Samples a PID every `every` until dropped or frozen.
 pub struct Sampler {
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
+    frozen: Option<ProcUsage>,
 }
 
 impl Sampler {
@@ -62,14 +66,30 @@ impl Sampler {
                 sample(&st, pid.load(Ordering::Relaxed));
             }
         });
-        Self { state, task }
+        Self {
+            state,
+            task,
+            frozen: None,
+        }
     }
 
     pub fn own() -> Self {
-        Self::start(Arc::new(AtomicU32::new(std::process::id())), Duration::from_millis(250))
+        Self::start(Arc::new(AtomicU32::new(std::process::id())), SAMPLE_EVERY)
+    }
+
+    /// Take one last sample and keep the usage as it is now: the scenario's load is over, and what
+    /// follows (the ledger check verifies thousands of signatures) is not part of it.
+    pub fn freeze(&mut self) {
+        if self.frozen.is_none() {
+            self.task.abort();
+            self.frozen = Some(self.usage());
+        }
     }
 
     pub fn usage(&self) -> ProcUsage {
+        if let Some(u) = &self.frozen {
+            return u.clone();
+        }
         let s = self.state.lock().expect("sampler state");
         let mut u = s.usage.clone();
         if s.wall_secs > 0.0 {

@@ -116,7 +116,7 @@ impl Report {
         for (name, u) in [("server", &self.server), ("loadgen", &self.loadgen)] {
             if let Some(u) = u {
                 s += &format!(
-                    "{name}: CPU avg {:.0}% peak {:.0}% (100% = one core), RSS peak {:.1} MiB, last {:.1} MiB\n",
+                    "{name} during the load: CPU avg {:.0}% peak {:.0}% (100% = one core), RSS peak {:.1} MiB, last {:.1} MiB\n",
                     u.cpu_percent_avg, u.cpu_percent_peak, u.rss_peak_mib, u.rss_last_mib
                 );
             }

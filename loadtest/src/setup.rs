@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::api::Api;
 use crate::cli::Common;
 use crate::ledger::Ledger;
-use crate::procstat::Sampler;
+use crate::procstat::{SAMPLE_EVERY, Sampler};
 use crate::report::Report;
 use crate::target::{LocalNode, Targets, wait_ready};
 use crate::verify::{self, Verdict};
@@ -80,9 +80,7 @@ impl Setup {
                 (id, true)
             }
         };
-        let server = node
-            .as_ref()
-            .map(|n| Sampler::start(n.pid.clone(), Duration::from_secs(1)));
+        let server = node.as_ref().map(|n| Sampler::start(n.pid.clone(), SAMPLE_EVERY));
         Ok(Self {
             common: common.clone(),
             api,
@@ -93,6 +91,20 @@ impl Setup {
             loadgen: Sampler::own(),
             _tmp: tmp,
         })
+    }
+
+    /// The load starts now: CPU and RSS are measured from here (not during setup).
+    pub fn load_begins(&mut self) {
+        self.server = self.node.as_ref().map(|n| Sampler::start(n.pid.clone(), SAMPLE_EVERY));
+        self.loadgen = Sampler::own();
+    }
+
+    /// The load is over: keep CPU and RSS as measured so far (not the ledger check that follows).
+    pub fn load_ends(&mut self) {
+        if let Some(s) = self.server.as_mut() {
+            s.freeze();
+        }
+        self.loadgen.freeze();
     }
 
     /// Counts can be compared exactly when nobody else writes to the broadcast.

@@ -70,7 +70,7 @@ impl Pool {
 }
 
 pub async fn run(args: &ChurnArgs) -> anyhow::Result<Report> {
-    let setup = Setup::new(&args.common, false).await?;
+    let mut setup = Setup::new(&args.common, false).await?;
     let pool = Arc::new(Pool {
         api: setup.api.clone(),
         broadcast: setup.broadcast.clone(),
@@ -87,11 +87,13 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<Report> {
         label: "churn".into(),
     };
     let p = pool.clone();
+    setup.load_begins();
     let outcome = drive(&load, move |i| {
         let p = p.clone();
         async move { p.op(i).await }
     })
     .await;
+    setup.load_ends();
     let mut report = setup.report("churn");
     report
         .phases

@@ -89,6 +89,7 @@ impl Storm {
 
 pub async fn run(args: &CrashArgs) -> anyhow::Result<Report> {
     let mut setup = Setup::new(&args.common, true).await?;
+    setup.load_begins();
     let mut node: LocalNode = setup.node.take().context("crash starts its own node")?;
     let storm = Arc::new(Storm {
         api: setup.api.clone(),
@@ -138,6 +139,7 @@ pub async fn run(args: &CrashArgs) -> anyhow::Result<Report> {
         rejoined += storm.rejoin_sample(args.rejoin_sample).await.unwrap_or(0);
     }
     let outcome = storm_task.await?;
+    setup.load_ends();
     setup.node = Some(node);
 
     let mut report = setup.report("crash");

@@ -17,7 +17,7 @@ use crate::setup::Setup;
 use crate::ws::{self, HoldPlan, HoldTally};
 
 pub async fn run(args: &HoldArgs) -> anyhow::Result<Report> {
-    let setup = Setup::new(&args.common, false).await?;
+    let mut setup = Setup::new(&args.common, false).await?;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let tally = Arc::new(HoldTally::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -36,6 +36,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<Report> {
         args.common.user_prefix.clone(),
     );
     let (l, t, h) = (ledger.clone(), tally.clone(), holders.clone());
+    setup.load_begins();
     let outcome = drive(&load, move |i| {
         let (api, broadcast, l, t, h, stop) = (
             api.clone(),
@@ -81,6 +82,7 @@ pub async fn run(args: &HoldArgs) -> anyhow::Result<Report> {
     }
     bar.finish_and_clear();
     let open_at_end = tally.open.load(Ordering::Relaxed);
+    setup.load_ends();
     // Verify while every socket is still open: held sessions must all be alive.
     let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
     let verdict = setup.verify(&ledger).await?;

@@ -16,7 +16,7 @@ pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
         eprintln!("calibrating ES384 signing for {}s x 2 ...", args.calibrate_secs);
         calibrate::run(args.calibrate_secs)
     });
-    let setup = Setup::new(&args.common, false).await?;
+    let mut setup = Setup::new(&args.common, false).await?;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let load = Load {
         total: args.viewers,
@@ -30,6 +30,7 @@ pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
         args.common.user_prefix.clone(),
     );
     let l = ledger.clone();
+    setup.load_begins();
     let outcome = drive(&load, move |i| {
         let (api, broadcast, l) = (api.clone(), broadcast.clone(), l.clone());
         let user = super::user_id(&prefix, i);
@@ -40,6 +41,7 @@ pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
         }
     })
     .await;
+    setup.load_ends();
     let mut report = setup.report("join-storm");
     let phase = Phase::from_outcome("joins", &outcome);
     report.signing_ratio = calibration
