@@ -12,7 +12,7 @@ pub trait Sessions {
     /// Insert or replace, keeping every index in step.
     fn put(&mut self, session: Session);
     fn remove(&mut self, id: &str) -> Option<Session>;
-    /// Ids of the sessions seated on `stage_id`.
+    /// Ids of the sessions seated on `stage_id`, sorted (transitions must not depend on hashing).
     fn on_stage(&self, stage_id: &str) -> Vec<String>;
     /// Ids of the sessions whose lease ended before `now`, at most `limit`.
     fn expired(&self, now: Millis, limit: usize) -> Vec<String>;
@@ -119,6 +119,9 @@ pub fn check_sessions_contract(store: &mut dyn Sessions) {
     assert!(store.by_user("b", "alice").is_none());
     assert!(store.get("1").is_none());
     assert!(store.on_stage("b:0").is_empty());
+    store.put(s("9", "dave", "b:1", 500));
+    store.put(s("4", "erin", "b:1", 500));
+    assert_eq!(store.on_stage("b:1"), ["2", "3", "4", "9"], "sorted by id");
 }
 
 #[cfg(test)]

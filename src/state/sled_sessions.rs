@@ -8,7 +8,7 @@
 //! in place under the state machine's write lock, which is held until that batch has landed.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::keys;
 use crate::fleet::sessions::Sessions;
@@ -28,7 +28,9 @@ struct Indexed {
 pub struct SessionIndex {
     by_id: HashMap<String, Indexed>,
     by_user: HashMap<(String, String), String>,
-    by_stage: HashMap<String, BTreeSet<String>>,
+    /// Unordered (O(1) to add a viewer to a big stage); [`Self::on_stage`] sorts, so every node
+    /// applies the same transitions in the same order.
+    by_stage: HashMap<String, HashSet<String>>,
     by_lease: BTreeSet<(Millis, String)>,
 }
 
@@ -63,11 +65,15 @@ impl SessionIndex {
         self.by_user.get(&(broadcast_id.to_string(), user_id.to_string()))
     }
 
+    /// Sorted by id.
     pub fn on_stage(&self, stage_id: &str) -> Vec<String> {
-        self.by_stage
+        let mut ids: Vec<String> = self
+            .by_stage
             .get(stage_id)
             .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
 
     /// Sessions whose lease ended before `now`, oldest first, at most `limit`.
@@ -223,9 +229,10 @@ mod tests {
             let s2 = SledSessions::new(&tree, index);
             assert_eq!(s2.by_user("b", "bob").unwrap().stage_id, "b:1");
             assert!(s2.by_user("b", "alice").is_none());
-            assert_eq!(s2.on_stage("b:1").len(), 2);
+            assert_eq!(s2.on_stage("b:1"), ["2", "3", "4", "9"]);
             assert!(s2.on_stage("b:0").is_empty());
-            assert_eq!(s2.expired(1_000, 10).len(), 2);
+            assert_eq!(s2.expired(450, 10), ["3", "2"], "oldest lease first");
+            assert_eq!(s2.expired(1_000, 10).len(), 4);
         };
         check(&mut index);
         // and an index rebuilt from the records alone (a restart) answers the same
