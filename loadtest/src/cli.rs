@@ -91,7 +91,8 @@ pub struct JoinStormArgs {
     /// Joins offered per second; omit for open loop (as fast as --concurrency allows).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Run `calibrate` first and state admitted joins/s as a share of the 2-thread signing rate.
+    /// Run `calibrate` before and after the load and state admitted joins/s as a share of the
+    /// better 2-thread signing rate of the two.
     #[arg(long)]
     pub calibrate: bool,
     #[arg(long, default_value_t = 3.0)]

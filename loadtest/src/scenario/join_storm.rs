@@ -42,6 +42,13 @@ pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
     })
     .await;
     setup.load_ends();
+    // Again after the load (nothing else runs now): the ratio uses the better of the two.
+    let calibration = calibration.map(|before| {
+        eprintln!("calibrating ES384 signing again after the load ...");
+        let after = calibrate::run(args.calibrate_secs);
+        eprint!("before the load: {}after the load:  {}", before.text(), after.text());
+        before.best(&after)
+    });
     let mut report = setup.report("join-storm");
     let phase = Phase::from_outcome("joins", &outcome);
     report.signing_ratio = calibration
