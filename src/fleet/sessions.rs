@@ -78,13 +78,19 @@ impl Sessions for MemorySessions {
     }
 
     fn expired(&self, now: Millis, limit: usize) -> Vec<String> {
-        self.by_lease
-            .iter()
-            .take_while(|(t, _)| *t < now)
-            .take(limit)
-            .map(|(_, id)| id.clone())
-            .collect()
+        lapsed(&self.by_lease, now, limit)
     }
+}
+
+/// From a (lease end, session id) index: the ids whose lease ended before `now`, oldest first, at
+/// most `limit`.
+pub fn lapsed(by_lease: &BTreeSet<(Millis, String)>, now: Millis, limit: usize) -> Vec<String> {
+    by_lease
+        .iter()
+        .take_while(|(t, _)| *t < now)
+        .take(limit)
+        .map(|(_, id)| id.clone())
+        .collect()
 }
 
 /// Behaviour every [`Sessions`] implementation must show; run against each twin.

@@ -78,12 +78,7 @@ impl SessionIndex {
 
     /// Sessions whose lease ended before `now`, oldest first, at most `limit`.
     pub fn expired(&self, now: Millis, limit: usize) -> Vec<String> {
-        self.by_lease
-            .iter()
-            .take_while(|(t, _)| *t < now)
-            .take(limit)
-            .map(|(_, id)| id.clone())
-            .collect()
+        crate::fleet::sessions::lapsed(&self.by_lease, now, limit)
     }
 
     fn insert(&mut self, s: &Session) {
