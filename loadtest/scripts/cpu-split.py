@@ -28,10 +28,11 @@ def threads(pid):
         except Exception: pass
     return out
 time.sleep(4)
-spid = subprocess.run(["pgrep","-n","-f",binary+" serve"],capture_output=True,text=True).stdout.split()
-if not spid:
-    spid = subprocess.run(["pgrep","-n","stagefleet"],capture_output=True,text=True).stdout.split()
-spid = spid[0]
+# The node is the load generator's child process.
+children = subprocess.run(["pgrep", "-P", str(lt.pid)], capture_output=True, text=True).stdout.split()
+if not children:
+    sys.exit("no node process found under the load generator (did it start?)")
+spid = children[-1]
 a, la = threads(spid), threads(lt.pid)
 t0 = time.time(); time.sleep(5); t1 = time.time()
 b, lb = threads(spid), threads(lt.pid)
