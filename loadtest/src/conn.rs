@@ -141,10 +141,7 @@ impl ConnPool {
         if let Err(e) = conn.stream.write_all(request).await {
             return Err(Failure::Stale(e.to_string()));
         }
-        read_answer(conn).await.map_err(|e| match e {
-            ReadError::ClosedEarly => Failure::Stale("connection closed before an answer".into()),
-            ReadError::Other(m) => Failure::Broken(m),
-        })
+        read_answer(conn).await
     }
 }
 
@@ -155,19 +152,14 @@ enum Failure {
     Broken(String),
 }
 
-enum ReadError {
-    ClosedEarly,
-    Other(String),
-}
-
 /// Read more bytes into `conn.buf`; `Ok(0)` means the peer closed.
 async fn fill(conn: &mut Conn) -> std::io::Result<usize> {
     conn.buf.reserve(8192);
     conn.stream.read_buf(&mut conn.buf).await
 }
 
-async fn read_answer(conn: &mut Conn) -> Result<(u16, Vec<u8>, bool), ReadError> {
-    let other = |m: String| ReadError::Other(m);
+async fn read_answer(conn: &mut Conn) -> Result<(u16, Vec<u8>, bool), Failure> {
+    let other = Failure::Broken;
     // Status line and headers.
     let (head_len, status, framing, keep_alive) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -199,7 +191,9 @@ async fn read_answer(conn: &mut Conn) -> Result<(u16, Vec<u8>, bool), ReadError>
             Err(e) => return Err(other(format!("not an HTTP answer: {e}"))),
         }
         match fill(conn).await {
-            Ok(0) | Err(_) if conn.buf.is_empty() => return Err(ReadError::ClosedEarly),
+            Ok(0) | Err(_) if conn.buf.is_empty() => {
+                return Err(Failure::Stale("connection closed before an answer".into()));
+            }
             Ok(0) => return Err(other("closed inside the answer head".into())),
             Err(e) => return Err(other(e.to_string())),
             Ok(_) => {}
@@ -238,8 +232,8 @@ async fn read_answer(conn: &mut Conn) -> Result<(u16, Vec<u8>, bool), ReadError>
 }
 
 /// Decode a chunked body that starts at `pos` in `conn.buf`.
-async fn read_chunked(conn: &mut Conn, mut pos: usize) -> Result<Vec<u8>, ReadError> {
-    let other = |m: &str| ReadError::Other(m.to_string());
+async fn read_chunked(conn: &mut Conn, mut pos: usize) -> Result<Vec<u8>, Failure> {
+    let other = |m: &str| Failure::Broken(m.to_string());
     let mut body = Vec::new();
     loop {
         let (size_len, size) = loop {

@@ -77,8 +77,8 @@ impl Sampler {
         Self::start(Arc::new(AtomicU32::new(std::process::id())), SAMPLE_EVERY)
     }
 
-    /// Take one last sample and keep the usage as it is now: the scenario's load is over, and what
-    /// follows (the ledger check verifies thousands of signatures) is not part of it.
+    /// Stop sampling and keep the usage as of the last sample: the scenario's load is over, and
+    /// what follows (the ledger check verifies thousands of signatures) is not part of it.
     pub fn freeze(&mut self) {
         if self.frozen.is_none() {
             self.task.abort();

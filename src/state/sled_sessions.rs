@@ -15,7 +15,7 @@ use crate::fleet::sessions::Sessions;
 use crate::fleet::{Millis, Session};
 
 /// What the index keeps of one session.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Indexed {
     broadcast_id: String,
     user_id: String,
@@ -27,7 +27,8 @@ struct Indexed {
 #[derive(Debug, Default)]
 pub struct SessionIndex {
     by_id: HashMap<String, Indexed>,
-    by_user: HashMap<(String, String), String>,
+    /// broadcast → user → session (nested, so a lookup by `&str` allocates nothing).
+    by_user: HashMap<String, HashMap<String, String>>,
     /// Unordered (O(1) to add a viewer to a big stage); [`Self::on_stage`] sorts, so every node
     /// applies the same transitions in the same order.
     by_stage: HashMap<String, HashSet<String>>,
@@ -60,9 +61,7 @@ impl SessionIndex {
     }
 
     pub fn id_by_user(&self, broadcast_id: &str, user_id: &str) -> Option<&String> {
-        // Keyed by owned strings; the lookup allocates two small strings rather than keep a
-        // second, borrowed-key map.
-        self.by_user.get(&(broadcast_id.to_string(), user_id.to_string()))
+        self.by_user.get(broadcast_id)?.get(user_id)
     }
 
     /// Sorted by id.
@@ -84,7 +83,9 @@ impl SessionIndex {
     fn insert(&mut self, s: &Session) {
         self.remove(&s.id);
         self.by_user
-            .insert((s.broadcast_id.clone(), s.user_id.clone()), s.id.clone());
+            .entry(s.broadcast_id.clone())
+            .or_default()
+            .insert(s.user_id.clone(), s.id.clone());
         self.by_stage
             .entry(s.stage_id.clone())
             .or_default()
@@ -105,9 +106,13 @@ impl SessionIndex {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        let user = (old.broadcast_id, old.user_id);
-        if self.by_user.get(&user).is_some_and(|v| v == id) {
-            self.by_user.remove(&user);
+        if let Some(users) = self.by_user.get_mut(&old.broadcast_id) {
+            if users.get(&old.user_id).is_some_and(|v| v == id) {
+                users.remove(&old.user_id);
+            }
+            if users.is_empty() {
+                self.by_user.remove(&old.broadcast_id);
+            }
         }
         if let Some(ids) = self.by_stage.get_mut(&old.stage_id) {
             ids.remove(id);
