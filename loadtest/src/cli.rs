@@ -11,6 +11,10 @@ use clap::{Args, Parser, Subcommand};
     about = "Load stagefleet through its public GraphQL API: admitted joins/s, join latency, and a ledger check that nothing was lost"
 )]
 pub struct Cli {
+    /// Threads that generate load (0 = one per core). On the node's own machine, 1 leaves the
+    /// most CPU to the node; the ledger check and `calibrate` use their own threads.
+    #[arg(long, global = true, default_value_t = 0, env = "LOADTEST_THREADS")]
+    pub threads: usize,
     #[command(subcommand)]
     pub scenario: Scenario,
 }

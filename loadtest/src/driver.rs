@@ -1,5 +1,5 @@
 //! The shared load driver: issues `total` operations at a fixed rate or open loop, at most
-//! `concurrency` in flight (a semaphore), records each latency in HDR histograms and each failure
+//! `concurrency` in flight (that many workers), records each latency in HDR histograms and each failure
 //! by its `extensions.code`, and shows an `indicatif` progress bar on stderr.
 //!
 //! What an operation does (join, join+leave, join+hold…) is the scenario's closure; the driver
@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::api::ApiError;
@@ -72,66 +72,90 @@ struct Tally {
     latency_from_due: Histogram<u64>,
 }
 
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            errors: BTreeMap::new(),
+            latency: histogram(),
+            latency_from_due: histogram(),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+        self.latency.add(other.latency).expect("histograms share bounds");
+        self.latency_from_due
+            .add(other.latency_from_due)
+            .expect("histograms share bounds");
+    }
+}
+
 /// Run `op(i)` for i in 0..total. `op` returns `Ok` for an operation the server acknowledged.
+///
+/// `concurrency` workers each take the next index, wait for its due time (fixed rate) and run
+/// it, as wrk's connections do: nothing is spawned or locked per operation, and each worker keeps
+/// its own tallies until the end (the generator shares the machine with the node it measures).
 pub async fn drive<F, Fut>(load: &Load, op: F) -> Outcome
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
 {
     let op = Arc::new(op);
-    let slots = Arc::new(Semaphore::new(load.concurrency.max(1)));
-    let tally = Arc::new(Mutex::new(Tally {
-        ok: 0,
-        errors: BTreeMap::new(),
-        latency: histogram(),
-        latency_from_due: histogram(),
-    }));
+    let next = Arc::new(AtomicU64::new(0));
+    let errors_seen = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(load.total, &load.label);
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for i in 0..load.total {
-        let due = started + pacing::due(i, load.rate);
-        tokio::time::sleep_until(due.into()).await;
-        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-        let (op, tally, bar) = (op.clone(), tally.clone(), bar.clone());
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            let result = op(i).await;
-            let done = Instant::now();
-            drop(permit);
-            let mut t = tally.lock().expect("tally");
+    let mut workers = JoinSet::new();
+    for _ in 0..load.concurrency.max(1).min(load.total.max(1) as usize) {
+        let (op, next, errors_seen, bar) = (op.clone(), next.clone(), errors_seen.clone(), bar.clone());
+        let (total, rate) = (load.total, load.rate);
+        workers.spawn(async move {
+            let mut t = Tally::new();
             let micros = |d: Duration| (d.as_micros() as u64).clamp(1, 600_000_000);
-            match result {
-                Ok(()) => {
-                    t.ok += 1;
-                    t.latency.saturating_record(micros(done - sent));
-                    t.latency_from_due.saturating_record(micros(done - due));
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return t;
                 }
-                Err(e) => {
-                    *t.errors.entry(e.code()).or_default() += 1;
-                    let n: u64 = t.errors.values().sum();
-                    bar.set_message(format!("errors {n} (last {})", e.code()));
+                let due = started + pacing::due(i, rate);
+                if rate.is_some() {
+                    tokio::time::sleep_until(due.into()).await;
                 }
+                let sent = Instant::now();
+                let result = op(i).await;
+                let done = Instant::now();
+                match result {
+                    Ok(()) => {
+                        t.ok += 1;
+                        t.latency.saturating_record(micros(done - sent));
+                        t.latency_from_due.saturating_record(micros(done - due));
+                    }
+                    Err(e) => {
+                        *t.errors.entry(e.code()).or_default() += 1;
+                        let n = errors_seen.fetch_add(1, Ordering::Relaxed) + 1;
+                        bar.set_message(format!("errors {n} (last {})", e.code()));
+                    }
+                }
+                bar.inc(1);
             }
-            bar.inc(1);
         });
-        // Reap finished tasks as we go so the set stays as small as the concurrency.
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
+    let mut tally = Tally::new();
+    while let Some(t) = workers.join_next().await {
+        tally.merge(t.expect("a load worker panicked"));
+    }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let t = Arc::try_unwrap(tally)
-        .ok()
-        .expect("all tasks joined")
-        .into_inner()
-        .expect("tally");
     Outcome {
         offered_rate: load.rate,
-        ok: t.ok,
-        errors: t.errors,
+        ok: tally.ok,
+        errors: tally.errors,
         elapsed,
-        latency: t.latency,
-        latency_from_due: t.latency_from_due,
+        latency: tally.latency,
+        latency_from_due: tally.latency_from_due,
     }
 }

@@ -9,10 +9,21 @@ use loadtest::scenario::{churn, crash, hold, join_storm};
 use loadtest::setup::publish;
 use loadtest::{calibrate, cli};
 
-#[tokio::main]
-async fn main() {
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
     let cli = Cli::parse();
-    let code = match run(cli.scenario).await {
+    let mut runtime = if cli.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if cli.threads > 1 {
+        runtime.worker_threads(cli.threads);
+    }
+    let runtime = runtime.enable_all().build().expect("starting the tokio runtime");
+    let code = match runtime.block_on(run(cli.scenario)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("loadtest: {e:#}");
