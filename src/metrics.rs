@@ -21,6 +21,14 @@ pub struct Metrics {
     pub batch_size: Family<Labels, Histogram>,
     pub ivs_calls: Family<Labels, Counter>,
     pub gauges: Family<Labels, Gauge>,
+    /// HTTP GraphQL requests answered by a compiled plan (`api::compiled`) instead of the executor.
+    pub graphql_compiled: Counter,
+    // Handles on the series every join touches, so the hot path neither allocates labels nor
+    // looks them up.
+    pub joins_admitted: Counter,
+    pub joins_rejoined: Counter,
+    pub viewer_tokens: Counter,
+    pub graphql_http_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -79,8 +87,19 @@ impl Metrics {
             "Fleet and Raft state as this node sees it (name label: broadcasts_live, stages, viewers, raft_term, ...)",
             gauges.clone(),
         );
+        let graphql_compiled = Counter::default();
+        registry.register(
+            "graphql_compiled",
+            "HTTP GraphQL requests answered by a compiled plan (a joinBroadcast document seen before) instead of the executor",
+            graphql_compiled.clone(),
+        );
         Self {
             registry,
+            graphql_compiled,
+            joins_admitted: handle(&joins, label("outcome", "admitted")),
+            joins_rejoined: handle(&joins, label("outcome", "rejoined")),
+            viewer_tokens: handle(&tokens_minted, label("kind", "viewer")),
+            graphql_http_seconds: handle(&graphql_seconds, label("transport", "http")),
             joins,
             join_refusals,
             tokens_minted,
@@ -103,6 +122,14 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
+}
+
+/// The series of `family` with `labels`, to keep and update without looking it up again.
+fn handle<M: Clone, C: prometheus_client::metrics::family::MetricConstructor<M>>(
+    family: &Family<Labels, M, C>,
+    labels: Labels,
+) -> M {
+    family.get_or_create(&labels).clone()
 }
 
 pub fn label(k: &'static str, v: impl Into<String>) -> Labels {

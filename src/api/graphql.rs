@@ -17,7 +17,6 @@ use axum::response::{Html, IntoResponse, Response};
 use super::AppState;
 use super::auth::{Principal, bearer};
 use super::error::ErrorCode;
-use crate::metrics::label;
 
 /// A response holding only errors, in the GraphQL-over-HTTP shape.
 fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
@@ -61,7 +60,17 @@ pub async fn post_graphql(
             return error_body(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &msg);
         }
     };
-    let (request, validated) = app.parsed.prepare(request);
+    let prepared = app.parsed.prepare(request);
+    let mut request = prepared.request;
+    if let Some(plan) = prepared.plan {
+        if let Some(body) = super::compiled::answer(&app, &plan, &request, &principal).await {
+            app.node.metrics.graphql_compiled.inc();
+            app.node.metrics.graphql_http_seconds.observe(started.elapsed().as_secs_f64());
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+        app.parsed.attach(&mut request);
+    }
+    let validated = prepared.validated;
     let query = (!validated).then(|| request.query.clone());
     let schema = if validated { &app.schema_validated } else { &app.schema };
     let mut response = schema.execute(request.data(principal)).await;
@@ -80,11 +89,7 @@ pub async fn post_graphql(
             ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
         }
     }
-    app.node
-        .metrics
-        .graphql_seconds
-        .get_or_create(&label("transport", "http"))
-        .observe(started.elapsed().as_secs_f64());
+    app.node.metrics.graphql_http_seconds.observe(started.elapsed().as_secs_f64());
     let body = serde_json::to_vec(&response).expect("responses serialize");
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

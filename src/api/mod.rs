@@ -4,6 +4,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod compiled;
 pub mod error;
 pub mod graphql;
 pub mod health;
@@ -28,6 +29,7 @@ pub struct AppState {
     /// Depth and complexity only: for documents that passed `schema`'s validation before.
     pub schema_validated: AppSchema,
     pub parsed: Arc<parse_cache::ParseCache>,
+    pub limits: Arc<auth::JoinLimits>,
 }
 
 /// Largest request body accepted (GraphQL documents are small; attributes are capped at 1 KB).
@@ -52,11 +54,12 @@ pub fn router(node: Arc<Node>) -> Router {
         build(async_graphql::ValidationMode::Strict),
         build(async_graphql::ValidationMode::Fast),
     );
+    let pruned = limits.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            limits.prune();
+            pruned.prune();
         }
     });
     let state = AppState {
@@ -64,6 +67,7 @@ pub fn router(node: Arc<Node>) -> Router {
         schema,
         schema_validated,
         parsed: Arc::new(parse_cache::ParseCache::new(256)),
+        limits,
     };
     Router::new()
         .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))

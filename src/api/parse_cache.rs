@@ -11,13 +11,25 @@
 //! `tests/single_node.rs`). Depth and complexity are computed for every request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::types::ExecutableDocument;
+
+use super::compiled::{self, JoinPlan};
 
 struct Doc {
     parsed: ExecutableDocument,
     validated: bool,
+    /// For a validated `joinBroadcast` document: its compiled plan (see `compiled`).
+    plan: Option<Arc<JoinPlan>>,
+}
+
+/// A request with its parsed document attached, and what is known of that document.
+pub struct Prepared {
+    pub request: async_graphql::Request,
+    /// The document passed every validation rule before.
+    pub validated: bool,
+    pub plan: Option<Arc<JoinPlan>>,
 }
 
 pub struct ParseCache {
@@ -39,14 +51,31 @@ impl ParseCache {
     /// Attach the parsed document to `request` if this query text was parsed before; otherwise
     /// parse it now and remember it. Parse errors are left for the executor to report. The flag
     /// says whether the document has passed validation before (see [`Self::passed_validation`]).
-    pub fn prepare(&self, mut request: async_graphql::Request) -> (async_graphql::Request, bool) {
+    pub fn prepare(&self, mut request: async_graphql::Request) -> Prepared {
+        let unknown = |request| Prepared {
+            request,
+            validated: false,
+            plan: None,
+        };
         if request.query.len() > MAX_QUERY_BYTES {
-            return (request, false);
+            return unknown(request);
         }
         if let Some(doc) = self.docs.lock().expect("parse cache").get(&request.query) {
+            if let Some(plan) = &doc.plan {
+                // The plan is all it takes to answer: no copy of the document.
+                return Prepared {
+                    plan: Some(plan.clone()),
+                    validated: true,
+                    request,
+                };
+            }
             let validated = doc.validated;
             request.set_parsed_query(doc.parsed.clone());
-            return (request, validated);
+            return Prepared {
+                request,
+                validated,
+                plan: None,
+            };
         }
         if let Ok(parsed) = async_graphql::parser::parse_query(&request.query) {
             let mut docs = self.docs.lock().expect("parse cache");
@@ -56,17 +85,28 @@ impl ParseCache {
             let doc = Doc {
                 parsed: parsed.clone(),
                 validated: false,
+                plan: None,
             };
             docs.insert(request.query.clone(), doc);
             request.set_parsed_query(parsed);
         }
-        (request, false)
+        unknown(request)
     }
 
-    /// `query` went through every validation rule without an error.
+    /// `query` went through every validation rule without an error: from now on it skips them,
+    /// and a `joinBroadcast` document is answered by its compiled plan.
     pub fn passed_validation(&self, query: &str) {
         if let Some(doc) = self.docs.lock().expect("parse cache").get_mut(query) {
             doc.validated = true;
+            doc.plan = compiled::compile(&doc.parsed).map(Arc::new);
+        }
+    }
+
+    /// A request that the plan cannot answer after all (see `compiled::answer`) goes to the
+    /// executor with the document attached again.
+    pub fn attach(&self, request: &mut async_graphql::Request) {
+        if let Some(doc) = self.docs.lock().expect("parse cache").get(&request.query) {
+            request.set_parsed_query(doc.parsed.clone());
         }
     }
 }
@@ -79,25 +119,50 @@ mod tests {
     fn a_query_is_parsed_once_and_the_cache_stays_bounded() {
         let cache = ParseCache::new(2);
         for q in ["{ a }", "{ a }", "{ b }", "{ c }"] {
-            let (mut r, _) = cache.prepare(async_graphql::Request::new(q));
+            let mut r = cache.prepare(async_graphql::Request::new(q)).request;
             assert!(r.parsed_query().is_ok());
         }
         assert!(cache.docs.lock().unwrap().len() <= 2);
-        let (mut bad, validated) = cache.prepare(async_graphql::Request::new("{ broken"));
-        assert!(bad.parsed_query().is_err(), "parse errors still reach the executor");
-        assert!(!validated);
+        let mut bad = cache.prepare(async_graphql::Request::new("{ broken"));
+        assert!(bad.request.parsed_query().is_err(), "parse errors still reach the executor");
+        assert!(!bad.validated);
     }
 
     #[test]
     fn only_documents_marked_as_passing_count_as_validated() {
         let cache = ParseCache::new(8);
-        assert!(!cache.prepare(async_graphql::Request::new("{ a }")).1);
-        assert!(!cache.prepare(async_graphql::Request::new("{ a }")).1);
+        let validated = |q: &str| cache.prepare(async_graphql::Request::new(q)).validated;
+        assert!(!validated("{ a }"));
+        assert!(!validated("{ a }"));
         cache.passed_validation("{ a }");
-        assert!(cache.prepare(async_graphql::Request::new("{ a }")).1);
-        assert!(!cache.prepare(async_graphql::Request::new("{ b }")).1);
+        assert!(validated("{ a }"));
+        assert!(!validated("{ b }"));
         // a document that was never parsed (too long, or forgotten) is not marked
         cache.passed_validation("{ c }");
-        assert!(!cache.prepare(async_graphql::Request::new("{ c }")).1);
+        assert!(!validated("{ c }"));
+    }
+
+    #[test]
+    fn only_validated_join_documents_get_a_plan() {
+        let cache = ParseCache::new(8);
+        let join = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) { token } }";
+        let plan = |q: &str| cache.prepare(async_graphql::Request::new(q)).plan.is_some();
+        assert!(!plan(join), "not before it passed validation");
+        cache.passed_validation(join);
+        assert!(plan(join));
+        let with_fragment = "mutation { joinBroadcast(broadcastId: \"b\", userId: \"u\") { ...J } } \
+                             fragment J on Join { token }";
+        let other_field = "mutation($s: ID!) { leave(sessionId: $s) { id } }";
+        let two_fields = "mutation { a: joinBroadcast(broadcastId: \"b\", userId: \"u\") { token } \
+                          b: joinBroadcast(broadcastId: \"b\", userId: \"v\") { token } }";
+        let directive = "mutation($t: Boolean!) { joinBroadcast(broadcastId: \"b\", userId: \"u\") \
+                         { token @include(if: $t) } }";
+        let query = "query { joinBroadcast: stats { viewers } }";
+        for q in [with_fragment, other_field, two_fields, directive, query] {
+            cache.prepare(async_graphql::Request::new(q));
+            cache.passed_validation(q);
+            assert!(!plan(q), "{q}");
+            assert!(cache.prepare(async_graphql::Request::new(q)).validated);
+        }
     }
 }

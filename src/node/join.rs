@@ -2,22 +2,31 @@
 //! host tokens. No AWS call happens here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::signing::SigningKeys;
 use super::{Node, NodeError, now_ms};
 use crate::fleet::admission::{validate_attributes, validate_id, validate_user_id};
-use crate::fleet::transition::{JoinRequest, Seated};
-use crate::fleet::{BroadcastState, Refusal, Session, Stage};
+use crate::fleet::transition::JoinRequest;
+use crate::fleet::{BroadcastState, Millis, Refusal, Session, Stage};
+use crate::ivs::signer::{Deliver, Signer};
 use crate::ivs::token::{Claims, TokenCapabilities, random_id};
 use crate::metrics::label;
-use crate::state::batcher::BatchKind;
-use crate::state::{Command, Response};
+use crate::state::batcher::{BatchKind, Reply, answer_each};
+use crate::state::{Command, ProposeError, Response};
 
-pub struct JoinKind;
+/// Joins: one `AdmitViewers` entry per batch; once it is applied, the batch's tokens are signed
+/// together on the signer threads, and each viewer is answered by its own token.
+pub struct JoinKind {
+    pub signer: Signer,
+    pub keys: Arc<SigningKeys>,
+    pub token_ttl_minutes: u32,
+}
 
 impl BatchKind for JoinKind {
     type Req = JoinRequest;
-    type Out = Result<Seated, Refusal>;
+    type Out = Result<Joined, NodeError>;
 
     fn command(&self, requests: Vec<JoinRequest>) -> Command {
         Command::AdmitViewers {
@@ -26,11 +35,59 @@ impl BatchKind for JoinKind {
         }
     }
 
-    fn split(&self, response: Response, n: usize) -> Vec<Self::Out> {
-        match response {
-            Response::Admitted(v) if v.len() == n => v,
-            other => unexpected(other, n),
+    fn answer(&self, response: Result<Response, ProposeError>, replies: Vec<Reply<Self::Out>>) {
+        let seated = match response {
+            Ok(Response::Admitted(v)) if v.len() == replies.len() => v,
+            Ok(other) => return answer_each(Ok(unexpected(other, replies.len())), replies),
+            Err(e) => return answer_each(Err(e), replies),
+        };
+        let key = match self.keys.current() {
+            Ok(k) => k,
+            Err(e) => {
+                let outs = (0..replies.len()).map(|_| Err(NodeError::internal(&e))).collect();
+                return answer_each(Ok(outs), replies);
+            }
+        };
+        let now = now_ms();
+        let mut tokens = Vec::with_capacity(seated.len());
+        for (reply, seated) in replies.into_iter().zip(seated) {
+            let seated = match seated {
+                Ok(s) => s,
+                Err(refusal) => {
+                    let _ = reply.send(Ok(Err(refusal.into())));
+                    continue;
+                }
+            };
+            let s = &seated.session;
+            let claims = match claims(
+                &seated.stage,
+                &s.participant_id,
+                &s.user_id,
+                &s.attributes,
+                TokenCapabilities::VIEWER,
+                self.token_ttl_minutes,
+                now,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = reply.send(Ok(Err(e)));
+                    continue;
+                }
+            };
+            let expires_at = claims.exp;
+            let deliver: Deliver = Box::new(move |token| {
+                let joined = Joined {
+                    session: seated.session,
+                    stage: seated.stage,
+                    token,
+                    expires_at,
+                    rejoined: seated.rejoined,
+                };
+                let _ = reply.send(Ok(Ok(joined)));
+            });
+            tokens.push((claims, deliver));
         }
+        self.signer.sign_each(key, tokens);
     }
 }
 
@@ -44,18 +101,49 @@ impl BatchKind for LeaveKind {
         Command::Leave { session_ids }
     }
 
-    fn split(&self, response: Response, n: usize) -> Vec<Self::Out> {
-        match response {
+    fn answer(&self, response: Result<Response, ProposeError>, replies: Vec<Reply<Self::Out>>) {
+        let n = replies.len();
+        let outs = response.map(|r| match r {
             Response::Left(v) if v.len() == n => v,
             other => unexpected(other, n),
-        }
+        });
+        answer_each(outs, replies);
     }
 }
 
-fn unexpected<T>(response: Response, n: usize) -> Vec<Result<T, Refusal>> {
+fn unexpected<T, E: From<Refusal>>(response: Response, n: usize) -> Vec<Result<T, E>> {
     // Cannot happen with a consistent state machine; answer every caller rather than hang them.
     tracing::error!(?response, "state machine answered a batch with the wrong shape");
-    (0..n).map(|_| Err(Refusal::Fenced("batch".into()))).collect()
+    (0..n).map(|_| Err(Refusal::Fenced("batch".into()).into())).collect()
+}
+
+/// The IVS token claims for one participant on `stage`, issued at `now`.
+fn claims(
+    stage: &Stage,
+    participant_id: &str,
+    user_id: &str,
+    attributes: &BTreeMap<String, String>,
+    capabilities: TokenCapabilities,
+    ttl_minutes: u32,
+    now: Millis,
+) -> Result<Claims, NodeError> {
+    let (Some(arn), Some(endpoints)) = (&stage.arn, &stage.endpoints) else {
+        return Err(NodeError::internal(format!("stage {} has no ARN yet", stage.id)));
+    };
+    let iat = now / 1000;
+    Ok(Claims {
+        exp: iat + i64::from(ttl_minutes) * 60,
+        iat,
+        jti: participant_id.to_string(),
+        user_id: Some(user_id.to_string()),
+        resource: arn.clone(),
+        topic: crate::ivs::backend::stage_id_from_arn(arn).to_string(),
+        events_url: endpoints.events.clone(),
+        whip_url: endpoints.whip.clone(),
+        capabilities,
+        attributes: attributes.clone(),
+        version: "1.0".into(),
+    })
 }
 
 /// A viewer's answer: where to sit and the token to get there.
@@ -88,8 +176,12 @@ impl Node {
         let result = self.join_inner(broadcast_id, user_id, attributes).await;
         match &result {
             Ok(j) => {
-                let outcome = if j.rejoined { "rejoined" } else { "admitted" };
-                self.metrics.joins.get_or_create(&label("outcome", outcome)).inc();
+                let outcome = if j.rejoined {
+                    &self.metrics.joins_rejoined
+                } else {
+                    &self.metrics.joins_admitted
+                };
+                outcome.inc();
                 self.metrics.join_seconds.observe(started.elapsed().as_secs_f64());
             }
             Err(e) => {
@@ -127,7 +219,8 @@ impl Node {
             Some(BroadcastState::Live) => {}
             Some(_) => return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into()),
         }
-        let key = self.signing_key()?;
+        // Fail fast (and write nothing) while the node has no key to sign with.
+        self.signing_key()?;
         let request = JoinRequest {
             broadcast_id: broadcast_id.to_string(),
             user_id: user_id.to_string(),
@@ -135,53 +228,9 @@ impl Node {
             session_id: random_id(22),
             participant_id: random_id(16),
         };
-        let seated = self.joins.submit(request).await??;
-        let s = &seated.session;
-        let claims = self.claims(
-            &seated.stage,
-            &s.participant_id,
-            &s.user_id,
-            &s.attributes,
-            TokenCapabilities::VIEWER,
-        )?;
-        let expires_at = claims.exp;
-        let token = self.signer.sign(key, claims).await;
-        self.metrics.tokens_minted.get_or_create(&label("kind", "viewer")).inc();
-        Ok(Joined {
-            session: seated.session,
-            stage: seated.stage,
-            token,
-            expires_at,
-            rejoined: seated.rejoined,
-        })
-    }
-
-    /// The IVS token claims for one participant on `stage`.
-    fn claims(
-        &self,
-        stage: &Stage,
-        participant_id: &str,
-        user_id: &str,
-        attributes: &BTreeMap<String, String>,
-        capabilities: TokenCapabilities,
-    ) -> Result<Claims, NodeError> {
-        let (Some(arn), Some(endpoints)) = (&stage.arn, &stage.endpoints) else {
-            return Err(NodeError::internal(format!("stage {} has no ARN yet", stage.id)));
-        };
-        let iat = now_ms() / 1000;
-        Ok(Claims {
-            exp: iat + i64::from(self.cfg.token_ttl_minutes) * 60,
-            iat,
-            jti: participant_id.to_string(),
-            user_id: Some(user_id.to_string()),
-            resource: arn.clone(),
-            topic: crate::ivs::backend::stage_id_from_arn(arn).to_string(),
-            events_url: endpoints.events.clone(),
-            whip_url: endpoints.whip.clone(),
-            capabilities,
-            attributes: attributes.clone(),
-            version: "1.0".into(),
-        })
+        let joined = self.joins.submit(request).await??;
+        self.metrics.viewer_tokens.inc();
+        Ok(joined)
     }
 
     /// End a session at once and free its seat.
@@ -231,12 +280,14 @@ impl Node {
         let mut out = Vec::new();
         for stage in origins {
             let participant_id = format!("{}-s{}", host.participant_base, stage.slot);
-            let claims = self.claims(
+            let claims = claims(
                 &stage,
                 &participant_id,
                 &host.user_id,
                 &host.attributes,
                 TokenCapabilities::HOST,
+                self.cfg.token_ttl_minutes,
+                now_ms(),
             )?;
             let expires_at = claims.exp;
             let token = self.signer.sign(key.clone(), claims).await;

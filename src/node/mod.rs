@@ -7,8 +7,9 @@ pub mod error;
 pub mod join;
 pub mod keys;
 pub mod ops;
+pub mod signing;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -32,8 +33,8 @@ pub struct Node {
     pub backend: Arc<dyn StageBackend>,
     pub signer: Signer,
     pub metrics: Arc<Metrics>,
-    /// Parsed signing key, cached until the replicated key changes.
-    signing: RwLock<Option<Arc<SigningKey>>>,
+    /// The replicated signing key, parsed.
+    keys: Arc<signing::SigningKeys>,
     joins: Batcher<join::JoinKind>,
     leaves: Batcher<join::LeaveKind>,
     pub presence: crate::control::presence::Presence,
@@ -75,8 +76,15 @@ impl Node {
             max_in_flight: cfg.group_commit_in_flight,
             queue: cfg.group_commit_max_batch * 4,
         };
+        let signer = Signer::new(cfg.signer_threads);
+        let keys = Arc::new(signing::SigningKeys::new(store.shared.clone()));
+        let join_kind = join::JoinKind {
+            signer: signer.clone(),
+            keys: keys.clone(),
+            token_ttl_minutes: cfg.token_ttl_minutes,
+        };
         let m = metrics.clone();
-        let joins = Batcher::spawn(store.clone(), join::JoinKind, batch, move |n| {
+        let joins = Batcher::spawn(store.clone(), join_kind, batch, move |n| {
             m.batch_size
                 .get_or_create(&crate::metrics::label("kind", "join"))
                 .observe(n as f64)
@@ -88,14 +96,14 @@ impl Node {
                 .observe(n as f64)
         });
         let mut node = Node {
-            signer: Signer::new(cfg.signer_threads),
+            signer,
             presence: crate::control::presence::Presence::default(),
             control: crate::control::stages::StageDriver::default(),
             cfg,
             store,
             backend,
             metrics,
-            signing: RwLock::new(None),
+            keys,
             joins,
             leaves,
             emulator,
@@ -110,26 +118,7 @@ impl Node {
 
     /// The key tokens are signed with, as replicated.
     pub fn signing_key(&self) -> Result<Arc<SigningKey>, NodeError> {
-        let record = self
-            .store
-            .shared
-            .read()
-            .fleet
-            .signing_key
-            .clone()
-            .ok_or(NodeError::NoSigningKey)?;
-        if let Some(k) = self.signing.read().expect("signing lock").as_ref() {
-            if k.kid() == record.arn {
-                return Ok(k.clone());
-            }
-        }
-        use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(&record.pkcs8_b64)
-            .map_err(NodeError::internal)?;
-        let key = Arc::new(SigningKey::from_der(&der, record.arn).map_err(NodeError::internal)?);
-        *self.signing.write().expect("signing lock") = Some(key.clone());
-        Ok(key)
+        self.keys.current()
     }
 
     pub async fn shutdown(&self) {

@@ -10,19 +10,36 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::store::{ProposeError, Store};
 use super::{Command, Response};
 
-/// How one kind of request becomes a command and how its answer is split back.
+/// Where one caller's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
+/// How one kind of request becomes a command and how its callers are answered.
 pub trait BatchKind: Send + Sync + 'static {
     type Req: Send + 'static;
     type Out: Send + 'static;
     fn command(&self, reqs: Vec<Self::Req>) -> Command;
-    /// One output per request, in order.
-    fn split(&self, response: Response, n: usize) -> Vec<Self::Out>;
+    /// Answer every caller once the command is applied (or could not be): `replies[i]` sent the
+    /// i-th request. A kind may answer later, from elsewhere (joins answer from the signer).
+    fn answer(&self, response: Result<Response, ProposeError>, replies: Vec<Reply<Self::Out>>);
 }
 
-type Pending<K> = (
-    <K as BatchKind>::Req,
-    oneshot::Sender<Result<<K as BatchKind>::Out, ProposeError>>,
-);
+/// The usual [`BatchKind::answer`]: `outs[i]` to `replies[i]`, or the error to all of them.
+pub fn answer_each<T>(outs: Result<Vec<T>, ProposeError>, replies: Vec<Reply<T>>) {
+    match outs {
+        Ok(outs) => {
+            for (reply, out) in replies.into_iter().zip(outs) {
+                let _ = reply.send(Ok(out));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+type Pending<K> = (<K as BatchKind>::Req, Reply<<K as BatchKind>::Out>);
 
 pub struct Batcher<K: BatchKind> {
     tx: mpsc::Sender<Pending<K>>,
@@ -89,20 +106,9 @@ async fn run<K: BatchKind>(
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let (store, kind) = (store.clone(), kind.clone());
         tokio::spawn(async move {
-            let n = reqs.len();
-            match store.propose(kind.command(reqs)).await {
-                Ok((_, response)) => {
-                    for (reply, out) in replies.into_iter().zip(kind.split(response, n)) {
-                        let _ = reply.send(Ok(out));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            let response = store.propose(kind.command(reqs)).await.map(|(_, r)| r);
             drop(permit);
+            kind.answer(response, replies);
         });
     }
 }

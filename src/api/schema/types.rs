@@ -170,14 +170,7 @@ impl Stage {
     }
     /// Viewers seated on this stage now.
     async fn viewers(&self, ctx: &Context<'_>) -> u32 {
-        node(ctx)
-            .store
-            .shared
-            .read()
-            .fleet
-            .stages
-            .get(&self.0.id)
-            .map_or(self.0.viewers, |s| s.viewers)
+        stage_viewers(node(ctx), &self.0)
     }
     async fn arn(&self) -> Option<&str> {
         self.0.arn.as_deref()
@@ -187,14 +180,34 @@ impl Stage {
         self.0.ivs_id()
     }
     async fn events_url(&self) -> Option<&str> {
-        self.0.endpoints.as_ref().map(|e| e.events.as_str())
+        stage_events_url(&self.0)
     }
     async fn whip_url(&self) -> Option<&str> {
-        self.0.endpoints.as_ref().map(|e| e.whip.as_str())
+        stage_whip_url(&self.0)
     }
     async fn created_at(&self) -> String {
         rfc3339(self.0.created_at)
     }
+}
+
+/// A stage's viewers as applied now (the record may be a copy taken earlier). Shared with the
+/// compiled join (`api::compiled`), as are the two below.
+pub fn stage_viewers(node: &Node, stage: &fleet::Stage) -> u32 {
+    node.store
+        .shared
+        .read()
+        .fleet
+        .stages
+        .get(&stage.id)
+        .map_or(stage.viewers, |s| s.viewers)
+}
+
+pub fn stage_events_url(stage: &fleet::Stage) -> Option<&str> {
+    stage.endpoints.as_ref().map(|e| e.events.as_str())
+}
+
+pub fn stage_whip_url(stage: &fleet::Stage) -> Option<&str> {
+    stage.endpoints.as_ref().map(|e| e.whip.as_str())
 }
 
 pub struct Session(pub fleet::Session);
