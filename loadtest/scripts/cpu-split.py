@@ -16,7 +16,7 @@ e.g. python3 loadtest/scripts/cpu-split.py target/release/stagefleet 60000 --gro
 import subprocess, time, os, sys, glob, re
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/stagefleet"
 viewers = sys.argv[2] if len(sys.argv) > 2 else "60000"
-lt = subprocess.Popen([os.environ.get("LOADTEST", "target/release/loadtest"),"join-storm","--server-bin",binary,"--viewers",viewers,"--concurrency","200","--server-arg=--seats-per-stage=1000000","--no-verify"] + [f"--server-arg={a}" for a in sys.argv[3:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+lt = subprocess.Popen([os.environ.get("LOADTEST", "target/release/loadtest"),"join-storm","--server-bin",binary,"--viewers",viewers,"--concurrency","200","--server-arg=--seats-per-stage=1000000","--no-verify", "--threads", os.environ.get("LOADTEST_THREADS", "1")] + [f"--server-arg={a}" for a in sys.argv[3:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 def threads(pid):
     out = {}
     for t in glob.glob(f"/proc/{pid}/task/*"):

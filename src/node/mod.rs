@@ -75,6 +75,7 @@ impl Node {
             max_batch: cfg.group_commit_max_batch,
             max_in_flight: cfg.group_commit_in_flight,
             queue: cfg.group_commit_max_batch * 4,
+            linger: Duration::from_micros(cfg.group_commit_linger_us),
         };
         let signer = Signer::new(cfg.signer_threads);
         let keys = Arc::new(signing::SigningKeys::new(store.shared.clone()));

@@ -57,7 +57,13 @@ pub struct BatchConfig {
     pub max_in_flight: usize,
     /// Requests waiting to be batched; beyond it callers wait (backpressure).
     pub queue: usize,
+    /// A batch that already holds [`LINGER_FROM`] requests waits this long for more.
+    pub linger: std::time::Duration,
 }
+
+/// Batch size from which a batch lingers: below it the node is not busy, and waiting would only
+/// add latency.
+pub const LINGER_FROM: usize = 16;
 
 impl<K: BatchKind> Batcher<K> {
     pub fn spawn(
@@ -82,6 +88,16 @@ impl<K: BatchKind> Batcher<K> {
     }
 }
 
+/// Move what is queued into `batch`, up to `max` requests in all.
+fn drain<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+}
+
 async fn run<K: BatchKind>(
     store: Arc<Store>,
     kind: Arc<K>,
@@ -96,11 +112,11 @@ async fn run<K: BatchKind>(
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < cfg.max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut batch, cfg.max_batch);
+        if batch.len() >= LINGER_FROM && batch.len() < cfg.max_batch && !cfg.linger.is_zero() {
+            // Busy: every log entry costs a flush and Raft's own work whatever it carries.
+            tokio::time::sleep(cfg.linger).await;
+            drain(&mut rx, &mut batch, cfg.max_batch);
         }
         on_batch(batch.len());
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
