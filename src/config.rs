@@ -100,7 +100,7 @@ settings! {
     group_commit_max_batch: usize = 1024, "STAGEFLEET_GROUP_COMMIT_MAX_BATCH";
     /// Group-commit proposals in flight at once; further joins queue into the next batch.
     group_commit_in_flight: usize = 2, "STAGEFLEET_GROUP_COMMIT_IN_FLIGHT";
-    /// Under load (a batch already holds 16 requests or more), wait this many microseconds for more before proposing it: fewer, larger log entries. A lightly loaded node never waits. 0 = never.
+    /// Under load (the last batch held 16 requests or more), batches are proposed one at a time and each stays open this many microseconds at least: fewer, larger log entries. A lightly loaded node never waits. 0 = never.
     group_commit_linger_us: u64 = 5_000, "STAGEFLEET_GROUP_COMMIT_LINGER_US";
     /// Threads that sign tokens. 0 = one per core.
     signer_threads: usize = 0, "STAGEFLEET_SIGNER_THREADS";

@@ -1,11 +1,15 @@
 //! Group commit: many concurrent requests of one kind become one log entry. A loop takes whatever
 //! is queued (up to `max_batch`), proposes it, and keeps at most `max_in_flight` proposals
 //! outstanding; while they are in flight the next batch builds up by itself. An idle node sends
-//! a lone request at once, so batching adds no latency when there is no load.
+//! a lone request at once, so batching adds no latency when there is no load. A busy node (the
+//! last batch was big) proposes one batch at a time, each open for `linger` at least: every entry
+//! costs a flush and Raft's own work, so under load fewer, larger entries leave more CPU for
+//! signing (BENCHMARKS.md), while the wait is small next to the queue for the signer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use super::store::{ProposeError, Store};
 use super::{Command, Response};
@@ -57,11 +61,12 @@ pub struct BatchConfig {
     pub max_in_flight: usize,
     /// Requests waiting to be batched; beyond it callers wait (backpressure).
     pub queue: usize,
-    /// A batch that already holds [`LINGER_FROM`] requests waits this long for more.
+    /// After a batch of [`LINGER_FROM`] requests or more (the node is busy), the next batch goes
+    /// once no other is in flight and this long after its first request at the earliest.
     pub linger: std::time::Duration,
 }
 
-/// Batch size from which a batch lingers: below it the node is not busy, and waiting would only
+/// Batch size that marks the node as busy: below it batches go at once, as waiting would only
 /// add latency.
 pub const LINGER_FROM: usize = 16;
 
@@ -105,25 +110,43 @@ async fn run<K: BatchKind>(
     mut rx: mpsc::Receiver<Pending<K>>,
     on_batch: Arc<dyn Fn(usize) + Send + Sync>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+    let slots = cfg.max_in_flight.max(1);
+    let in_flight = Arc::new(Semaphore::new(slots));
+    // Signalled whenever a proposal has been answered.
+    let done = Arc::new(Notify::new());
+    let mut last_len = 0;
     while let Some(first) = rx.recv().await {
+        let opened = Instant::now();
         // Wait for a free proposal slot first: requests arriving meanwhile join this batch.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        if last_len >= LINGER_FROM && !cfg.linger.is_zero() {
+            // Busy (the last batch was big): every log entry costs a flush and Raft's own work
+            // whatever it carries, so gather more per entry. Proposals go one at a time — a
+            // second slot would only carry the few requests that came in since the last one —
+            // and each batch stays open for `linger` at least.
+            loop {
+                let answered = done.notified();
+                tokio::pin!(answered);
+                answered.as_mut().enable();
+                if in_flight.available_permits() + 1 >= slots {
+                    break;
+                }
+                answered.await;
+            }
+            tokio::time::sleep_until((opened + cfg.linger).into()).await;
+        }
         let mut batch = vec![first];
         drain(&mut rx, &mut batch, cfg.max_batch);
-        if batch.len() >= LINGER_FROM && batch.len() < cfg.max_batch && !cfg.linger.is_zero() {
-            // Busy: every log entry costs a flush and Raft's own work whatever it carries.
-            tokio::time::sleep(cfg.linger).await;
-            drain(&mut rx, &mut batch, cfg.max_batch);
-        }
+        last_len = batch.len();
         on_batch(batch.len());
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let (store, kind) = (store.clone(), kind.clone());
+        let (store, kind, done) = (store.clone(), kind.clone(), done.clone());
         tokio::spawn(async move {
             let response = store.propose(kind.command(reqs)).await.map(|(_, r)| r);
             drop(permit);
+            done.notify_waiters();
             kind.answer(response, replies);
         });
     }
