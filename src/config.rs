@@ -104,6 +104,8 @@ settings! {
     group_commit_linger_us: u64 = 5_000, "STAGEFLEET_GROUP_COMMIT_LINGER_US";
     /// Threads that sign tokens. 0 = one per core.
     signer_threads: usize = 0, "STAGEFLEET_SIGNER_THREADS";
+    /// Threads of the async runtime (HTTP, GraphQL, Raft, sled writes). 0 = one per core. Fewer leaves more CPU to the signer threads in a join storm, at a cost in the tail latency of everything else (BENCHMARKS.md).
+    runtime_threads: usize = 0, "STAGEFLEET_RUNTIME_THREADS";
     /// Deepest GraphQL query accepted (14 or more keeps GraphiQL's introspection working).
     graphql_max_depth: usize = 16, "STAGEFLEET_GRAPHQL_MAX_DEPTH";
     /// Most complex GraphQL query accepted (200 or more keeps GraphiQL's introspection working).
@@ -234,6 +236,14 @@ impl Config {
         Ok(out)
     }
 
+    /// `runtime_threads`, with 0 resolved against this machine's cores.
+    pub fn runtime_worker_threads(&self) -> usize {
+        match self.runtime_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub fn public_url(&self) -> String {
         if self.public_url.is_empty() {
             format!("http://{}", self.http_addr)
@@ -310,6 +320,20 @@ mod tests {
         assert_eq!(cfg.placement, Placement::Spread);
         assert_eq!(cfg.node_id, 3);
         assert_eq!(cfg.token_ttl_minutes, 720);
+    }
+
+    #[test]
+    fn runtime_threads_zero_means_one_per_core() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(Config::default().runtime_worker_threads(), cores);
+        let cfg = Config::layered(
+            ConfigArgs {
+                runtime_threads: Some(3),
+                ..Default::default()
+            },
+            ConfigArgs::default(),
+        );
+        assert_eq!(cfg.runtime_worker_threads(), 3);
     }
 
     #[test]

@@ -86,18 +86,23 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
-        None => runtime.block_on(serve(cli.serve)),
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
-        Some(Command::IvsEmulator {
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => {
+            let cfg = Config::load(args.settings, args.config.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cfg.runtime_worker_threads())
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(cfg))
+        }
+        Command::IvsEmulator {
             listen,
             no_enforce_tps,
             state_file,
             latency_ms,
             error_rate,
             throttle_rate,
-        }) => {
+        } => {
             init_logging(LogFormat::Text, "info");
             let faults = Faults {
                 latency_ms,
@@ -112,9 +117,9 @@ fn main() -> anyhow::Result<()> {
                 faults,
                 ..EmulatorConfig::default()
             };
-            runtime.block_on(emulator::run_standalone(cfg))
+            tokio::runtime::Runtime::new()?.block_on(emulator::run_standalone(cfg))
         }
-        Some(Command::Sdl) => {
+        Command::Sdl => {
             let d = Config::default();
             print!(
                 "{}",
@@ -122,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Config { markdown, serve }) => {
+        Command::Config { markdown, serve } => {
             if markdown {
                 print!("{}", stagefleet::config::settings_markdown());
             } else {
@@ -134,8 +139,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = Config::load(args.settings, args.config.as_deref())?;
+async fn serve(cfg: Config) -> anyhow::Result<()> {
     init_logging(cfg.log_format, &cfg.log_level);
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await

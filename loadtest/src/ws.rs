@@ -161,7 +161,8 @@ pub async fn hold(ws: Socket, plan: HoldPlan, tally: &HoldTally, mut stop: watch
                     }
                     Some("close") => break false,
                     Some("next") if same(&pending) => {
-                        if let Some(err) = v["payload"]["errors"].as_array().and_then(|e| e.first()) {
+                        let first_error = v["payload"]["errors"].as_array().and_then(|e| e.first());
+                        if let Some(err) = first_error {
                             tally.error(err["extensions"]["code"].as_str().unwrap_or("NO_CODE"));
                             pending.as_mut().expect("pending").2 = true;
                         }

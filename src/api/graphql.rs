@@ -65,7 +65,10 @@ pub async fn post_graphql(
     if let Some(plan) = prepared.plan {
         if let Some(body) = super::compiled::answer(&app, &plan, &request, &principal).await {
             app.node.metrics.graphql_compiled.inc();
-            app.node.metrics.graphql_http_seconds.observe(started.elapsed().as_secs_f64());
+            app.node
+                .metrics
+                .graphql_http_seconds
+                .observe(started.elapsed().as_secs_f64());
             return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
         }
         app.parsed.attach(&mut request);
@@ -89,7 +92,10 @@ pub async fn post_graphql(
             ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
         }
     }
-    app.node.metrics.graphql_http_seconds.observe(started.elapsed().as_secs_f64());
+    app.node
+        .metrics
+        .graphql_http_seconds
+        .observe(started.elapsed().as_secs_f64());
     let body = serde_json::to_vec(&response).expect("responses serialize");
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -124,7 +124,10 @@ mod tests {
         }
         assert!(cache.docs.lock().unwrap().len() <= 2);
         let mut bad = cache.prepare(async_graphql::Request::new("{ broken"));
-        assert!(bad.request.parsed_query().is_err(), "parse errors still reach the executor");
+        assert!(
+            bad.request.parsed_query().is_err(),
+            "parse errors still reach the executor"
+        );
         assert!(!bad.validated);
     }
 

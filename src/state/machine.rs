@@ -129,8 +129,14 @@ pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>>
 /// Route one command to its transition. `term` is the entry's term: intents belong to it.
 fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term: u64) -> Response {
     match cmd {
-        Command::SetPolicy(p) => Ok::<_, crate::fleet::Refusal>(w.set_policy(p)).into(),
-        Command::SetSigningKey(k) => Ok::<_, crate::fleet::Refusal>(w.set_signing_key(k)).into(),
+        Command::SetPolicy(p) => {
+            w.set_policy(p);
+            Ok::<_, crate::fleet::Refusal>(()).into()
+        }
+        Command::SetSigningKey(k) => {
+            w.set_signing_key(k);
+            Ok::<_, crate::fleet::Refusal>(()).into()
+        }
         Command::CreateApiKey(k) => Response::ApiKey(w.create_api_key(k)),
         Command::RevokeApiKey { id } => w.revoke_api_key(&id).into(),
         Command::StartBroadcast { id, name, now } => w.start_broadcast(&id, &name, now, term).into(),
