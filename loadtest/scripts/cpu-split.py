@@ -6,8 +6,9 @@ Runs `loadtest join-storm` (open loop, 200 concurrent clients) against a node it
 prints the cores each thread group used plus two ratios: the node's non-signing CPU and the load
 generator's CPU, each divided by the CPU its signer threads used. Both sides run on the same cores in
 the same seconds, so the ratios hold still while the machine's speed drifts (calibrate moves by
-+-20% between runs here). Admitted joins reach 50% of the 2-thread signing rate only when the two
-ratios add up to at most 1.0 on a 2-core machine: signing then fills one core, everything else the other.
++-20% between runs here). On a 2-core machine where two threads sign twice what one does, admitted
+joins reach 50% of the 2-thread signing rate when the two ratios add up to at most 1.0: signing fills one
+core, everything else the other (two threads usually sign less than twice as much, which loosens this).
 
 Usage (from the repository root, after `cargo build --release --workspace`):
     python3 loadtest/scripts/cpu-split.py [STAGEFLEET_BIN [VIEWERS [SERVER_FLAG ...]]]
