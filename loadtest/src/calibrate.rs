@@ -110,7 +110,7 @@ pub fn run(seconds_each: f64) -> Calibration {
     }
 }
 
-pub fn median(xs: &[f64]) -> f64 {
+fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -125,14 +125,14 @@ impl Calibration {
     /// slices). The machine's speed drifts while a scenario runs, so a ratio against the better of
     /// a calibration before and one after the load is the honest (harder to meet) one.
     pub fn best(&self, other: &Self) -> Self {
-        let pick = |a: &Self, b: &Self, rate: fn(&Self) -> f64| if rate(a) >= rate(b) { a.clone() } else { b.clone() };
-        let one = pick(self, other, |c| c.signs_per_sec_1_thread);
-        let two = pick(self, other, |c| c.signs_per_sec_2_threads);
+        let faster = |rate: fn(&Self) -> f64| if rate(self) >= rate(other) { self } else { other };
+        let one = faster(|c| c.signs_per_sec_1_thread);
+        let two = faster(|c| c.signs_per_sec_2_threads);
         Self {
             signs_per_sec_1_thread: one.signs_per_sec_1_thread,
-            slices_1_thread: one.slices_1_thread,
+            slices_1_thread: one.slices_1_thread.clone(),
             signs_per_sec_2_threads: two.signs_per_sec_2_threads,
-            slices_2_threads: two.slices_2_threads,
+            slices_2_threads: two.slices_2_threads.clone(),
             seconds_each: self.seconds_each,
         }
     }

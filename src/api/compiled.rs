@@ -226,32 +226,6 @@ struct Args<'a> {
     attributes: Vec<(String, String)>,
 }
 
-impl JoinPlan {
-    fn args<'a>(&'a self, vars: &'a Variables) -> Option<Args<'a>> {
-        let string = |arg: &'a Arg| match arg {
-            Arg::Literal(s) => Some(s.as_str()),
-            Arg::Variable(name) => match vars.get(name.as_str())? {
-                ConstValue::String(s) => Some(s.as_str()),
-                _ => None,
-            },
-        };
-        let attributes = match &self.attributes {
-            None => Vec::new(),
-            Some(Arg::Literal(_)) => return None,
-            Some(Arg::Variable(name)) => match vars.get(name.as_str()) {
-                None | Some(ConstValue::Null) => Vec::new(),
-                Some(ConstValue::List(items)) => items.iter().map(attribute).collect::<Option<_>>()?,
-                Some(_) => return None,
-            },
-        };
-        Some(Args {
-            broadcast_id: string(&self.broadcast_id)?,
-            user_id: string(&self.user_id)?,
-            attributes,
-        })
-    }
-}
-
 /// `{key: String, value: String}` and nothing else.
 fn attribute(v: &ConstValue) -> Option<(String, String)> {
     let ConstValue::Object(o) = v else {
@@ -286,6 +260,31 @@ pub async fn answer(
 }
 
 impl JoinPlan {
+    /// This request's arguments, or `None` when they are not the plain strings the plan handles.
+    fn args<'a>(&'a self, vars: &'a Variables) -> Option<Args<'a>> {
+        let string = |arg: &'a Arg| match arg {
+            Arg::Literal(s) => Some(s.as_str()),
+            Arg::Variable(name) => match vars.get(name.as_str())? {
+                ConstValue::String(s) => Some(s.as_str()),
+                _ => None,
+            },
+        };
+        let attributes = match &self.attributes {
+            None => Vec::new(),
+            Some(Arg::Literal(_)) => return None,
+            Some(Arg::Variable(name)) => match vars.get(name.as_str()) {
+                None | Some(ConstValue::Null) => Vec::new(),
+                Some(ConstValue::List(items)) => items.iter().map(attribute).collect::<Option<_>>()?,
+                Some(_) => return None,
+            },
+        };
+        Some(Args {
+            broadcast_id: string(&self.broadcast_id)?,
+            user_id: string(&self.user_id)?,
+            attributes,
+        })
+    }
+
     /// The executor's answer to a failed non-null mutation field: no data, one located error.
     fn error(&self, e: async_graphql::Error) -> Vec<u8> {
         let e: ServerError = e
