@@ -86,16 +86,30 @@ settings! {
     presence_interval_secs: u64 = 5, "STAGEFLEET_PRESENCE_INTERVAL_SECS";
     /// Who may join as a viewer: `open` (anyone) or `keyed` (an API key with the viewer, host or admin role).
     viewer_join: ViewerJoin = ViewerJoin::Open, "STAGEFLEET_VIEWER_JOIN";
-    /// Joins per second allowed from one client address without a key (burst: 2x). 0 = unlimited.
+    /// Joins per second allowed from one client without a key or with a viewer key (burst: 2x). A client is one network: see `join_subnet_v4_prefix` and `join_subnet_v6_prefix`. 0 = unlimited.
     join_rate_per_ip: u32 = 20, "STAGEFLEET_JOIN_RATE_PER_IP";
-    /// Request header holding the client's address for per-address join limits (first entry of e.g. `x-forwarded-for`). Empty: the TCP peer. Set it only behind a proxy that overwrites the header.
+    /// Request header a proxy in front of the node writes the client's address into (e.g. `x-forwarded-for`), for per-client join limits. Empty: the TCP peer. The address taken is the one the trusted proxies added (see `trusted_proxies`, `trusted_proxy_cidrs`), never the client-supplied first entry.
     client_ip_header: String = String::new(), "STAGEFLEET_CLIENT_IP_HEADER";
-    /// Joins per second allowed per API key (burst: 2x). 0 = unlimited.
+    /// How many proxies in front of the node append to `client_ip_header`: the client is the entry this many places from the right (1 = the last entry, as nginx's `$proxy_add_x_forwarded_for` or one AWS ALB writes it). Ignored when `trusted_proxy_cidrs` is set.
+    trusted_proxies: u32 = 1, "STAGEFLEET_TRUSTED_PROXIES";
+    /// Comma-separated CIDRs of your proxies (e.g. `10.0.0.0/8,fd00::/8`). When set, the client is the rightmost entry of `client_ip_header` that is not in these ranges, and the header is only believed when the TCP peer is in them. Empty: use `trusted_proxies`.
+    trusted_proxy_cidrs: String = String::new(), "STAGEFLEET_TRUSTED_PROXY_CIDRS";
+    /// Per-client join limits count IPv4 clients by this prefix length (24: one /24 network is one client).
+    join_subnet_v4_prefix: u8 = 24, "STAGEFLEET_JOIN_SUBNET_V4_PREFIX";
+    /// Per-client join limits count IPv6 clients by this prefix length (64: one /64 network is one client).
+    join_subnet_v6_prefix: u8 = 64, "STAGEFLEET_JOIN_SUBNET_V6_PREFIX";
+    /// Joins per second allowed per host or admin API key (burst: 2x). 0 = unlimited.
     join_rate_per_key: u32 = 0, "STAGEFLEET_JOIN_RATE_PER_KEY";
+    /// Joins per second allowed per viewer API key (burst: 2x), on top of the per-client limit that viewer keys also pass. 0 = unlimited.
+    join_rate_per_viewer_key: u32 = 200, "STAGEFLEET_JOIN_RATE_PER_VIEWER_KEY";
     /// PEM file with the P-384 private key to sign tokens with. Empty: generate one at first start.
     signing_key_file: PathBuf = PathBuf::new(), "STAGEFLEET_SIGNING_KEY_FILE";
     /// Public-key ARN of `signing_key_file` if it is already imported into IVS. Empty: import it.
     signing_key_arn: String = String::new(), "STAGEFLEET_SIGNING_KEY_ARN";
+    /// File holding the key-encryption key (32 random bytes, base64) that seals the token signing key in the replicated log and snapshots. Empty: `<data_dir>/key-encryption-key`, generated (mode 0600) at first start. Every node of a cluster needs the same one.
+    key_encryption_key_file: PathBuf = PathBuf::new(), "STAGEFLEET_KEY_ENCRYPTION_KEY_FILE";
+    /// The previous key-encryption key's file, while rotating: the node opens the signing key with it and seals it again under `key_encryption_key_file` (README: rotating the key-encryption key).
+    previous_key_encryption_key_file: PathBuf = PathBuf::new(), "STAGEFLEET_PREVIOUS_KEY_ENCRYPTION_KEY_FILE";
     /// Most joins in one Raft log entry (group commit).
     group_commit_max_batch: usize = 1024, "STAGEFLEET_GROUP_COMMIT_MAX_BATCH";
     /// Group-commit proposals in flight at once; further joins queue into the next batch.
@@ -110,6 +124,28 @@ settings! {
     graphql_max_depth: usize = 16, "STAGEFLEET_GRAPHQL_MAX_DEPTH";
     /// Most complex GraphQL query accepted (200 or more keeps GraphiQL's introspection working).
     graphql_max_complexity: usize = 500, "STAGEFLEET_GRAPHQL_MAX_COMPLEXITY";
+    /// Front gate: deepest nesting of selections, lists, objects and parentheses in a GraphQL document, checked before it is parsed.
+    graphql_max_nesting: usize = 32, "STAGEFLEET_GRAPHQL_MAX_NESTING";
+    /// Front gate: most lexical tokens in a GraphQL document.
+    graphql_max_tokens: usize = 5_000, "STAGEFLEET_GRAPHQL_MAX_TOKENS";
+    /// Front gate: most fragment definitions in a GraphQL document.
+    graphql_max_fragments: usize = 64, "STAGEFLEET_GRAPHQL_MAX_FRAGMENTS";
+    /// Front gate: most fragment spreads once every spread is expanded (counted over the fragment graph, in linear time).
+    graphql_max_spreads: usize = 1_000, "STAGEFLEET_GRAPHQL_MAX_SPREADS";
+    /// Most open TCP connections (HTTP and WebSocket); further connections are answered 503 and closed.
+    max_connections: usize = 25_000, "STAGEFLEET_MAX_CONNECTIONS";
+    /// Most open GraphQL WebSockets; further upgrades are refused with 503 and `extensions.code` UNAVAILABLE.
+    max_websockets: usize = 20_000, "STAGEFLEET_MAX_WEBSOCKETS";
+    /// Listen backlog of the HTTP socket (the kernel caps it at net.core.somaxconn): room for connection storms.
+    listen_backlog: u32 = 4_096, "STAGEFLEET_LISTEN_BACKLOG";
+    /// Seconds a client has to send a request's headers, and most seconds an idle keep-alive connection stays open.
+    header_read_timeout_secs: u64 = 10, "STAGEFLEET_HEADER_READ_TIMEOUT_SECS";
+    /// Seconds a client has to send a request's body once its headers arrived.
+    body_read_timeout_secs: u64 = 10, "STAGEFLEET_BODY_READ_TIMEOUT_SECS";
+    /// On SIGTERM or Ctrl-C: seconds open requests and WebSockets get to finish before the node closes them and exits.
+    shutdown_drain_secs: u64 = 10, "STAGEFLEET_SHUTDOWN_DRAIN_SECS";
+    /// Comma-separated origins (e.g. `https://example.com`) whose pages may call the API from a browser (CORS). Empty: CORS off, only same-origin pages.
+    cors_allowed_origins: String = String::new(), "STAGEFLEET_CORS_ALLOWED_ORIGINS";
     /// Log format: `text` or `json`.
     log_format: LogFormat = LogFormat::Text, "STAGEFLEET_LOG_FORMAT";
     /// Log filter in tracing's EnvFilter syntax (RUST_LOG wins when set).
@@ -215,6 +251,21 @@ impl Config {
             return invalid("graphql_max_depth", "limits this low refuse every useful query");
         }
         self.ivs_rate_overrides()?;
+        if let Err(why) = crate::api::client_ip::ClientIdentity::from_config(self) {
+            return invalid("trusted_proxy_cidrs", &why);
+        }
+        if self.trusted_proxies == 0 {
+            return invalid(
+                "trusted_proxies",
+                "must be at least 1 (the proxy that writes client_ip_header)",
+            );
+        }
+        if self.max_connections == 0 || self.max_websockets == 0 {
+            return invalid("max_connections", "connection caps must be at least 1");
+        }
+        if self.graphql_max_nesting < 8 || self.graphql_max_tokens < 100 {
+            return invalid("graphql_max_nesting", "limits this low refuse every useful query");
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -141,8 +142,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     init_logging(cfg.log_format, &cfg.log_level);
-    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
-        .await
+    stagefleet::api::server::raise_open_files_limit(cfg.max_connections + cfg.max_websockets);
+    let listener = stagefleet::api::server::bind(cfg.http_addr, cfg.listen_backlog)
         .with_context(|| format!("binding http_addr {} (is another process using it?)", cfg.http_addr))?;
     let addr = listener.local_addr()?;
     let mut cfg = cfg;
@@ -163,12 +164,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     // Last banner line: tools read up to here.
     println!("  data                             {}", node.cfg.data_dir.display());
-    let app = stagefleet::api::router(node.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let edge = stagefleet::api::router(node.clone());
+    let opts = stagefleet::api::server::ServerOptions {
+        max_connections: node.cfg.max_connections,
+        header_read_timeout: Duration::from_secs(node.cfg.header_read_timeout_secs.max(1)),
+        shutdown_drain: Duration::from_secs(node.cfg.shutdown_drain_secs),
+        websockets: (edge.websockets, node.cfg.max_websockets),
+    };
+    let metrics = node.metrics.clone();
+    stagefleet::api::server::serve(listener, edge.router, metrics, opts, shutdown_signal(), edge.closing).await;
     tracing::info!("shutting down");
-    node.shutdown().await;
+    // The store flushes and Raft stops; bounded, so a stuck component cannot keep the process alive.
+    if tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not stop within 10 s; exiting anyway");
+    }
     Ok(())
 }
 

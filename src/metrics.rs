@@ -23,6 +23,12 @@ pub struct Metrics {
     pub gauges: Family<Labels, Gauge>,
     /// HTTP GraphQL requests answered by a compiled plan (`api::compiled`) instead of the executor.
     pub graphql_compiled: Counter,
+    /// Requests and connections the front door refused, by kind (gate, websocket, connection,
+    /// media_type, too_large, revoked, ...).
+    pub refused: Family<Labels, Counter>,
+    /// Open TCP connections and WebSockets.
+    pub open_connections: Gauge,
+    pub open_websockets: Gauge,
     // Handles on the series every join touches, so the hot path neither allocates labels nor
     // looks them up.
     pub joins_admitted: Counter,
@@ -93,9 +99,22 @@ impl Metrics {
             "HTTP GraphQL requests answered by a compiled plan (a joinBroadcast document seen before) instead of the executor",
             graphql_compiled.clone(),
         );
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "front_door_refusals",
+            "Requests and connections refused before any work, by kind (gate, websocket, connection, media_type, too_large, revoked)",
+            refused.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register("open_connections", "Open HTTP connections", open_connections.clone());
+        let open_websockets = Gauge::default();
+        registry.register("open_websockets", "Open GraphQL WebSockets", open_websockets.clone());
         Self {
             registry,
             graphql_compiled,
+            refused,
+            open_connections,
+            open_websockets,
             joins_admitted: handle(&joins, label("outcome", "admitted")),
             joins_rejoined: handle(&joins, label("outcome", "rejoined")),
             viewer_tokens: handle(&tokens_minted, label("kind", "viewer")),
@@ -115,6 +134,11 @@ impl Metrics {
         let mut labels = vec![("name", name.to_string())];
         labels.extend(extra);
         self.gauges.get_or_create(&labels).set(v);
+    }
+
+    /// Count one front-door refusal of `kind`.
+    pub fn refuse(&self, kind: &'static str) {
+        self.refused.get_or_create(&label("kind", kind)).inc();
     }
 
     pub fn render(&self) -> String {

@@ -184,7 +184,7 @@ async fn a_compiled_join_fails_exactly_as_the_executor_does() {
     );
 
     // keyed joins: no key, then a viewer key past its rate
-    let (_dir2, keyed) = node(&["--viewer-join", "keyed", "--join-rate-per-key", "1"]);
+    let (_dir2, keyed) = node(&["--viewer-join", "keyed", "--join-rate-per-viewer-key", "1"]);
     keyed.start_broadcast("show").await;
     let created = keyed
         .admin(

@@ -243,6 +243,7 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     let resp = n
         .http()
         .post(format!("{}/graphql", n.url))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -521,32 +522,5 @@ async fn concurrent_joins_are_group_committed_into_few_log_entries() {
     assert!(
         entries < 150,
         "300 concurrent joins took {entries} log entries: no group commit"
-    );
-}
-
-#[tokio::test]
-async fn behind_a_proxy_the_join_limit_applies_per_forwarded_client() {
-    let (_dir, n) = node(&["--join-rate-per-ip", "1", "--client-ip-header", "x-forwarded-for"]);
-    n.start_broadcast("b").await;
-    let join_from = |ip: &'static str, user: &'static str| {
-        let q = json!({"query": "mutation($u: String!) { joinBroadcast(broadcastId: \"b\", userId: $u) { token } }", "variables": {"u": user}});
-        let req = n
-            .http()
-            .post(format!("{}/graphql", n.url))
-            .header("x-forwarded-for", format!("{ip}, 10.9.9.9"))
-            .json(&q);
-        async move {
-            let body: Value = req.send().await.unwrap().json().await.unwrap();
-            body["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
-        }
-    };
-    // each forwarded client has its own burst of two
-    assert_eq!(join_from("192.0.2.1", "a1").await, None);
-    assert_eq!(join_from("192.0.2.1", "a2").await, None);
-    assert_eq!(join_from("192.0.2.1", "a3").await.as_deref(), Some("RATE_LIMITED"));
-    assert_eq!(
-        join_from("192.0.2.2", "b1").await,
-        None,
-        "another client behind the same proxy is not limited"
     );
 }

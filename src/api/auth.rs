@@ -56,11 +56,15 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
         .or_else(|| header?.strip_prefix("bearer "))
 }
 
-/// Per-client join limits: by key when one is presented, else by address.
+/// Per-client join limits. Anonymous joins and viewer keys are limited per client network
+/// (`client_ip::ClientIdentity::subnet`); a viewer key also has a limit of its own, so a key
+/// shipped in a public page cannot be used to skip the per-client one. Host and admin keys —
+/// integrators' back ends joining on behalf of many users — are limited per key only.
 pub struct JoinLimits {
     mode: ViewerJoin,
-    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_client: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_key: Option<DefaultKeyedRateLimiter<String>>,
+    per_viewer_key: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -70,22 +74,32 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKe
 }
 
 impl JoinLimits {
-    pub fn new(mode: ViewerJoin, per_ip: u32, per_key: u32) -> Self {
+    pub fn new(mode: ViewerJoin, per_client: u32, per_key: u32, per_viewer_key: u32) -> Self {
         Self {
             mode,
-            per_ip: limiter(per_ip),
+            per_client: limiter(per_client),
             per_key: limiter(per_key),
+            per_viewer_key: limiter(per_viewer_key),
         }
     }
 
-    /// May this principal join now?
+    /// May this principal join now? `principal.client` is already the client's network.
     pub fn check(&self, who: &Principal) -> Result<(), async_graphql::Error> {
         if self.mode == ViewerJoin::Keyed {
             who.require(Role::Viewer)?;
         }
-        let limited = match &who.key_id {
-            Some(id) => self.per_key.as_ref().is_some_and(|l| l.check_key(id).is_err()),
-            None => self.per_ip.as_ref().is_some_and(|l| l.check_key(&who.client).is_err()),
+        let over = |l: &Option<DefaultKeyedRateLimiter<String>>, id: &String| {
+            l.as_ref().is_some_and(|l| l.check_key(id).is_err())
+        };
+        let client_over = || {
+            self.per_client
+                .as_ref()
+                .is_some_and(|l| l.check_key(&who.client).is_err())
+        };
+        let limited = match (&who.key_id, who.role) {
+            (Some(id), Some(Role::Viewer)) => over(&self.per_viewer_key, id) || client_over(),
+            (Some(id), _) => over(&self.per_key, id),
+            (None, _) => client_over(),
         };
         if limited {
             return Err(ErrorCode::RateLimited.error("too many joins from this client; retry in a moment"));
@@ -95,10 +109,10 @@ impl JoinLimits {
 
     /// Forget idle clients (called periodically so the maps stay bounded).
     pub fn prune(&self) {
-        if let Some(l) = &self.per_ip {
+        if let Some(l) = &self.per_client {
             l.retain_recent();
         }
-        if let Some(l) = &self.per_key {
+        for l in [&self.per_key, &self.per_viewer_key].into_iter().flatten() {
             l.retain_recent();
         }
     }

@@ -12,8 +12,13 @@ use crate::state::ProposeError;
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(name = "ErrorCode")]
 pub enum ErrorCode {
-    /// The request is not valid JSON, not valid GraphQL, or too deep or complex.
+    /// The request is not valid JSON, not valid GraphQL, too deep or complex, or refused by the
+    /// front gate (nesting, tokens, fragments, spreads); the message says which limit.
     BadRequest,
+    /// The body (413) or the headers (431) are larger than the node accepts.
+    RequestTooLarge,
+    /// A POST whose content type is not `application/json` (415).
+    UnsupportedMediaType,
     /// An argument breaks a rule (length, characters, size, range).
     InvalidInput,
     /// A key is required, or the key given is not valid.
@@ -49,6 +54,8 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::RequestTooLarge => "REQUEST_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::Forbidden => "FORBIDDEN",

@@ -6,48 +6,123 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{Data, ErrorExtensionValues, Value};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::body::Bytes;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::{ErrorExtensionValues, Value};
+use async_graphql_axum::GraphQLProtocol;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::auth::{Principal, bearer};
 use super::error::ErrorCode;
+use super::{AppState, MAX_BODY_BYTES};
 
 /// A response holding only errors, in the GraphQL-over-HTTP shape.
-fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+pub fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     let body = serde_json::json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] });
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// The client's address: the configured proxy header's first entry if present and valid, else the
-/// TCP peer (behind a load balancer every viewer would otherwise share one join limit).
-fn client_ip(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    let name = &app.node.cfg.client_ip_header;
-    if name.is_empty() {
-        return peer.ip();
-    }
-    headers
-        .get(name.as_str())
+/// The client's network for per-client limits (see `client_ip`).
+fn client_of(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    app.identity.subnet(app.identity.client_ip(headers, peer.ip()))
+}
+
+/// GraphQL over HTTP is JSON: a form, multipart or text/plain POST — what a cross-site page can
+/// send without a CORS preflight — never runs.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/graphql-response+json")
+}
+
+/// The request body, at most `MAX_BODY_BYTES`, within `body_read_timeout_secs`.
+async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    // The rest of such a body is never read: the connection closes after the answer, and says
+    // so, so a client does not send its next request on it.
+    let closing = |mut r: Response| {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    let too_large = || {
+        app.node.metrics.refuse("too_large");
+        let msg = format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024);
+        closing(error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTooLarge,
+            &msg,
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|first| first.trim().parse().ok())
-        .unwrap_or(peer.ip())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let limit = Duration::from_secs(app.node.cfg.body_read_timeout_secs.max(1));
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let over = std::error::Error::source(&e)
+                .into_iter()
+                .chain(std::iter::successors(std::error::Error::source(&e), |e| e.source()))
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if over {
+                Err(too_large())
+            } else {
+                Err(closing(error_body(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "the body could not be read",
+                )))
+            }
+        }
+        Err(_) => {
+            let msg = format!("the body did not arrive within {} s", limit.as_secs());
+            Err(closing(error_body(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::BadRequest,
+                &msg,
+            )))
+        }
+    }
+}
+
+/// Errors without a code come from async-graphql itself (parse, validation, coercion, limits):
+/// they are the client's mistake.
+pub fn code_library_errors(errors: &mut [async_graphql::ServerError]) {
+    for err in errors {
+        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
+        if ext.get("code").is_none() {
+            ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
+        }
+    }
 }
 
 pub async fn post_graphql(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
+    if !json_content_type(&headers) {
+        app.node.metrics.refuse("media_type");
+        let msg = "a GraphQL POST must have content-type application/json";
+        return error_body(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType, msg);
+    }
+    let body = match read_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
     let key = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let principal = match Principal::resolve(&app.node, key, client_ip(&app, &headers, peer)) {
+    let principal = match Principal::resolve(&app.node, key, client_of(&app, &headers, peer)) {
         Ok(p) => p,
         Err(e) => {
             return error_body(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &e.message);
@@ -60,7 +135,11 @@ pub async fn post_graphql(
             return error_body(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &msg);
         }
     };
-    let prepared = app.parsed.prepare(request);
+    let prepared = app.parsed.prepare(request, &app.screen);
+    if let Some(why) = prepared.refused {
+        app.node.metrics.refuse("gate");
+        return error_body(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &why);
+    }
     let mut request = prepared.request;
     if let Some(plan) = prepared.plan {
         if let Some(body) = super::compiled::answer(&app, &plan, &request, &principal).await {
@@ -86,12 +165,7 @@ pub async fn post_graphql(
     {
         app.parsed.passed_validation(&q);
     }
-    for err in &mut response.errors {
-        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
-        if ext.get("code").is_none() {
-            ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
-        }
-    }
+    code_library_errors(&mut response.errors);
     app.node
         .metrics
         .graphql_http_seconds
@@ -111,13 +185,7 @@ pub async fn get_graphql(
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if !wants_ws {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .finish(),
-        )
-        .into_response();
+        return super::graphiql::page();
     }
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
@@ -127,26 +195,23 @@ pub async fn get_graphql(
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    let node = app.node.clone();
-    let client = client_ip(&app, &parts.headers, peer);
+    let Ok(slot) = app.ws_slots.clone().try_acquire_owned() else {
+        app.node.metrics.refuse("websocket");
+        let msg = "this node holds its maximum of WebSockets (max_websockets); retry later or another node";
+        return error_body(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg);
+    };
+    let client = client_of(&app, &parts.headers, peer);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .max_message_size(64 * 1024)
+        // Incoming frames and messages are refused past the body limit as soon as a frame header
+        // announces more (tungstenite otherwise reserves what a frame announces, up to 16 MiB).
+        .max_message_size(MAX_BODY_BYTES)
+        .max_frame_size(MAX_BODY_BYTES)
         // tungstenite's default 128 KiB read buffer per socket made 10,000 held viewers cost
         // ~1.5 GiB; GraphQL messages here are a few hundred bytes.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, app.schema.clone(), protocol)
-                .on_connection_init(move |payload: serde_json::Value| async move {
-                    let key = payload.get("token").and_then(|t| t.as_str());
-                    let principal = Principal::resolve(&node, key, client)?;
-                    let mut data = Data::default();
-                    data.insert(principal);
-                    Ok(data)
-                })
-                .keepalive_timeout(Duration::from_secs(60))
-                .serve()
-        })
+        // Outgoing messages of any size are written (an answer listing many stages or keys can
+        // be large); back-pressure comes from the bounded queue in `super::ws`.
+        .on_upgrade(move |socket| super::ws::serve(app, socket, protocol, client, slot))
 }

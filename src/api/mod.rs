@@ -4,19 +4,27 @@
 
 pub mod assets;
 pub mod auth;
+pub mod client_ip;
 pub mod compiled;
+pub mod enum_literals;
 pub mod error;
+pub mod gate;
+pub mod graphiql;
 pub mod graphql;
+pub mod headers;
 pub mod health;
 pub mod parse_cache;
 pub mod schema;
+pub mod screen;
+pub mod server;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use tokio::sync::{Semaphore, watch};
 
 use crate::node::Node;
 use schema::AppSchema;
@@ -30,16 +38,34 @@ pub struct AppState {
     pub schema_validated: AppSchema,
     pub parsed: Arc<parse_cache::ParseCache>,
     pub limits: Arc<auth::JoinLimits>,
+    /// Front gate and enum-literal check, before any document is parsed or run.
+    pub screen: Arc<screen::Screen>,
+    pub identity: Arc<client_ip::ClientIdentity>,
+    pub cors: Arc<headers::Cors>,
+    /// One permit per open WebSocket (`max_websockets`).
+    pub ws_slots: Arc<Semaphore>,
+    /// Becomes true when the node starts shutting down: WebSockets close themselves.
+    pub shutdown: watch::Receiver<bool>,
 }
 
-/// Largest request body accepted (GraphQL documents are small; attributes are capped at 1 KB).
-const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body, WebSocket frame and message accepted (GraphQL documents are small;
+/// attributes are capped at 1 KB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// What `server::serve` needs besides the router: the sender that tells WebSockets the node is
+/// shutting down, and their permits, to wait for them while draining.
+pub struct Edge {
+    pub router: Router,
+    pub closing: watch::Sender<bool>,
+    pub websockets: Arc<Semaphore>,
+}
+
+pub fn router(node: Arc<Node>) -> Edge {
     let limits = Arc::new(auth::JoinLimits::new(
         node.cfg.viewer_join,
         node.cfg.join_rate_per_ip,
         node.cfg.join_rate_per_key,
+        node.cfg.join_rate_per_viewer_key,
     ));
     let build = |mode| {
         schema::build_schema(
@@ -62,19 +88,32 @@ pub fn router(node: Arc<Node>) -> Router {
             pruned.prune();
         }
     });
+    let (closing, shutdown) = watch::channel(false);
+    let identity = client_ip::ClientIdentity::from_config(&node.cfg).expect("validated with the config");
     let state = AppState {
+        screen: Arc::new(screen::Screen::new(&node.cfg, &schema.sdl())),
+        identity: Arc::new(identity),
+        cors: Arc::new(headers::Cors::new(&node.cfg.cors_allowed_origins)),
+        ws_slots: Arc::new(Semaphore::new(node.cfg.max_websockets)),
+        shutdown,
         node,
         schema,
         schema_validated,
         parsed: Arc::new(parse_cache::ParseCache::new(256)),
         limits,
     };
-    Router::new()
+    let websockets = state.ws_slots.clone();
+    let router = Router::new()
         .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(assets::serve)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::layer))
+        .with_state(state);
+    Edge {
+        router,
+        closing,
+        websockets,
+    }
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::parser::types::ExecutableDocument;
 
 use super::compiled::{self, JoinPlan};
+use super::screen::Screen;
 
 struct Doc {
     parsed: ExecutableDocument,
@@ -30,6 +31,8 @@ pub struct Prepared {
     /// The document passed every validation rule before.
     pub validated: bool,
     pub plan: Option<Arc<JoinPlan>>,
+    /// The document failed the screen (front gate or enum literals): why, for the client.
+    pub refused: Option<String>,
 }
 
 pub struct ParseCache {
@@ -49,24 +52,26 @@ impl ParseCache {
     }
 
     /// Attach the parsed document to `request` if this query text was parsed before; otherwise
-    /// parse it now and remember it. Parse errors are left for the executor to report. The flag
-    /// says whether the document has passed validation before (see [`Self::passed_validation`]).
-    pub fn prepare(&self, mut request: async_graphql::Request) -> Prepared {
-        let unknown = |request| Prepared {
+    /// screen it, parse it now and remember it. Parse errors are left for the executor to report.
+    /// The flag says whether the document has passed validation before (see
+    /// [`Self::passed_validation`]). Only documents that passed the screen are remembered, so a
+    /// remembered one skips it.
+    pub fn prepare(&self, mut request: async_graphql::Request, screen: &Screen) -> Prepared {
+        let unknown = |request, refused| Prepared {
             request,
             validated: false,
             plan: None,
+            refused,
         };
-        if request.query.len() > MAX_QUERY_BYTES {
-            return unknown(request);
-        }
-        if let Some(doc) = self.docs.lock().expect("parse cache").get(&request.query) {
+        let cacheable = request.query.len() <= MAX_QUERY_BYTES;
+        if cacheable && let Some(doc) = self.docs.lock().expect("parse cache").get(&request.query) {
             if let Some(plan) = &doc.plan {
                 // The plan is all it takes to answer: no copy of the document.
                 return Prepared {
                     plan: Some(plan.clone()),
                     validated: true,
                     request,
+                    refused: None,
                 };
             }
             let validated = doc.validated;
@@ -75,22 +80,31 @@ impl ParseCache {
                 request,
                 validated,
                 plan: None,
+                refused: None,
             };
+        }
+        if let Err(why) = screen.text(&request.query) {
+            return unknown(request, Some(why));
         }
         if let Ok(parsed) = async_graphql::parser::parse_query(&request.query) {
-            let mut docs = self.docs.lock().expect("parse cache");
-            if docs.len() >= self.capacity {
-                docs.clear();
+            if let Err(why) = screen.parsed(&parsed) {
+                return unknown(request, Some(why));
             }
-            let doc = Doc {
-                parsed: parsed.clone(),
-                validated: false,
-                plan: None,
-            };
-            docs.insert(request.query.clone(), doc);
+            if cacheable {
+                let mut docs = self.docs.lock().expect("parse cache");
+                if docs.len() >= self.capacity {
+                    docs.clear();
+                }
+                let doc = Doc {
+                    parsed: parsed.clone(),
+                    validated: false,
+                    plan: None,
+                };
+                docs.insert(request.query.clone(), doc);
+            }
             request.set_parsed_query(parsed);
         }
-        unknown(request)
+        unknown(request, None)
     }
 
     /// `query` went through every validation rule without an error: from now on it skips them,
@@ -115,15 +129,34 @@ impl ParseCache {
 mod tests {
     use super::*;
 
+    fn screen() -> Screen {
+        Screen::new(&crate::config::Config::default(), "type Query { a: Int }")
+    }
+
+    #[test]
+    fn a_document_the_screen_refuses_is_refused_every_time_and_never_remembered() {
+        let cache = ParseCache::new(8);
+        let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(5_000), "]".repeat(5_000));
+        for _ in 0..2 {
+            let p = cache.prepare(async_graphql::Request::new(deep.clone()), &screen());
+            assert!(
+                p.refused.as_deref().is_some_and(|m| m.contains("nest")),
+                "{:?}",
+                p.refused
+            );
+        }
+        assert!(cache.docs.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn a_query_is_parsed_once_and_the_cache_stays_bounded() {
         let cache = ParseCache::new(2);
         for q in ["{ a }", "{ a }", "{ b }", "{ c }"] {
-            let mut r = cache.prepare(async_graphql::Request::new(q)).request;
+            let mut r = cache.prepare(async_graphql::Request::new(q), &screen()).request;
             assert!(r.parsed_query().is_ok());
         }
         assert!(cache.docs.lock().unwrap().len() <= 2);
-        let mut bad = cache.prepare(async_graphql::Request::new("{ broken"));
+        let mut bad = cache.prepare(async_graphql::Request::new("{ broken"), &screen());
         assert!(
             bad.request.parsed_query().is_err(),
             "parse errors still reach the executor"
@@ -134,7 +167,7 @@ mod tests {
     #[test]
     fn only_documents_marked_as_passing_count_as_validated() {
         let cache = ParseCache::new(8);
-        let validated = |q: &str| cache.prepare(async_graphql::Request::new(q)).validated;
+        let validated = |q: &str| cache.prepare(async_graphql::Request::new(q), &screen()).validated;
         assert!(!validated("{ a }"));
         assert!(!validated("{ a }"));
         cache.passed_validation("{ a }");
@@ -149,7 +182,7 @@ mod tests {
     fn only_validated_join_documents_get_a_plan() {
         let cache = ParseCache::new(8);
         let join = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) { token } }";
-        let plan = |q: &str| cache.prepare(async_graphql::Request::new(q)).plan.is_some();
+        let plan = |q: &str| cache.prepare(async_graphql::Request::new(q), &screen()).plan.is_some();
         assert!(!plan(join), "not before it passed validation");
         cache.passed_validation(join);
         assert!(plan(join));
@@ -162,10 +195,10 @@ mod tests {
                          { token @include(if: $t) } }";
         let query = "query { joinBroadcast: stats { viewers } }";
         for q in [with_fragment, other_field, two_fields, directive, query] {
-            cache.prepare(async_graphql::Request::new(q));
+            cache.prepare(async_graphql::Request::new(q), &screen());
             cache.passed_validation(q);
             assert!(!plan(q), "{q}");
-            assert!(cache.prepare(async_graphql::Request::new(q)).validated);
+            assert!(cache.prepare(async_graphql::Request::new(q), &screen()).validated);
         }
     }
 }

@@ -51,6 +51,10 @@ pub enum InputError {
     AttributesTooLarge { len: usize, max: usize },
     #[error("duplicate attribute key {0:?}")]
     DuplicateAttribute(String),
+    #[error("{field} contains a control character (U+{code:04X}); ids and names are printable text")]
+    ControlCharacter { field: &'static str, code: u32 },
+    #[error("{field} starts or ends with whitespace; send it trimmed")]
+    SurroundingWhitespace { field: &'static str },
     #[error("{field} must be between {min} and {max} (got {value})")]
     OutOfRange {
         field: &'static str,
@@ -60,10 +64,26 @@ pub enum InputError {
     },
 }
 
+/// No C0 or C1 control character (newline, BEL, NUL, ESC, …): user ids end up in tokens every
+/// participant sees, and names in logs and pages.
+fn printable(field: &'static str, s: &str) -> Result<(), InputError> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(InputError::ControlCharacter { field, code: c as u32 }),
+        None => Ok(()),
+    }
+}
+
+/// A user id is printable, not empty, at most 128 characters, and has no leading or trailing
+/// whitespace: it is refused rather than trimmed, so "bob" and "bob " never become one viewer
+/// by accident of the server.
 pub fn validate_user_id(user_id: &str) -> Result<(), InputError> {
     let len = user_id.chars().count();
     if user_id.trim().is_empty() {
         return Err(InputError::Empty { field: "userId" });
+    }
+    printable("userId", user_id)?;
+    if user_id.trim() != user_id {
+        return Err(InputError::SurroundingWhitespace { field: "userId" });
     }
     if len > MAX_USER_ID_CHARS {
         return Err(InputError::TooLong {
@@ -97,6 +117,7 @@ pub fn validate_id(field: &'static str, id: &str) -> Result<(), InputError> {
 }
 
 pub fn validate_name(name: &str) -> Result<(), InputError> {
+    printable("name", name)?;
     let len = name.chars().count();
     if len > MAX_NAME_CHARS {
         return Err(InputError::TooLong {
@@ -185,6 +206,36 @@ mod tests {
         assert!(matches!(
             validate_user_id(&"x".repeat(129)),
             Err(InputError::TooLong { len: 129, .. })
+        ));
+    }
+
+    #[test]
+    fn user_ids_with_control_characters_or_surrounding_whitespace_are_refused() {
+        for (bad, code) in [
+            ("a\nb", 0x0a),
+            ("bell\u{7}", 0x07),
+            ("nul\0", 0),
+            ("c1\u{85}", 0x85),
+            ("del\u{7f}", 0x7f),
+        ] {
+            assert_eq!(
+                validate_user_id(bad),
+                Err(InputError::ControlCharacter { field: "userId", code }),
+                "{bad:?}"
+            );
+        }
+        for bad in [" alice", "alice ", "\u{a0}alice"] {
+            assert_eq!(
+                validate_user_id(bad),
+                Err(InputError::SurroundingWhitespace { field: "userId" }),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_user_id("alice smith").is_ok(), "inner spaces are fine");
+        assert!(validate_user_id("zoë 🎥").is_ok());
+        assert!(matches!(
+            validate_name("a\u{1b}[31m"),
+            Err(InputError::ControlCharacter { .. })
         ));
     }
 

@@ -36,6 +36,8 @@ pub struct StateEvent {
     pub stages: Vec<String>,
     pub joins: usize,
     pub leaves: usize,
+    /// API keys, the signing key or the policy changed.
+    pub meta: bool,
 }
 
 /// Read side shared with the API: the in-memory core, the session keys in sled, the event bus.
@@ -45,6 +47,9 @@ pub struct Shared {
     /// Sessions by user, stage and lease; written only while applying (see `sled_sessions`).
     index: RwLock<SessionIndex>,
     pub events: broadcast::Sender<StateEvent>,
+    /// Bumped after every apply that changed API keys, the signing key or the policy (and after a
+    /// snapshot install). Cheap to watch from many WebSockets: a join storm never wakes them.
+    pub meta_version: tokio::sync::watch::Sender<u64>,
     /// Held across an apply call and while a snapshot copies the tree, so a snapshot never sees
     /// half of an apply.
     apply_lock: tokio::sync::Mutex<()>,
@@ -193,6 +198,7 @@ impl StateMachine {
             index: RwLock::new(index),
             tree,
             events,
+            meta_version: tokio::sync::watch::Sender::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
         });
         let snapshots = SnapshotStore::new(snapshot_dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
@@ -274,6 +280,7 @@ impl StateMachine {
         batch.insert(keys::MEMBERSHIP, to_json(&core.membership));
         event.broadcasts = dirty.broadcasts.into_iter().collect();
         event.stages = dirty.stages.into_iter().collect();
+        event.meta = dirty.meta;
         Ok((responses, batch, event, core))
     }
 }
@@ -308,6 +315,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *self.shared.core.write().expect("state lock poisoned") = core;
         drop(index);
         // Only now is the change durable: tell subscribers.
+        if event.meta {
+            self.shared.meta_version.send_modify(|v| *v += 1);
+        }
         let _ = self.shared.events.send(event);
         Ok(responses)
     }
@@ -345,6 +355,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshots
             .save(meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.shared.meta_version.send_modify(|v| *v += 1);
         let _ = self.shared.events.send(StateEvent::default());
         Ok(())
     }
