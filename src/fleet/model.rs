@@ -122,13 +122,38 @@ pub struct ApiKeyRecord {
     pub created_at: Millis,
 }
 
-/// The private signing key, replicated so any node can mint tokens.
+/// The token signing key, replicated so any node can mint tokens. The private half travels and
+/// rests sealed: the log, the state and snapshots never hold it in clear (`crate::node::signing`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKeyRecord {
-    /// Base64 PKCS#8 DER of the P-384 private key.
-    pub pkcs8_b64: String,
+    /// Serialized as one field beside `arn`: `sealed_pkcs8`, or `pkcs8_b64` in older records.
+    #[serde(flatten)]
+    pub private: PrivateKey,
     /// Public key ARN from ImportPublicKey: the JWT `kid`.
     pub arn: String,
+}
+
+/// The P-384 private key (PKCS#8 DER) as a record holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrivateKey {
+    /// Sealed with AES-256-GCM under the key-encryption key (`crate::node::kek`): base64 of
+    /// nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes).
+    #[serde(rename = "sealed_pkcs8")]
+    Sealed(String),
+    /// Base64 in clear, as records were written before keys were sealed. Still read, so those
+    /// data dirs start (and seal it at once); never written.
+    #[serde(rename = "pkcs8_b64")]
+    Clear(String),
+}
+
+/// Never prints key material, not even sealed: commands and records end up in logs.
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrivateKey::Sealed(s) => write!(f, "Sealed({} chars)", s.len()),
+            PrivateKey::Clear(_) => f.write_str("Clear(..)"),
+        }
+    }
 }
 
 /// Everything but sessions (which may be millions and live in their own sled keys).

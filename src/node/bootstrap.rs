@@ -1,20 +1,28 @@
 //! First-start (and every-start) setup, done by the leader: the replicated policy follows the
-//! config, a signing key exists and is imported into IVS, and an admin key exists (its secret is
-//! returned once, to be printed, and never stored).
+//! config, a signing key exists, is imported into IVS and is sealed under the current
+//! key-encryption key, and an admin key exists (its secret is returned once, to be printed, and
+//! never stored).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Context;
-use base64::Engine;
 
+use super::signing::Reseal;
 use super::{Node, now_ms};
+use crate::fleet::Role;
 use crate::fleet::admission::FleetPolicy;
-use crate::fleet::{Role, SigningKeyRecord};
 use crate::ivs::token::SigningKey;
 use crate::state::{Command, Response};
 
+/// How long a start waits for the snapshot that drops re-sealed key entries from the log.
+const COMPACT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Returns the admin key text when one was created now.
 pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
+    // Every node: a stored key that no configured key-encryption key opens would fail every join,
+    // so the node refuses to start rather than come up unable to sign.
+    let reseal = node.keys.review()?;
     if !node.store.is_leader() {
         return Ok(None);
     }
@@ -29,9 +37,13 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
         node.store.propose(Command::SetPolicy(policy)).await?;
     }
     if node.store.shared.read().fleet.signing_key.is_none() {
-        let record = signing_key(node).await?;
-        tracing::info!(kid = %record.arn, "signing key ready");
-        node.store.propose(Command::SetSigningKey(record)).await?;
+        let (key, arn) = signing_key(node).await?;
+        tracing::info!(kid = %arn, "signing key ready (replicated sealed under the key-encryption key)");
+        node.store
+            .propose(Command::SetSigningKey(node.keys.seal(&key, &arn)))
+            .await?;
+    } else if let Some((record, why)) = reseal {
+        reseal_signing_key(node, record, why).await?;
     }
     if node.store.shared.read().fleet.api_keys.is_empty() {
         let (record, key) = super::keys::generate("admin (first start)", Role::Admin, now_ms());
@@ -43,8 +55,49 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// The configured key, or a new one; imported into IVS unless its ARN is given.
-async fn signing_key(node: &Node) -> anyhow::Result<SigningKeyRecord> {
+/// Replace the stored signing key record by `record` (the same key, sealed under the current
+/// KEK), then snapshot and purge the log through that entry, so the entries that carried the old
+/// form leave the log and the previous snapshot file is replaced.
+async fn reseal_signing_key(node: &Node, record: crate::fleet::SigningKeyRecord, why: Reseal) -> anyhow::Result<()> {
+    let kid = record.arn.clone();
+    let (log_id, _) = node
+        .store
+        .propose(Command::SetSigningKey(record))
+        .await
+        .context("replicating the re-sealed signing key")?;
+    match why {
+        Reseal::WasClear => tracing::warn!(
+            %kid,
+            index = log_id.index,
+            "the signing key was stored in clear (a data dir from before keys were sealed): sealed it under \
+             key_encryption_key_file; compacting the Raft log so the clear entries go"
+        ),
+        Reseal::UnderPreviousKek => tracing::warn!(
+            %kid,
+            index = log_id.index,
+            "the signing key opened only with previous_key_encryption_key_file: sealed it again under \
+             key_encryption_key_file; remove previous_key_encryption_key_file once every node has the new key"
+        ),
+    }
+    match node.store.compact_through(log_id.index, COMPACT_TIMEOUT).await {
+        Ok(()) => tracing::warn!(
+            through = log_id.index,
+            "snapshot taken and Raft log purged: the old form of the signing key is out of the log and \
+             snapshot, but sled may keep the bytes of removed entries in its files until it reuses that \
+             space; if the data dir was ever copied or read by others, treat that key as exposed"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not compact the Raft log now; the old form of the signing key stays in log entries until \
+             the next snapshot (snapshot_every) purges them"
+        ),
+    }
+    Ok(())
+}
+
+/// The configured key, or a new one, and its public key's ARN; imported into IVS unless the
+/// ARN is given.
+async fn signing_key(node: &Node) -> anyhow::Result<(SigningKey, String)> {
     let cfg = &node.cfg;
     let key = if cfg.signing_key_file.as_os_str().is_empty() {
         SigningKey::from_der(&SigningKey::generate_pkcs8(), "")?
@@ -65,10 +118,7 @@ async fn signing_key(node: &Node) -> anyhow::Result<SigningKeyRecord> {
             .context("importing the token signing key into IVS (ImportPublicKey)")?
             .arn
     };
-    Ok(SigningKeyRecord {
-        pkcs8_b64: base64::engine::general_purpose::STANDARD.encode(key.pkcs8()),
-        arn,
-    })
+    Ok((key, arn))
 }
 
 /// IVS names allow `[a-zA-Z0-9-_]` only.

@@ -3,8 +3,10 @@
 //! batchers and the background loops. The API holds an `Arc<Node>` and calls its operations.
 
 pub mod bootstrap;
+pub mod datadir;
 pub mod error;
 pub mod join;
+pub mod kek;
 pub mod keys;
 pub mod ops;
 pub mod signing;
@@ -55,8 +57,8 @@ pub fn now_ms() -> Millis {
 
 impl Node {
     pub async fn start(cfg: Config) -> anyhow::Result<Arc<Node>> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        // First, before anything creates a file: the data dir and all in it private.
+        datadir::prepare(&cfg.data_dir)?;
         let (aws_cfg, emulator, backend_label) = backend_config(&cfg).await?;
         let backend: Arc<dyn StageBackend> = Arc::new(AwsBackend::new(aws_cfg).await?);
         let store = Arc::new(
@@ -70,6 +72,7 @@ impl Node {
             .await?,
         );
         store.wait_for_leader(Duration::from_secs(30)).await?;
+        let keks = load_keks(&cfg, &store)?;
         let metrics = Arc::new(Metrics::new());
         let batch = BatchConfig {
             max_batch: cfg.group_commit_max_batch,
@@ -78,7 +81,7 @@ impl Node {
             linger: Duration::from_micros(cfg.group_commit_linger_us),
         };
         let signer = Signer::new(cfg.signer_threads);
-        let keys = Arc::new(signing::SigningKeys::new(store.shared.clone()));
+        let keys = Arc::new(signing::SigningKeys::new(store.shared.clone(), keks));
         let join_kind = join::JoinKind {
             signer: signer.clone(),
             keys: keys.clone(),
@@ -126,6 +129,25 @@ impl Node {
         // The in-process emulator stops when the node is dropped; it saved its state on every change.
         self.store.shutdown().await;
     }
+}
+
+/// The key-encryption keys. The default file is generated only while nothing sealed is stored:
+/// a node whose sealed key lost its KEK must say so, not mint a KEK that opens nothing.
+fn load_keks(cfg: &Config, store: &Store) -> anyhow::Result<kek::Keks> {
+    let sealed_stored = matches!(
+        store.shared.read().fleet.signing_key,
+        Some(crate::fleet::SigningKeyRecord {
+            private: crate::fleet::PrivateKey::Sealed(_),
+            ..
+        })
+    );
+    kek::Keks::load(
+        &cfg.key_encryption_key_file,
+        &cfg.data_dir.join("key-encryption-key"),
+        &cfg.previous_key_encryption_key_file,
+        !sealed_stored,
+    )
+    .context("loading the key-encryption key that seals the token signing key")
 }
 
 /// Real AWS when configured; otherwise the built-in emulator (in-process, or at `ivs_endpoint_url`).

@@ -129,6 +129,44 @@ impl Store {
         }
     }
 
+    /// Snapshot the state now and purge the log through `index`, so what entries up to it said
+    /// survives only as the state they produced. For an entry whose payload must not stay on disk
+    /// (a signing key in an old form): the snapshot file is replaced too. Openraft builds one
+    /// snapshot at a time and ignores a trigger while one runs, hence the retry.
+    pub async fn compact_through(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.raft.trigger().snapshot().await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let built = self
+                .raft
+                .wait(Some(left.min(Duration::from_secs(2))))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= index),
+                    "a snapshot covers the index",
+                )
+                .await;
+            if built.is_ok() {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no snapshot through index {index} within {timeout:?}"
+            );
+        }
+        self.raft.trigger().purge_log(index).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= index),
+                "the log is purged through the index",
+            )
+            .await
+            .with_context(|| format!("purging the Raft log through index {index}"))?;
+        Ok(())
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
