@@ -31,10 +31,14 @@ pub enum Scenario {
     Crash(CrashArgs),
     /// ES384 signatures per second on this machine, on 1 and on 2 threads.
     Calibrate(CalibrateArgs),
+    /// Adversarial GraphQL documents the front gate must refuse (worst-case time to refuse), and
+    /// the node's RSS with --stalled WebSockets each stalled mid-frame.
+    FrontDoor(FrontDoorArgs),
 }
 
+/// Which node(s) to load: given by URL, or started here from a binary.
 #[derive(Args, Debug, Clone)]
-pub struct Common {
+pub struct NodeArgs {
     /// Node URL (http://host:port or …/graphql); repeat to spread requests across nodes.
     #[arg(long = "target", value_name = "URL")]
     pub targets: Vec<String>,
@@ -47,6 +51,12 @@ pub struct Common {
     /// Extra flag for the node this tool starts; repeat (e.g. --server-arg=--seats-per-stage=500).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Join this existing live broadcast instead of starting one (then counts are not compared
     /// exactly unless --exclusive).
     #[arg(long, value_name = "ID")]
@@ -166,6 +176,38 @@ pub struct CalibrateArgs {
     /// Seconds to sign for, per thread count.
     #[arg(long, default_value_t = 3.0)]
     pub secs: f64,
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FrontDoorArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Times the whole set of documents is sent (mutants are drawn afresh each round).
+    #[arg(long, default_value_t = 20)]
+    pub rounds: u32,
+    /// Seed of the random byte mutations (the same seed sends the same documents).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// WebSockets to hold, each stalled inside a frame (0 skips the socket part).
+    #[arg(long, default_value_t = 10_000)]
+    pub stalled: usize,
+    /// Bytes each stalled frame's header announces (at most 65535, the 16-bit length form).
+    #[arg(long, default_value_t = 60_000)]
+    pub frame_bytes: u16,
+    /// Payload bytes actually sent after each stalled frame's header.
+    #[arg(long, default_value_t = 8)]
+    pub sent_bytes: usize,
+    /// How long to hold the sockets once all are open, sampling the node's RSS.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold_secs: f64,
+    /// TCP connects and upgrades in flight at once while opening the sockets.
+    #[arg(long, default_value_t = 500)]
+    pub connect_concurrency: usize,
+    /// Skip the comparison run with as many sockets that only completed the upgrade.
+    #[arg(long)]
+    pub no_idle: bool,
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::calibrate::Calibration;
 use crate::driver::Outcome;
 use crate::procstat::ProcUsage;
+use crate::scenario::front_door::summary::FrontDoorSummary;
 use crate::verify::Verdict;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -89,13 +90,15 @@ pub struct Report {
     /// This load generator's own process (it shares the machine).
     pub loadgen: Option<ProcUsage>,
     pub verdict: Option<Verdict>,
+    /// `front-door`: refusal times, held sockets, and its own verdict.
+    pub front_door: Option<FrontDoorSummary>,
     /// Scenario-specific numbers (restart times, connections held…).
     pub facts: BTreeMap<String, Value>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.verdict.as_ref().is_none_or(|v| v.ok)
+        self.verdict.as_ref().is_none_or(|v| v.ok) && self.front_door.as_ref().is_none_or(FrontDoorSummary::ok)
     }
 
     pub fn text(&self) -> String {
@@ -109,6 +112,9 @@ impl Report {
         }
         for p in &self.phases {
             s += &phase_text(p);
+        }
+        if let Some(f) = &self.front_door {
+            s += &f.text();
         }
         if let Some(r) = self.signing_ratio {
             s += &format!("admitted joins/s = {:.1}% of the 2-thread signing rate\n", 100.0 * r);
@@ -126,7 +132,8 @@ impl Report {
         }
         match &self.verdict {
             Some(v) => s += &v.text(),
-            None if self.scenario != "calibrate" => s += "verdict: not checked\n",
+            // calibrate checks nothing; front-door printed its own verdict above.
+            None if self.scenario != "calibrate" && self.front_door.is_none() => s += "verdict: not checked\n",
             None => {}
         }
         s

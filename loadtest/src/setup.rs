@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::api::Api;
-use crate::cli::Common;
+use crate::cli::{Common, NodeArgs};
 use crate::ledger::Ledger;
 use crate::procstat::{SAMPLE_EVERY, Sampler};
 use crate::report::Report;
@@ -30,33 +30,7 @@ pub struct Setup {
 impl Setup {
     /// `own_node`: start a node even if --target is given (crash needs a process to kill).
     pub async fn new(common: &Common, own_node: bool) -> anyhow::Result<Self> {
-        let (mut node, mut tmp) = (None, None);
-        let mut urls = common.targets.clone();
-        if own_node || urls.is_empty() {
-            let bin = common
-                .server_bin
-                .as_ref()
-                .context("this needs --server-bin PATH (or STAGEFLEET_BIN) to start a node, or --target URL")?;
-            let data_dir = match &common.data_dir {
-                Some(d) => d.clone(),
-                None => {
-                    let t = tempfile::Builder::new().prefix("loadtest-").tempdir()?;
-                    let d = t.path().join("data");
-                    tmp = Some(t);
-                    d
-                }
-            };
-            let n = LocalNode::start(bin, &data_dir, &common.server_args).await?;
-            eprintln!(
-                "started {} (pid {}) at {}, log {}",
-                bin.display(),
-                n.pid.load(std::sync::atomic::Ordering::Relaxed),
-                n.banner.base_url,
-                n.log_path().display()
-            );
-            urls = vec![n.banner.base_url.clone()];
-            node = Some(n);
-        }
+        let Started { urls, node, tmp } = start_node(&common.node, own_node).await?;
         let targets = Arc::new(Targets::new(&urls)?);
         let admin_key = common
             .admin_key
@@ -161,6 +135,49 @@ impl Setup {
         }
         Ok(())
     }
+}
+
+/// The node URLs to load and, when this tool runs the node, that node.
+pub struct Started {
+    pub urls: Vec<String>,
+    pub node: Option<LocalNode>,
+    /// The node's temporary data dir: hold it as long as the node runs.
+    pub tmp: Option<tempfile::TempDir>,
+}
+
+/// Start a node from `--server-bin` when `own_node` is set or no `--target` is given.
+pub async fn start_node(args: &NodeArgs, own_node: bool) -> anyhow::Result<Started> {
+    if !own_node && !args.targets.is_empty() {
+        return Ok(Started {
+            urls: args.targets.clone(),
+            node: None,
+            tmp: None,
+        });
+    }
+    let bin = args
+        .server_bin
+        .as_ref()
+        .context("this needs --server-bin PATH (or STAGEFLEET_BIN) to start a node, or --target URL")?;
+    let (data_dir, tmp) = match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("loadtest-").tempdir()?;
+            (t.path().join("data"), Some(t))
+        }
+    };
+    let n = LocalNode::start(bin, &data_dir, &args.server_args).await?;
+    eprintln!(
+        "started {} (pid {}) at {}, log {}",
+        bin.display(),
+        n.pid.load(std::sync::atomic::Ordering::Relaxed),
+        n.banner.base_url,
+        n.log_path().display()
+    );
+    Ok(Started {
+        urls: vec![n.banner.base_url.clone()],
+        node: Some(n),
+        tmp,
+    })
 }
 
 /// Print the report, write `--json`, and give the process exit code (1 on any violation).

@@ -93,3 +93,26 @@ fn joins_survive_sigkill_and_restart() {
     assert_eq!(r["verdict"]["ok"], true);
     assert_eq!(r["verdict"]["acknowledged_joins"], 400);
 }
+
+#[test]
+fn the_front_gate_refuses_every_adversarial_document_and_holds_stalled_sockets() {
+    let Some(bin) = server_bin() else { return };
+    // --- 1. one round of documents, then 200 idle and 200 stalled sockets held for a second
+    let (code, r) = loadtest(
+        &bin,
+        &["front-door", "--rounds", "1", "--stalled", "200", "--hold-secs", "1"],
+    );
+    // --- 2. every document got the answer it must get, and the node stayed up
+    assert_eq!(code, 0, "exit code");
+    let f = &r["front_door"];
+    assert_eq!(f["documents"]["failures_total"], 0);
+    assert_eq!(f["node_up_at_end"], true);
+    assert!(f["documents"]["refusal_ms"]["count"].as_u64().unwrap() > 40);
+    // --- 3. the node held the sockets, and closed the one announcing an oversized frame
+    for phase in f["sockets"].as_array().unwrap() {
+        assert_eq!(phase["opened"], 200, "{phase}");
+        assert_eq!(phase["held_at_end"], 200, "{phase}");
+    }
+    assert!(f["oversized_frame_closed_after_secs"].is_number());
+    assert!(f["sockets"][1]["rss_peak_mib"].as_f64().unwrap() > 0.0);
+}

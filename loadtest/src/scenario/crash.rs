@@ -125,7 +125,10 @@ pub async fn run(args: &CrashArgs) -> anyhow::Result<Report> {
     for cycle in 1..=u64::from(args.cycles) {
         let at = args.viewers * cycle / (u64::from(args.cycles) + 1);
         // A storm that ends early (too many failed joins) leaves the remaining cycles undone.
+        // Biased: a storm that reached the mark and ended while the previous restart was being
+        // checked still gets its cycle (an unbiased pick skipped it half the time).
         tokio::select! {
+            biased;
             _ = acked.wait_for(|n| *n >= at) => {}
             _ = done.wait_for(|d| *d) => break,
         }
