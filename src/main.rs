@@ -85,7 +85,20 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// Transparent huge pages off for this process. The allocator's regions got 2 MiB pages, so a
+/// WebSocket whose frame header reserved 64 KiB but sent 8 bytes cost the node 64 KiB of RSS
+/// instead of the few KiB it touched: 10,000 such sockets took RSS past 700 MiB
+/// (`loadtest front-door`; BENCHMARKS.md compares join storms with and without).
+fn disable_transparent_huge_pages() {
+    // SAFETY: prctl with an integer option and no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r != 0 {
+        eprintln!("note: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
