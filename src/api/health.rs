@@ -12,18 +12,23 @@ pub async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the store answers, a leader is known, and the signing key is in place.
+/// Ready when the store answers, a leader is known, and the signing key is in place and opens with
+/// this node's key-encryption key (a node that cannot sign would fail every join).
 pub async fn readyz(State(app): State<AppState>) -> Response {
     let m = app.node.store.raft.metrics().borrow().clone();
     let store_ok = m.running_state.is_ok();
     let leader = m.current_leader;
-    let key = app.node.store.shared.read().fleet.signing_key.is_some();
-    let ready = store_ok && leader.is_some() && key;
+    let key = match app.node.signing_key() {
+        Ok(_) => Ok(()),
+        Err(crate::node::NodeError::NoSigningKey) => Err("missing"),
+        Err(_) => Err("does not open with key_encryption_key_file (see the log)"),
+    };
+    let ready = store_ok && leader.is_some() && key.is_ok();
     let body = format!(
         "store: {}\nleader: {}\nsigning_key: {}\n",
         if store_ok { "ok" } else { "failed" },
         leader.map_or("none".to_string(), |l| format!("node {l}")),
-        if key { "ok" } else { "missing" },
+        key.err().unwrap_or("ok"),
     );
     let status = if ready {
         StatusCode::OK
