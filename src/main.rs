@@ -155,11 +155,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     init_logging(cfg.log_format, &cfg.log_level);
-    stagefleet::api::server::raise_open_files_limit(cfg.max_connections + cfg.max_websockets);
+    let open_files = stagefleet::api::server::raise_open_files_limit();
+    let mut cfg = cfg;
+    (cfg.max_connections, cfg.max_websockets) =
+        stagefleet::api::server::fit_caps(cfg.max_connections, cfg.max_websockets, open_files);
     let listener = stagefleet::api::server::bind(cfg.http_addr, cfg.listen_backlog)
         .with_context(|| format!("binding http_addr {} (is another process using it?)", cfg.http_addr))?;
     let addr = listener.local_addr()?;
-    let mut cfg = cfg;
     cfg.http_addr = addr;
     let node = stagefleet::node::Node::start(cfg).await?;
     let url = node.cfg.public_url();

@@ -286,10 +286,15 @@ async fn slow_and_idle_clients_are_cut_off_and_the_node_keeps_serving() {
 #[tokio::test]
 async fn past_the_connection_cap_clients_get_a_clean_refusal_and_the_node_recovers() {
     let (_dir, n) = node(&["--max-connections", "20", "--header-read-timeout-secs", "30"]);
-    // --- 1. twenty idle connections fill the node
+    // --- 1. ten idle connections and ten WebSockets fill the node (an upgraded connection keeps
+    //        its place)
     let mut held = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..10 {
         held.push(TcpStream::connect(addr(&n)).await.unwrap());
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(ws_connect(&n, None).await);
     }
     // the node counts a connection once it accepted it: wait until the twenty-first is refused
     let refusal = common::eventually(Duration::from_secs(20), "a refusal past the cap", || async {
@@ -307,6 +312,7 @@ async fn past_the_connection_cap_clients_get_a_clean_refusal_and_the_node_recove
     assert!(refusal.contains("max_connections"), "{refusal}");
     // --- 2. once they go, the node serves again
     drop(held);
+    drop(sockets);
     common::eventually(Duration::from_secs(20), "the node serves again", || async {
         let r = n.http().get(format!("{}/livez", n.url)).send().await.ok()?;
         (r.status() == 200).then_some(())

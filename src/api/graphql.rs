@@ -201,6 +201,7 @@ pub async fn get_graphql(
         return error_body(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg);
     };
     let client = client_of(&app, &parts.headers, peer);
+    let conn_slot = parts.extensions.get::<super::server::ConnSlot>().cloned();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // Incoming frames and messages are refused past the body limit as soon as a frame header
@@ -213,5 +214,5 @@ pub async fn get_graphql(
         .write_buffer_size(0)
         // Outgoing messages of any size are written (an answer listing many stages or keys can
         // be large); back-pressure comes from the bounded queue in `super::ws`.
-        .on_upgrade(move |socket| super::ws::serve(app, socket, protocol, client, slot))
+        .on_upgrade(move |socket| super::ws::serve(app, socket, protocol, client, (slot, conn_slot)))
 }

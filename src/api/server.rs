@@ -1,8 +1,9 @@
 //! The HTTP server's front door: its own accept loop over hyper, so that no client can hold the
 //! node's resources for free.
 //! - A listen backlog sized for connection storms (`listen_backlog`).
-//! - A cap on open connections (`max_connections`): past it, a connection gets a 503 with a code
-//!   and is closed at once, so the node keeps file descriptors for `/readyz` and real clients.
+//! - A cap on open connections (`max_connections`, WebSockets included: an upgraded connection
+//!   keeps its place): past it, a connection gets a 503 with a code and is closed at once, so the
+//!   node keeps file descriptors for `/readyz` and real clients.
 //! - `header_read_timeout_secs`: a request's headers (the first request's, and every next one's
 //!   on a kept-alive connection) must arrive within it, which also closes idle connections.
 //!   Bodies have their own timeout in `graphql::read_body`.
@@ -46,9 +47,8 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Raise the soft open-files limit to the hard one, and say so if the connection caps still do
-/// not fit under it (every connection is a descriptor; sled and the runtime need some too).
-pub fn raise_open_files_limit(max_connections: usize) {
+/// Raise the soft open-files limit to the hard one and return it (None if it cannot be read).
+pub fn raise_open_files_limit() -> Option<u64> {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         let mut lim = libc::rlimit {
@@ -56,7 +56,7 @@ pub fn raise_open_files_limit(max_connections: usize) {
             rlim_max: 0,
         };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
+            return None;
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
@@ -67,17 +67,34 @@ pub fn raise_open_files_limit(max_connections: usize) {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
-        let need = max_connections as u64 + 256;
-        if (lim.rlim_cur as u64) < need {
-            tracing::warn!(
-                open_files_limit = lim.rlim_cur as u64,
-                max_connections,
-                "the open-files limit is below max_connections + 256: connections past it fail at accept; \
-                 raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections"
-            );
-        }
+        Some(lim.rlim_cur as u64)
     }
 }
+
+/// Descriptors kept for everything but client connections (sled, the emulator, IVS calls, logs).
+pub const RESERVED_FILES: u64 = 512;
+
+/// `max_connections` and `max_websockets` lowered to what the open-files limit can hold, so a
+/// client past the cap gets a clean 503 instead of the node failing at accept (where nothing,
+/// not even `/readyz`, is answered).
+pub fn fit_caps(max_connections: usize, max_websockets: usize, open_files: Option<u64>) -> (usize, usize) {
+    let room = open_files.map_or(usize::MAX, |l| l.saturating_sub(RESERVED_FILES).max(16) as usize);
+    let conns = max_connections.min(room);
+    if conns < max_connections {
+        tracing::warn!(
+            open_files_limit = open_files,
+            max_connections,
+            using = conns,
+            "max_connections does not fit under the open-files limit; using less (raise the limit: ulimit -n, LimitNOFILE=)"
+        );
+    }
+    (conns, max_websockets.min(conns))
+}
+
+/// The connection's place under `max_connections`, held by the request so an upgraded WebSocket
+/// keeps it for as long as it is open.
+#[derive(Clone)]
+pub struct ConnSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);
 
 const REFUSAL: &str = "{\"data\":null,\"errors\":[{\"message\":\"this node holds its maximum of connections \
                        (max_connections); retry later or another node\",\"extensions\":{\"code\":\"UNAVAILABLE\"}}]}";
@@ -147,8 +164,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let slot = ConnSlot(Arc::new(slot));
+        let held = slot.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(held.clone());
             let mut router = router.clone();
             async move {
                 Ok::<_, Infallible>(
@@ -192,5 +212,19 @@ pub async fn serve(
             websockets = max_ws - ws.available_permits(),
             "drain time is up; closing the remaining connections"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_caps_are_lowered_to_fit_the_open_files_limit() {
+        // this machine's default: a hard limit of 20,000 descriptors
+        assert_eq!(fit_caps(25_000, 20_000, Some(20_000)), (19_488, 19_488));
+        assert_eq!(fit_caps(1_000, 500, Some(20_000)), (1_000, 500));
+        assert_eq!(fit_caps(1_000, 5_000, None), (1_000, 1_000), "never more WebSockets than connections");
+        assert_eq!(fit_caps(1_000, 500, Some(100)), (16, 16), "a tiny limit still serves a few");
     }
 }

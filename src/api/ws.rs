@@ -116,14 +116,16 @@ async fn revoked(app: &AppState, principal: &OnceLock<Principal>) {
     }
 }
 
+/// Serve one socket. `slots`: its place under `max_websockets` and under `max_connections`, held
+/// until it closes.
 pub async fn serve(
     app: AppState,
     socket: WebSocket,
     protocol: GraphQLProtocol,
     client: IpAddr,
-    slot: OwnedSemaphorePermit,
+    slots: (OwnedSemaphorePermit, Option<super::server::ConnSlot>),
 ) {
-    let _slot = slot;
+    let _slots = slots;
     let metrics = app.node.metrics.clone();
     metrics.open_websockets.inc();
     let principal = Arc::new(OnceLock::new());
