@@ -94,9 +94,11 @@ settings! {
     trusted_proxies: u32 = 1, "STAGEFLEET_TRUSTED_PROXIES";
     /// Comma-separated CIDRs of your proxies (e.g. `10.0.0.0/8,fd00::/8`). When set, the client is the rightmost entry of `client_ip_header` that is not in these ranges, and the header is only believed when the TCP peer is in them. Empty: use `trusted_proxies`.
     trusted_proxy_cidrs: String = String::new(), "STAGEFLEET_TRUSTED_PROXY_CIDRS";
-    /// Per-client join limits count IPv4 clients by this prefix length (24: one /24 network is one client).
+    /// Most seats one client — one network, see `join_subnet_v4_prefix`/`join_subnet_v6_prefix` — may hold in one broadcast. 0 = no cap. `startBroadcast(maxSeatsPerClient:)` sets it per broadcast.
+    max_seats_per_client: u32 = 0, "STAGEFLEET_MAX_SEATS_PER_CLIENT";
+    /// Per-client join limits and seat caps count IPv4 clients by this prefix length (24: one /24 network is one client).
     join_subnet_v4_prefix: u8 = 24, "STAGEFLEET_JOIN_SUBNET_V4_PREFIX";
-    /// Per-client join limits count IPv6 clients by this prefix length (64: one /64 network is one client).
+    /// Per-client join limits and seat caps count IPv6 clients by this prefix length (64: one /64 network is one client).
     join_subnet_v6_prefix: u8 = 64, "STAGEFLEET_JOIN_SUBNET_V6_PREFIX";
     /// Joins per second allowed per host or admin API key (burst: 2x). 0 = unlimited.
     join_rate_per_key: u32 = 0, "STAGEFLEET_JOIN_RATE_PER_KEY";
@@ -132,9 +134,9 @@ settings! {
     graphql_max_fragments: usize = 64, "STAGEFLEET_GRAPHQL_MAX_FRAGMENTS";
     /// Front gate: most fragment spreads once every spread is expanded (counted over the fragment graph, in linear time).
     graphql_max_spreads: usize = 1_000, "STAGEFLEET_GRAPHQL_MAX_SPREADS";
-    /// Most open TCP connections (HTTP and WebSocket); further connections are answered 503 and closed.
+    /// Most open TCP connections, WebSockets included; further connections are answered 503 and closed. Lowered at start to fit the open-files limit (minus 512 kept for the node's own files).
     max_connections: usize = 25_000, "STAGEFLEET_MAX_CONNECTIONS";
-    /// Most open GraphQL WebSockets; further upgrades are refused with 503 and `extensions.code` UNAVAILABLE.
+    /// Most open GraphQL WebSockets (at most `max_connections`); further upgrades are refused with 503 and `extensions.code` UNAVAILABLE.
     max_websockets: usize = 20_000, "STAGEFLEET_MAX_WEBSOCKETS";
     /// Listen backlog of the HTTP socket (the kernel caps it at net.core.somaxconn): room for connection storms.
     listen_backlog: u32 = 4_096, "STAGEFLEET_LISTEN_BACKLOG";
@@ -237,6 +239,9 @@ impl Config {
         }
         if self.max_stages == 0 {
             return invalid("max_stages", "must be at least 1");
+        }
+        if self.max_seats_per_client > crate::fleet::admission::MAX_SEATS_PER_CLIENT {
+            return invalid("max_seats_per_client", "must be at most 1000000 (0 = no cap)");
         }
         if self.session_lease_secs < 2 * self.presence_interval_secs.max(1) {
             return invalid("session_lease_secs", "must be at least twice presence_interval_secs");

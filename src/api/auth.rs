@@ -39,6 +39,16 @@ impl Principal {
         })
     }
 
+    /// The client network a join by this principal counts against for the per-client seat cap:
+    /// anonymous and viewer-key joins. Host and admin keys — integrators' back ends seating many
+    /// users from one network — are not counted, as they are not limited per client either.
+    pub fn seat_client(&self) -> Option<IpAddr> {
+        match self.role {
+            None | Some(Role::Viewer) => Some(self.client),
+            Some(Role::Host | Role::Admin) => None,
+        }
+    }
+
     /// Admin may do anything; host may do host and viewer things; viewer only viewer things.
     pub fn require(&self, need: Role) -> Result<(), async_graphql::Error> {
         match self.role {

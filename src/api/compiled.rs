@@ -252,7 +252,15 @@ pub async fn answer(
     if let Err(e) = app.limits.check(principal) {
         return Some(plan.error(e));
     }
-    let joined = app.node.join(args.broadcast_id, args.user_id, &args.attributes).await;
+    let joined = app
+        .node
+        .join(
+            args.broadcast_id,
+            args.user_id,
+            &args.attributes,
+            principal.seat_client(),
+        )
+        .await;
     Some(match joined {
         Ok(j) => plan.render(app, &j),
         Err(e) => plan.error(to_graphql(&e)),

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     OriginStage,
     /// The broadcast has its maximum of 12 hosts.
     HostLimit,
+    /// This client's network holds the most seats one client may hold in the broadcast
+    /// (`maxSeatsPerClient`); a user already seated may still join again.
+    ClientSeatLimit,
     /// An IVS call failed (after retries); nothing was changed.
     IvsError,
     /// The node cannot take writes right now (no leader, shutting down); retry.
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::StageHasViewers => "STAGE_HAS_VIEWERS",
             ErrorCode::OriginStage => "ORIGIN_STAGE",
             ErrorCode::HostLimit => "HOST_LIMIT",
+            ErrorCode::ClientSeatLimit => "CLIENT_SEAT_LIMIT",
             ErrorCode::IvsError => "IVS_ERROR",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
@@ -92,6 +96,7 @@ fn refusal_code(r: &Refusal) -> ErrorCode {
         Refusal::StageHasViewers(..) => ErrorCode::StageHasViewers,
         Refusal::OriginStage(_) => ErrorCode::OriginStage,
         Refusal::HostLimit(..) => ErrorCode::HostLimit,
+        Refusal::ClientSeatLimit(..) => ErrorCode::ClientSeatLimit,
         Refusal::BroadcastExists(_) => ErrorCode::BroadcastExists,
         Refusal::UnknownSession(_) => ErrorCode::SessionNotFound,
         Refusal::UnknownApiKey(_) => ErrorCode::ApiKeyNotFound,

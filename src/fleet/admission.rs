@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{BroadcastState, Fleet, Refusal, Session};
+use super::model::{Broadcast, BroadcastState, Fleet, Refusal, Session};
 use super::placement::{self, Placement};
 
 /// IVS limits that shape input (ivs-realtime.md §1.3).
@@ -14,6 +14,8 @@ pub const MAX_ID_CHARS: usize = 64;
 pub const MAX_NAME_CHARS: usize = 128;
 /// Publishers per IVS stage; hosts of a broadcast publish to every origin stage.
 pub const MAX_HOSTS: u32 = 12;
+/// Highest per-client seat cap a broadcast may set (far above any honest household or office).
+pub const MAX_SEATS_PER_CLIENT: u32 = 1_000_000;
 
 /// Replicated policy: every node decides with the same numbers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +24,10 @@ pub struct FleetPolicy {
     pub seats_per_stage: u32,
     pub max_stages: u32,
     pub session_lease_ms: i64,
+    /// Seats one client network may hold in a broadcast that sets no cap of its own; 0 = no cap.
+    /// Absent in records written before the cap existed.
+    #[serde(default)]
+    pub max_seats_per_client: u32,
 }
 
 impl Default for FleetPolicy {
@@ -31,8 +37,14 @@ impl Default for FleetPolicy {
             seats_per_stage: 10_000,
             max_stages: 1_000,
             session_lease_ms: 90_000,
+            max_seats_per_client: 0,
         }
     }
+}
+
+/// The seat cap per client network in force for `broadcast` (0 = no cap).
+pub fn client_seat_cap(broadcast: &Broadcast, policy: &FleetPolicy) -> u32 {
+    broadcast.max_seats_per_client.unwrap_or(policy.max_seats_per_client)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +141,20 @@ pub fn validate_name(name: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// A per-broadcast seat cap as a client sends it: 0 (no cap) to [`MAX_SEATS_PER_CLIENT`].
+pub fn validate_seat_cap(field: &'static str, value: i64) -> Result<u32, InputError> {
+    let max = i64::from(MAX_SEATS_PER_CLIENT);
+    match u32::try_from(value) {
+        Ok(v) if value <= max => Ok(v),
+        _ => Err(InputError::OutOfRange {
+            field,
+            value,
+            min: 0,
+            max,
+        }),
+    }
+}
+
 /// Attributes as IVS counts them: the bytes of every key and value together.
 pub fn validate_attributes(pairs: &[(String, String)]) -> Result<BTreeMap<String, String>, InputError> {
     let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -160,12 +186,14 @@ pub enum Admission {
 }
 
 /// Decide one join against the current state. `existing` is the user's session in this
-/// broadcast, if any.
+/// broadcast, if any; `client_seats` the seats the asking client network holds in it already,
+/// when the request names its client (it does whenever the broadcast's cap is on).
 pub fn admit(
     fleet: &Fleet,
     policy: &FleetPolicy,
     broadcast_id: &str,
     existing: Option<&Session>,
+    client_seats: Option<u32>,
 ) -> Result<Admission, Refusal> {
     let broadcast = fleet
         .broadcasts
@@ -176,6 +204,10 @@ pub fn admit(
     }
     if existing.is_some() {
         return Ok(Admission::Rejoin);
+    }
+    let cap = client_seat_cap(broadcast, policy);
+    if cap > 0 && client_seats.is_some_and(|held| held >= cap) {
+        return Err(Refusal::ClientSeatLimit(broadcast_id.to_string(), cap));
     }
     placement::choose(fleet.stages_of(broadcast_id), policy.placement)
         .map(|s| Admission::Seat(s.id.clone()))
@@ -253,6 +285,23 @@ mod tests {
             validate_attributes(&dup),
             Err(InputError::DuplicateAttribute("a".into()))
         );
+    }
+
+    #[test]
+    fn a_seat_cap_is_between_zero_and_one_million() {
+        assert_eq!(validate_seat_cap("maxSeatsPerClient", 0), Ok(0));
+        assert_eq!(validate_seat_cap("maxSeatsPerClient", 1_000_000), Ok(1_000_000));
+        for bad in [-1, 1_000_001, i64::from(u32::MAX) + 1, i64::MIN] {
+            assert_eq!(
+                validate_seat_cap("maxSeatsPerClient", bad),
+                Err(InputError::OutOfRange {
+                    field: "maxSeatsPerClient",
+                    value: bad,
+                    min: 0,
+                    max: 1_000_000
+                })
+            );
+        }
     }
 
     #[test]

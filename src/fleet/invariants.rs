@@ -1,12 +1,14 @@
 //! Property tests for DESIGN.md §4 invariants 1 (no stage over capacity) and 3 (one session per
-//! broadcast + user), over random interleavings of joins (batched, with repeats), leaves, lease
+//! broadcast + user), and for the per-client seat cap (no client network holds more seats in a
+//! broadcast than its cap, and the count kept equals the sessions naming that client), over random
+//! interleavings of joins (batched, with repeats, from a few client networks), leaves, lease
 //! expiry, stage additions and forced deletions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::admission::FleetPolicy;
+use super::admission::{self, FleetPolicy};
 use super::model::*;
 use super::placement::Placement;
 use super::sessions::{MemorySessions, Sessions};
@@ -15,8 +17,8 @@ use crate::ivs::StageEndpoints;
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// A batch of joins: (broadcast index, user index), duplicates welcome.
-    Join(Vec<(usize, u8)>),
+    /// A batch of joins: (broadcast index, user index, client network index), duplicates welcome.
+    Join(Vec<(usize, u8, u8)>),
     Leave(u8),
     Tick(i64),
     AddStage(usize),
@@ -25,7 +27,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => prop::collection::vec((0usize..2, 0u8..40), 1..25).prop_map(Op::Join),
+        6 => prop::collection::vec((0usize..2, 0u8..40, 0u8..3), 1..25).prop_map(Op::Join),
         2 => any::<u8>().prop_map(Op::Leave),
         1 => (0i64..60_000).prop_map(Op::Tick),
         1 => (0usize..2).prop_map(Op::AddStage),
@@ -42,12 +44,14 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(placement: Placement, seats: u32) -> Self {
+    /// Broadcast b0 follows the policy's per-client cap `client_cap`; b1 sets `b1_cap` (if any).
+    fn new(placement: Placement, seats: u32, client_cap: u32, b1_cap: Option<u32>) -> Self {
         let policy = FleetPolicy {
             placement,
             seats_per_stage: seats,
             max_stages: 6,
             session_lease_ms: 30_000,
+            max_seats_per_client: client_cap,
         };
         let mut h = Self {
             fleet: Fleet::default(),
@@ -56,8 +60,8 @@ impl Harness {
             now: 0,
             next_id: 0,
         };
-        for b in ["b0", "b1"] {
-            let stage = h.world(|w| w.start_broadcast(b, b, 0, 1)).unwrap();
+        for (b, cap) in [("b0", None), ("b1", b1_cap)] {
+            let stage = h.world(|w| w.start_broadcast(b, b, cap, 0, 1)).unwrap();
             h.create(&stage);
         }
         h
@@ -86,10 +90,13 @@ impl Harness {
             Op::Join(batch) => {
                 let reqs: Vec<JoinRequest> = batch
                     .iter()
-                    .map(|(b, u)| {
+                    .map(|(b, u, c)| {
                         self.next_id += 1;
+                        let broadcast_id = format!("b{b}");
                         JoinRequest {
-                            broadcast_id: format!("b{b}"),
+                            // as the node does: the client goes along only when the cap is on
+                            client: (self.cap(&broadcast_id) > 0).then(|| format!("10.0.{c}.0")),
+                            broadcast_id,
                             user_id: format!("u{u}"),
                             attributes: BTreeMap::new(),
                             session_id: format!("s{}", self.next_id),
@@ -145,11 +152,19 @@ impl Harness {
         }
     }
 
+    fn cap(&self, broadcast_id: &str) -> u32 {
+        admission::client_seat_cap(&self.fleet.broadcasts[broadcast_id], &self.policy)
+    }
+
     fn check_invariants(&self) {
         let mut per_stage: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut per_client: BTreeMap<(&str, &str), u32> = BTreeMap::new();
         let mut users = BTreeSet::new();
         for s in self.sessions.all() {
             *per_stage.entry(&s.stage_id).or_default() += 1;
+            if let Some(client) = &s.client {
+                *per_client.entry((&s.broadcast_id, client)).or_default() += 1;
+            }
             assert!(
                 users.insert((&s.broadcast_id, &s.user_id)),
                 "invariant 3: two sessions for {}",
@@ -179,6 +194,22 @@ impl Harness {
             self.fleet.stages.len() <= self.policy.max_stages as usize,
             "invariant 4: stage quota"
         );
+        for b in ["b0", "b1"] {
+            let cap = self.cap(b);
+            for c in 0..3 {
+                let client = format!("10.0.{c}.0");
+                let seated = per_client.get(&(b, client.as_str())).copied().unwrap_or(0);
+                assert_eq!(
+                    self.sessions.client_seats(b, &client),
+                    seated,
+                    "{b}/{client}: the count kept differs from the sessions naming the client"
+                );
+                assert!(
+                    cap == 0 || seated <= cap,
+                    "{b}/{client} holds {seated} seats, over its cap of {cap}"
+                );
+            }
+        }
     }
 }
 
@@ -186,13 +217,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn no_stage_exceeds_capacity_and_no_user_is_seated_twice(
+    fn no_stage_exceeds_capacity_no_user_is_seated_twice_and_no_client_exceeds_its_cap(
         pack in any::<bool>(),
         seats in 1u32..8,
+        client_cap in 0u32..4,
+        b1_cap in prop::option::of(0u32..4),
         ops in prop::collection::vec(op(), 1..60),
     ) {
         let placement = if pack { Placement::Pack } else { Placement::Spread };
-        let mut h = Harness::new(placement, seats);
+        let mut h = Harness::new(placement, seats, client_cap, b1_cap);
         for op in &ops {
             h.apply(op);
             h.check_invariants();
@@ -201,10 +234,11 @@ proptest! {
 
     #[test]
     fn a_user_joining_again_gets_the_same_seat_back(users in prop::collection::vec(0u8..10, 1..50)) {
-        let mut h = Harness::new(Placement::Spread, 100);
+        // a cap of one seat per client: joining again is a rejoin, never refused by the cap
+        let mut h = Harness::new(Placement::Spread, 100, 1, None);
         let mut first_seat: BTreeMap<u8, (String, String)> = BTreeMap::new();
         for u in users {
-            h.apply(&Op::Join(vec![(0, u)]));
+            h.apply(&Op::Join(vec![(0, u, u)]));
             let s = h.sessions.by_user("b0", &format!("u{u}")).unwrap();
             let seat = (s.id.clone(), s.stage_id.clone());
             prop_assert_eq!(first_seat.entry(u).or_insert_with(|| seat.clone()).clone(), seat);

@@ -39,6 +39,10 @@ pub struct Broadcast {
     pub hosts: BTreeMap<String, Host>,
     /// Viewers admitted over the broadcast's life (re-joins of a seated user not counted).
     pub admitted_total: u64,
+    /// Most seats one client network may hold in this broadcast (0 = no cap); `None` follows
+    /// [`FleetPolicy::max_seats_per_client`](super::admission::FleetPolicy). Fixed at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_client: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,6 +107,10 @@ pub struct Session {
     pub joined_at: Millis,
     pub last_seen: Millis,
     pub lease_until: Millis,
+    /// The client network that took the seat, recorded only when the broadcast caps seats per
+    /// client, so ending the session frees that client's count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -203,6 +211,8 @@ pub enum Refusal {
     HostLimit(String, u32),
     #[error("broadcast {0} already exists")]
     BroadcastExists(String),
+    #[error("this client already holds {1} seats in broadcast {0}, the most one client may hold")]
+    ClientSeatLimit(String, u32),
     #[error("no session {0}")]
     UnknownSession(String),
     #[error("no API key {0}")]
@@ -225,6 +235,7 @@ impl Refusal {
             Refusal::OriginStage(_) => "origin_stage",
             Refusal::HostLimit(..) => "host_limit",
             Refusal::BroadcastExists(_) => "broadcast_exists",
+            Refusal::ClientSeatLimit(..) => "client_seat_limit",
             Refusal::UnknownSession(_) => "unknown_session",
             Refusal::UnknownApiKey(_) => "unknown_api_key",
             Refusal::Fenced(_) => "fenced",

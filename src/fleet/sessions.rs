@@ -16,6 +16,8 @@ pub trait Sessions {
     fn on_stage(&self, stage_id: &str) -> Vec<String>;
     /// Ids of the sessions whose lease ended before `now`, at most `limit`.
     fn expired(&self, now: Millis, limit: usize) -> Vec<String>;
+    /// Sessions in `broadcast_id` whose record names `client` (see [`Session::client`]).
+    fn client_seats(&self, broadcast_id: &str, client: &str) -> u32;
 }
 
 #[derive(Clone, Debug, Default)]
@@ -24,6 +26,8 @@ pub struct MemorySessions {
     by_user: BTreeMap<(String, String), String>,
     by_stage: BTreeSet<(String, String)>,
     by_lease: BTreeSet<(Millis, String)>,
+    /// (broadcast, client) → sessions naming that client; no zero entries.
+    by_client: BTreeMap<(String, String), u32>,
 }
 
 impl MemorySessions {
@@ -58,6 +62,12 @@ impl Sessions for MemorySessions {
         );
         self.by_stage.insert((session.stage_id.clone(), session.id.clone()));
         self.by_lease.insert((session.lease_until, session.id.clone()));
+        if let Some(client) = &session.client {
+            *self
+                .by_client
+                .entry((session.broadcast_id.clone(), client.clone()))
+                .or_default() += 1;
+        }
         self.by_id.insert(session.id.clone(), session);
     }
 
@@ -66,6 +76,15 @@ impl Sessions for MemorySessions {
         self.by_user.remove(&(s.broadcast_id.clone(), s.user_id.clone()));
         self.by_stage.remove(&(s.stage_id.clone(), s.id.clone()));
         self.by_lease.remove(&(s.lease_until, s.id.clone()));
+        if let Some(client) = &s.client {
+            let key = (s.broadcast_id.clone(), client.clone());
+            if let Some(n) = self.by_client.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_client.remove(&key);
+                }
+            }
+        }
         Some(s)
     }
 
@@ -79,6 +98,13 @@ impl Sessions for MemorySessions {
 
     fn expired(&self, now: Millis, limit: usize) -> Vec<String> {
         lapsed(&self.by_lease, now, limit)
+    }
+
+    fn client_seats(&self, broadcast_id: &str, client: &str) -> u32 {
+        self.by_client
+            .get(&(broadcast_id.to_string(), client.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -106,6 +132,7 @@ pub fn check_sessions_contract(store: &mut dyn Sessions) {
         joined_at: 0,
         last_seen: 0,
         lease_until: lease,
+        client: None,
     };
     store.put(s("1", "alice", "b:0", 100));
     store.put(s("2", "bob", "b:0", 200));
@@ -128,6 +155,31 @@ pub fn check_sessions_contract(store: &mut dyn Sessions) {
     store.put(s("9", "dave", "b:1", 500));
     store.put(s("4", "erin", "b:1", 500));
     assert_eq!(store.on_stage("b:1"), ["2", "3", "4", "9"], "sorted by id");
+    // seats per (broadcast, client network): only sessions that name a client count
+    let seat = |id: &str, broadcast: &str, client: Option<&str>| Session {
+        broadcast_id: broadcast.into(),
+        client: client.map(Into::into),
+        ..s(id, &format!("user-{id}"), "b:2", 2_000)
+    };
+    store.put(seat("c1", "b", Some("10.0.0.0")));
+    store.put(seat("c2", "b", Some("10.0.0.0")));
+    store.put(seat("c3", "b", Some("10.0.1.0")));
+    store.put(seat("c4", "b2", Some("10.0.0.0")));
+    store.put(seat("c5", "b", None));
+    assert_eq!(store.client_seats("b", "10.0.0.0"), 2);
+    assert_eq!(store.client_seats("b", "10.0.1.0"), 1);
+    assert_eq!(store.client_seats("b2", "10.0.0.0"), 1, "counted per broadcast");
+    assert_eq!(store.client_seats("b", "10.0.2.0"), 0);
+    // replacing a record (a renewal) does not count it twice; removing it frees the count
+    store.put(Session {
+        lease_until: 3_000,
+        ..seat("c1", "b", Some("10.0.0.0"))
+    });
+    assert_eq!(store.client_seats("b", "10.0.0.0"), 2);
+    assert_eq!(store.remove("c2").unwrap().client.as_deref(), Some("10.0.0.0"));
+    assert_eq!(store.client_seats("b", "10.0.0.0"), 1);
+    assert_eq!(store.remove("c3").unwrap().id, "c3");
+    assert_eq!(store.client_seats("b", "10.0.1.0"), 0);
 }
 
 #[cfg(test)]

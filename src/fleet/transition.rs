@@ -33,6 +33,10 @@ pub struct JoinRequest {
     pub attributes: BTreeMap<String, String>,
     pub session_id: String,
     pub participant_id: String,
+    /// The asking client's network, sent only when the broadcast caps seats per client: the
+    /// common path writes nothing more to the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,8 +81,16 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         Ok(key)
     }
 
-    /// A new broadcast and the intent to create its origin stage (slot 0).
-    pub fn start_broadcast(&mut self, id: &str, name: &str, now: Millis, term: u64) -> Result<Stage, Refusal> {
+    /// A new broadcast and the intent to create its origin stage (slot 0). `max_seats_per_client`
+    /// overrides the policy's cap for this broadcast (`Some(0)`: no cap).
+    pub fn start_broadcast(
+        &mut self,
+        id: &str,
+        name: &str,
+        max_seats_per_client: Option<u32>,
+        now: Millis,
+        term: u64,
+    ) -> Result<Stage, Refusal> {
         if self.fleet.broadcasts.contains_key(id) {
             return Err(Refusal::BroadcastExists(id.to_string()));
         }
@@ -92,6 +104,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             next_slot: 0,
             hosts: BTreeMap::new(),
             admitted_total: 0,
+            max_seats_per_client,
         };
         self.fleet.broadcasts.insert(id.to_string(), broadcast);
         self.touch_broadcast(id);
@@ -302,7 +315,17 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     fn admit_one(&mut self, r: &JoinRequest, now: Millis) -> Result<Seated, Refusal> {
         let existing = self.sessions.by_user(&r.broadcast_id, &r.user_id);
-        match admission::admit(self.fleet, self.policy, &r.broadcast_id, existing.as_ref())? {
+        let client_seats = r
+            .client
+            .as_deref()
+            .map(|c| self.sessions.client_seats(&r.broadcast_id, c));
+        match admission::admit(
+            self.fleet,
+            self.policy,
+            &r.broadcast_id,
+            existing.as_ref(),
+            client_seats,
+        )? {
             Admission::Rejoin => {
                 let mut session = existing.expect("rejoin implies a session");
                 session.last_seen = now;
@@ -326,6 +349,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
                     joined_at: now,
                     last_seen: now,
                     lease_until: now + self.policy.session_lease_ms,
+                    client: r.client.clone(),
                 };
                 self.sessions.put(session.clone());
                 let stage = self
@@ -445,7 +469,7 @@ mod tests {
             dirty: &mut dirty,
         };
         // --- leader of term 3 writes the intent, then loses leadership before IVS answers
-        let intent = w.start_broadcast("b", "show", 0, 3).unwrap();
+        let intent = w.start_broadcast("b", "show", None, 0, 3).unwrap();
         // --- the leader of term 4 takes the intent over
         assert_eq!(w.reclaim_intent(&intent.id, 4).unwrap().intent_term, 4);
         // --- the old leader's late answer is refused and the stage stays as it was
@@ -465,6 +489,80 @@ mod tests {
         assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Live);
     }
 
+    fn join(broadcast: &str, user: &str, client: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            broadcast_id: broadcast.into(),
+            user_id: user.into(),
+            attributes: BTreeMap::new(),
+            session_id: format!("s-{broadcast}-{user}"),
+            participant_id: format!("p-{broadcast}-{user}"),
+            client: client.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_client_network_holds_at_most_its_cap_of_seats_and_a_rejoin_is_never_refused() {
+        let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
+        let mut policy = FleetPolicy {
+            max_seats_per_client: 2,
+            ..FleetPolicy::default()
+        };
+        let mut w = World {
+            fleet: &mut fleet,
+            policy: &mut policy,
+            sessions: &mut sessions,
+            dirty: &mut dirty,
+        };
+        for (id, cap) in [("capped", None), ("open", Some(0)), ("three", Some(3))] {
+            let origin = w.start_broadcast(id, "", cap, 0, 1).unwrap();
+            w.stage_created(&origin.id, 1, format!("arn:{id}"), StageEndpoints::default())
+                .unwrap();
+        }
+        let (home, office) = (Some("198.51.100.0"), Some("203.0.113.0"));
+        // --- 1. one network takes two seats (the policy's cap), the third is refused
+        let out = w.admit(
+            &[
+                join("capped", "a", home),
+                join("capped", "b", home),
+                join("capped", "c", home),
+            ],
+            10,
+        );
+        assert!(out[0].is_ok() && out[1].is_ok());
+        assert_eq!(out[2], Err(Refusal::ClientSeatLimit("capped".into(), 2)));
+        assert_eq!(
+            out[2].as_ref().unwrap_err().to_string(),
+            "this client already holds 2 seats in broadcast capped, the most one client may hold"
+        );
+        assert_eq!(w.fleet.stages["capped:0"].viewers, 2, "the refusal took no seat");
+        assert!(w.sessions.by_user("capped", "c").is_none());
+        // --- 2. a seated user joining again gets the same seat back, even at the cap
+        let again = w.admit(&[join("capped", "a", home)], 20).remove(0).unwrap();
+        assert!(again.rejoined);
+        assert_eq!(w.sessions.client_seats("capped", "198.51.100.0"), 2);
+        // --- 3. another network has seats of its own
+        assert!(w.admit(&[join("capped", "d", office)], 20)[0].is_ok());
+        // --- 4. leaving frees the client's count; so does lease expiry
+        let a = w.sessions.by_user("capped", "a").unwrap();
+        assert!(w.leave(&[a.id])[0].is_ok());
+        assert_eq!(w.sessions.client_seats("capped", "198.51.100.0"), 1);
+        assert!(w.admit(&[join("capped", "c", home)], 30)[0].is_ok());
+        let lease = w.policy.session_lease_ms;
+        assert_eq!(w.expire(30 + lease + 1, usize::MAX).len(), 3);
+        assert_eq!(w.sessions.client_seats("capped", "198.51.100.0"), 0);
+        assert!(w.admit(&[join("capped", "e", home)], 40)[0].is_ok());
+        // --- 5. a broadcast's own cap wins over the policy's: 0 is no cap, 3 is three
+        let many: Vec<_> = (0..5).map(|i| join("open", &format!("u{i}"), home)).collect();
+        assert!(w.admit(&many, 50).iter().all(Result::is_ok));
+        let many: Vec<_> = (0..4).map(|i| join("three", &format!("u{i}"), home)).collect();
+        let out = w.admit(&many, 50);
+        assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 3);
+        assert_eq!(out[3], Err(Refusal::ClientSeatLimit("three".into(), 3)));
+        // --- 6. a request that names no client is not counted (the node names it whenever the cap is on)
+        assert!(w.admit(&[join("capped", "f", None)], 60)[0].is_ok());
+        assert_eq!(w.sessions.by_user("capped", "f").unwrap().client, None);
+    }
+
     #[test]
     fn the_stage_quota_refuses_new_broadcasts_and_stages_beyond_the_maximum() {
         let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
@@ -478,7 +576,7 @@ mod tests {
             sessions: &mut sessions,
             dirty: &mut dirty,
         };
-        let origin = w.start_broadcast("a", "", 0, 1).unwrap();
+        let origin = w.start_broadcast("a", "", None, 0, 1).unwrap();
         w.stage_created(&origin.id, 1, "arn:a".into(), StageEndpoints::default())
             .unwrap();
         w.add_stage("a", StageRole::Replica, 0, 1).unwrap();
@@ -486,7 +584,10 @@ mod tests {
             w.add_stage("a", StageRole::Replica, 0, 1),
             Err(Refusal::StageQuotaExceeded(2))
         );
-        assert_eq!(w.start_broadcast("b", "", 0, 1), Err(Refusal::StageQuotaExceeded(2)));
+        assert_eq!(
+            w.start_broadcast("b", "", None, 0, 1),
+            Err(Refusal::StageQuotaExceeded(2))
+        );
         assert!(
             !w.fleet.broadcasts.contains_key("b"),
             "a refused start leaves no broadcast"

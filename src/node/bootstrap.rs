@@ -32,6 +32,7 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
         seats_per_stage: cfg.seats_per_stage,
         max_stages: cfg.max_stages,
         session_lease_ms: cfg.session_lease_secs as i64 * 1000,
+        max_seats_per_client: cfg.max_seats_per_client,
     };
     if node.store.shared.read().policy != policy {
         node.store.propose(Command::SetPolicy(policy)).await?;

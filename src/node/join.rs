@@ -2,12 +2,13 @@
 //! host tokens. No AWS call happens here.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::signing::SigningKeys;
 use super::{Node, NodeError, now_ms};
-use crate::fleet::admission::{validate_attributes, validate_id, validate_user_id};
+use crate::fleet::admission::{client_seat_cap, validate_attributes, validate_id, validate_user_id};
 use crate::fleet::transition::JoinRequest;
 use crate::fleet::{BroadcastState, Millis, Refusal, Session, Stage};
 use crate::ivs::signer::{Deliver, Signer};
@@ -166,14 +167,18 @@ pub struct HostToken {
 }
 
 impl Node {
+    /// Seat `user_id` in a live broadcast. `client` is the asking client's network, counted
+    /// against the broadcast's per-client seat cap when it has one; `None` (a trusted integrator,
+    /// see `api::auth::Principal::seat_client`) is not counted.
     pub async fn join(
         &self,
         broadcast_id: &str,
         user_id: &str,
         attributes: &[(String, String)],
+        client: Option<IpAddr>,
     ) -> Result<Joined, NodeError> {
         let started = Instant::now();
-        let result = self.join_inner(broadcast_id, user_id, attributes).await;
+        let result = self.join_inner(broadcast_id, user_id, attributes, client).await;
         match &result {
             Ok(j) => {
                 let outcome = if j.rejoined {
@@ -201,24 +206,22 @@ impl Node {
         broadcast_id: &str,
         user_id: &str,
         attributes: &[(String, String)],
+        client: Option<IpAddr>,
     ) -> Result<Joined, NodeError> {
         validate_id("broadcastId", broadcast_id)?;
         validate_user_id(user_id)?;
         let attributes = validate_attributes(attributes)?;
         // Refuse what is certain to be refused without writing a log entry.
-        match self
-            .store
-            .shared
-            .read()
-            .fleet
-            .broadcasts
-            .get(broadcast_id)
-            .map(|b| b.state)
-        {
-            None => return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into()),
-            Some(BroadcastState::Live) => {}
-            Some(_) => return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into()),
-        }
+        let capped = {
+            let core = self.store.shared.read();
+            let Some(b) = core.fleet.broadcasts.get(broadcast_id) else {
+                return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into());
+            };
+            if b.state != BroadcastState::Live {
+                return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into());
+            }
+            client_seat_cap(b, &core.policy) > 0
+        };
         // Fail fast (and write nothing) while the node has no key to sign with.
         self.signing_key()?;
         let request = JoinRequest {
@@ -227,6 +230,9 @@ impl Node {
             attributes,
             session_id: random_id(22),
             participant_id: random_id(16),
+            // Apply counts seats per client only for requests that name one; without a cap the
+            // log entry stays as small as before.
+            client: client.filter(|_| capped).map(|c| c.to_string()),
         };
         let joined = self.joins.submit(request).await??;
         self.metrics.viewer_tokens.inc();

@@ -2,7 +2,7 @@
 //! Stage side effects go through `crate::control::stages` (intent, IVS call, result).
 
 use super::{Node, NodeError, keys, now_ms};
-use crate::fleet::admission::{validate_id, validate_name};
+use crate::fleet::admission::{validate_id, validate_name, validate_seat_cap};
 use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
 use crate::ivs::token::random_id;
 use crate::state::{Command, Response};
@@ -18,17 +18,28 @@ fn refused_or_unexpected<T>(r: Response) -> Result<T, NodeError> {
 
 impl Node {
     /// Create a broadcast and its origin stage; answers once the stage exists in IVS.
-    pub async fn start_broadcast(&self, id: Option<&str>, name: &str) -> Result<Broadcast, NodeError> {
+    /// `max_seats_per_client` caps the seats one client network may hold in it (0: no cap;
+    /// `None`: the policy's cap).
+    pub async fn start_broadcast(
+        &self,
+        id: Option<&str>,
+        name: &str,
+        max_seats_per_client: Option<i64>,
+    ) -> Result<Broadcast, NodeError> {
         let id = match id {
             Some(id) => id.to_string(),
             None => format!("b-{}", random_id(10)),
         };
         validate_id("id", &id)?;
         validate_name(name)?;
+        let max_seats_per_client = max_seats_per_client
+            .map(|v| validate_seat_cap("maxSeatsPerClient", v))
+            .transpose()?;
         let cmd = Command::StartBroadcast {
             id: id.clone(),
             name: name.to_string(),
             now: now_ms(),
+            max_seats_per_client,
         };
         let intent = match self.store.propose(cmd).await?.1 {
             Response::Stage(s) => s,

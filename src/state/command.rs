@@ -23,6 +23,9 @@ pub enum Command {
         id: String,
         name: String,
         now: Millis,
+        /// The broadcast's own per-client seat cap; absent in entries written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_seats_per_client: Option<u32>,
     },
     AddStage {
         broadcast_id: String,

@@ -144,7 +144,12 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
         }
         Command::CreateApiKey(k) => Response::ApiKey(w.create_api_key(k)),
         Command::RevokeApiKey { id } => w.revoke_api_key(&id).into(),
-        Command::StartBroadcast { id, name, now } => w.start_broadcast(&id, &name, now, term).into(),
+        Command::StartBroadcast {
+            id,
+            name,
+            now,
+            max_seats_per_client,
+        } => w.start_broadcast(&id, &name, max_seats_per_client, now, term).into(),
         Command::AddStage {
             broadcast_id,
             role,

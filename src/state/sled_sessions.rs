@@ -1,5 +1,5 @@
 //! [`Sessions`] on the state machine's sled tree: one record per session (`s/<id>`), and the
-//! lookups by user, by stage and by lease in memory ([`SessionIndex`]), rebuilt from those records
+//! lookups by user, by stage and by lease, and the seat counts per client network, in memory ([`SessionIndex`]), rebuilt from those records
 //! when the state machine opens or installs a snapshot. A new viewer is one sled key, not four, and
 //! no sled read at all.
 //!
@@ -21,6 +21,7 @@ struct Indexed {
     user_id: String,
     stage_id: String,
     lease_until: Millis,
+    client: Option<String>,
 }
 
 /// Every lookup of sessions other than by id, in memory.
@@ -33,6 +34,8 @@ pub struct SessionIndex {
     /// applies the same transitions in the same order.
     by_stage: HashMap<String, HashSet<String>>,
     by_lease: BTreeSet<(Millis, String)>,
+    /// broadcast → client network → sessions naming it (no zero counts kept).
+    by_client: HashMap<String, HashMap<String, u32>>,
 }
 
 impl SessionIndex {
@@ -80,6 +83,14 @@ impl SessionIndex {
         crate::fleet::sessions::lapsed(&self.by_lease, now, limit)
     }
 
+    pub fn client_seats(&self, broadcast_id: &str, client: &str) -> u32 {
+        self.by_client
+            .get(broadcast_id)
+            .and_then(|clients| clients.get(client))
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn insert(&mut self, s: &Session) {
         self.remove(&s.id);
         self.by_user
@@ -91,6 +102,14 @@ impl SessionIndex {
             .or_default()
             .insert(s.id.clone());
         self.by_lease.insert((s.lease_until, s.id.clone()));
+        if let Some(client) = &s.client {
+            *self
+                .by_client
+                .entry(s.broadcast_id.clone())
+                .or_default()
+                .entry(client.clone())
+                .or_default() += 1;
+        }
         self.by_id.insert(
             s.id.clone(),
             Indexed {
@@ -98,6 +117,7 @@ impl SessionIndex {
                 user_id: s.user_id.clone(),
                 stage_id: s.stage_id.clone(),
                 lease_until: s.lease_until,
+                client: s.client.clone(),
             },
         );
     }
@@ -121,6 +141,17 @@ impl SessionIndex {
             }
         }
         self.by_lease.remove(&(old.lease_until, id.to_string()));
+        if let (Some(client), Some(clients)) = (&old.client, self.by_client.get_mut(&old.broadcast_id)) {
+            if let Some(n) = clients.get_mut(client) {
+                *n -= 1;
+                if *n == 0 {
+                    clients.remove(client);
+                }
+            }
+            if clients.is_empty() {
+                self.by_client.remove(&old.broadcast_id);
+            }
+        }
     }
 }
 
@@ -208,6 +239,10 @@ impl Sessions for SledSessions<'_> {
     fn expired(&self, now: Millis, limit: usize) -> Vec<String> {
         self.index.expired(now, limit)
     }
+
+    fn client_seats(&self, broadcast_id: &str, client: &str) -> u32 {
+        self.index.client_seats(broadcast_id, client)
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +268,9 @@ mod tests {
             assert!(s2.on_stage("b:0").is_empty());
             assert_eq!(s2.expired(450, 10), ["3", "2"], "oldest lease first");
             assert_eq!(s2.expired(1_000, 10).len(), 4);
+            assert_eq!(s2.client_seats("b", "10.0.0.0"), 1);
+            assert_eq!(s2.client_seats("b2", "10.0.0.0"), 1);
+            assert_eq!(s2.client_seats("b", "10.0.1.0"), 0, "a removed session frees its count");
         };
         check(&mut index);
         // and an index rebuilt from the records alone (a restart) answers the same
@@ -257,6 +295,7 @@ mod tests {
             joined_at: 0,
             last_seen: 0,
             lease_until: 10,
+            client: None,
         });
         let batch = std::mem::take(&mut s.batch);
         tree.apply_batch(batch).unwrap();

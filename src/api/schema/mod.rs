@@ -176,11 +176,15 @@ impl Mutation {
         ctx: &Context<'_>,
         #[graphql(desc = "Defaults to a generated id; A-Z a-z 0-9 _ - up to 64")] id: Option<ID>,
         #[graphql(default)] name: String,
+        #[graphql(
+            desc = "Most seats one client network (an IPv4 /24 or IPv6 /64 by default) may hold in this broadcast, 0 to 1,000,000; 0 = no cap. Absent: the node's `max_seats_per_client`. Joins with a host or admin key are not counted."
+        )]
+        max_seats_per_client: Option<i64>,
     ) -> async_graphql::Result<Broadcast> {
         principal(ctx).require(fleet::Role::Admin)?;
         Ok(Broadcast(
             node(ctx)
-                .start_broadcast(id.as_ref().map(|i| i.as_str()), &name)
+                .start_broadcast(id.as_ref().map(|i| i.as_str()), &name, max_seats_per_client)
                 .await
                 .gql()?,
         ))
@@ -201,9 +205,10 @@ impl Mutation {
         user_id: String,
         attributes: Option<Vec<AttributeInput>>,
     ) -> async_graphql::Result<Join> {
-        ctx.data_unchecked::<Arc<JoinLimits>>().check(principal(ctx))?;
+        let who = principal(ctx);
+        ctx.data_unchecked::<Arc<JoinLimits>>().check(who)?;
         let j = node(ctx)
-            .join(&broadcast_id, &user_id, &attribute_pairs(attributes))
+            .join(&broadcast_id, &user_id, &attribute_pairs(attributes), who.seat_client())
             .await
             .gql()?;
         Ok(Join {

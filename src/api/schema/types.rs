@@ -133,6 +133,11 @@ impl Broadcast {
     async fn admitted_total(&self) -> u64 {
         self.0.admitted_total
     }
+    /// Most seats one client network may hold in this broadcast (0 = no cap); null = the node's
+    /// `max_seats_per_client`.
+    async fn max_seats_per_client(&self) -> Option<u32> {
+        self.0.max_seats_per_client
+    }
     async fn hosts(&self) -> Vec<String> {
         self.0.hosts.keys().cloned().collect()
     }
