@@ -1,7 +1,7 @@
-//! GraphQL transports. POST: JSON body → one response; errors that async-graphql raises itself
-//! (parse, validation, depth, complexity) get `extensions.code = BAD_REQUEST` so every error a
-//! client sees carries a code. GET: WebSocket upgrade (graphql-transport-ws, key checked in
-//! `connection_init`) or, from a browser, GraphiQL.
+//! GraphQL transports. POST: a JSON body (415 otherwise), read within a time and size limit, screened
+//! (`screen`), then one response; errors that async-graphql raises itself (parse, validation, depth,
+//! complexity) get `extensions.code = BAD_REQUEST` so every error a client sees carries a code.
+//! GET: a WebSocket upgrade within `max_websockets` (served by `ws`) or, from a browser, GraphiQL.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
