@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::pacing;
 
 #[derive(Clone, Debug)]

@@ -6,43 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::calibrate::Calibration;
 use crate::driver::Outcome;
+use crate::percentiles::{Percentiles, percentiles_ms};
 use crate::procstat::ProcUsage;
 use crate::scenario::front_door::summary::FrontDoorSummary;
 use crate::verify::Verdict;
-
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-    pub mean: f64,
-    pub count: u64,
-}
-
-/// Percentiles in milliseconds of a histogram of microseconds.
-pub fn percentiles_ms(h: &Histogram<u64>) -> Percentiles {
-    if h.is_empty() {
-        return Percentiles::default();
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
-    Percentiles {
-        p50: ms(h.value_at_quantile(0.50)),
-        p90: ms(h.value_at_quantile(0.90)),
-        p99: ms(h.value_at_quantile(0.99)),
-        p999: ms(h.value_at_quantile(0.999)),
-        max: ms(h.max()),
-        mean: h.mean() / 1000.0,
-        count: h.len(),
-    }
-}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Phase {

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::api::ApiError;
 use crate::driver::histogram;
+use crate::error::ApiError;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

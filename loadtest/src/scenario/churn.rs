@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::api::{Api, ApiError};
+use crate::api::Api;
 use crate::cli::ChurnArgs;
 use crate::driver::{Load, drive};
+use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::report::Report;
 use crate::setup::Setup;

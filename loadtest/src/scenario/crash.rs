@@ -13,9 +13,10 @@ use anyhow::Context;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::api::{Api, ApiError};
+use crate::api::Api;
 use crate::cli::CrashArgs;
 use crate::driver::{Load, drive};
+use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::report::{Phase, Report};
 use crate::setup::Setup;

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use crate::cli::HoldArgs;
 use crate::driver::{Load, drive, progress_bar};
 use crate::ledger::Ledger;
-use crate::report::{Phase, Report, percentiles_ms};
+use crate::percentiles::percentiles_ms;
+use crate::report::{Phase, Report};
 use crate::setup::Setup;
 use crate::ws::{self, HoldPlan, HoldTally};
 

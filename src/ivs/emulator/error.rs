@@ -1,6 +1,7 @@
-//! The emulator's one error type and its wire form (`ivs-realtime.md` §5.2): HTTP status by code,
-//! `x-amzn-ErrorType` header, and a `{"__type","exceptionMessage","message"}` body. The SDK
-//! dispatches on the header, so the code strings must be exactly AWS's.
+//! The emulator's one error type and its wire form, as AWS's restJson1 services send it: HTTP
+//! status by code, `x-amzn-ErrorType` header, and a `{"__type","exceptionMessage","message"}`
+//! body (`ivs-realtime.md` §5.2 in the shared design folder). The SDK dispatches on the header, so
+//! the code strings must be exactly AWS's.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

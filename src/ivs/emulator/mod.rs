@@ -42,7 +42,8 @@ pub struct EmulatorConfig {
     pub listen: SocketAddr,
     pub region: String,
     pub account_id: String,
-    /// Enforce the per-operation TPS quotas of `ivs-realtime.md` §1.1.
+    /// Enforce the per-operation TPS quotas (the table in `crate::ivs::ratelimit`, from
+    /// `ivs-realtime.md` §1.1 in the shared design folder).
     pub enforce_tps: bool,
     /// Operation name → calls/s, replacing the IVS default; ≤ 0 means unlimited.
     pub tps_overrides: BTreeMap<String, f64>,

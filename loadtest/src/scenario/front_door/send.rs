@@ -12,7 +12,7 @@ use super::docs::{self, Doc, Expect};
 use super::summary::{DocsSummary, KindSummary, Slowest, WorstDoc};
 use crate::conn::ConnPool;
 use crate::driver::{histogram, progress_bar};
-use crate::report::percentiles_ms;
+use crate::percentiles::percentiles_ms;
 
 /// Failures listed one by one in the report; the rest are only counted.
 const FAILURES_LISTED: usize = 20;

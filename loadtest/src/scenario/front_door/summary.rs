@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::docs::Expect;
-use crate::report::Percentiles;
+use crate::percentiles::Percentiles;
 
 /// The goals BENCHMARKS.md states, printed beside the measurements.
 const GOAL_REFUSAL_MS: f64 = 5.0;

@@ -5,11 +5,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::stages::not_found;
+use super::lookup::{disconnect, not_found};
 use super::{Ctx, validate};
 use crate::ivs::backend::stage_id_from_arn;
 use crate::ivs::emulator::error::{ApiError, ApiResult};
-use crate::ivs::emulator::state::{PState, Participant, ReplType, State};
+use crate::ivs::emulator::state::{PState, Participant, ReplType};
 use crate::ivs::token::{self, TokenError};
 
 #[derive(Deserialize)]
@@ -151,19 +151,6 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
             .stop_replications(|r| r.source_stage_arn == arn && r.participant_id == pid);
     }
     Ok(json!({"participantId": a.participant_id, "stageArn": a.stage_arn, "sessionId": session_id}))
-}
-
-/// Disconnect a participant from a stage: NotFound for an unknown stage or a participant that is
-/// not connected (shared by `/_emulator/leave` and DisconnectParticipant).
-pub fn disconnect(state: &mut State, stage_arn: &str, participant_id: &str) -> ApiResult<()> {
-    if state.stage_by_arn(stage_arn).is_none() {
-        return Err(not_found(stage_arn));
-    }
-    if !state.disconnect(stage_arn, participant_id) {
-        let msg = format!("participant {participant_id} is not connected to stage {stage_arn}");
-        return Err(ApiError::NotFound(msg));
-    }
-    Ok(())
 }
 
 pub fn leave(ctx: Ctx<'_>, req: LeaveRequest) -> ApiResult<Value> {

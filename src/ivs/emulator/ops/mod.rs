@@ -4,6 +4,7 @@
 
 mod join;
 mod keys;
+mod lookup;
 mod participants;
 mod replication;
 mod stages;
@@ -11,7 +12,7 @@ mod summary;
 pub mod validate;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::state::State;
@@ -28,6 +29,24 @@ pub struct Settings {
     pub max_stages: u32,
     pub max_public_keys: u32,
     pub max_replications_per_participant: u32,
+}
+
+impl Settings {
+    /// Stage endpoints derived from the public base URL. No query strings: clients append their own.
+    pub fn endpoints(&self) -> Value {
+        let base = self.public_base_url.trim_end_matches('/');
+        let (secure, authority) = match base.split_once("://") {
+            Some((scheme, rest)) => (scheme == "https", rest.split('/').next().unwrap_or(rest)),
+            None => (false, base),
+        };
+        let ws = if secure { "wss" } else { "ws" };
+        json!({
+            "events": format!("{ws}://{authority}/events"),
+            "whip": format!("{base}/whip"),
+            "rtmp": format!("rtmp://{authority}/app/"),
+            "rtmps": format!("rtmps://{authority}/app/"),
+        })
+    }
 }
 
 /// One call: the state to act on, the settings, and the time.
@@ -104,4 +123,34 @@ pub fn iso8601(unix_secs: i64) -> String {
     DateTime::from_secs(unix_secs)
         .fmt(DateTimeFormat::DateTime)
         .expect("in-range timestamp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base: &str) -> Settings {
+        Settings {
+            region: "us-east-1".into(),
+            account_id: "1".into(),
+            public_base_url: base.into(),
+            publishers_per_stage: 12,
+            subscribers_per_stage: 10,
+            max_stages: 2,
+            max_public_keys: 3,
+            max_replications_per_participant: 5,
+        }
+    }
+
+    #[test]
+    fn endpoints_follow_the_public_base_url_scheme() {
+        let e = settings("https://ivs.example.com:8443/").endpoints();
+        assert_eq!(e["events"], "wss://ivs.example.com:8443/events");
+        assert_eq!(e["whip"], "https://ivs.example.com:8443/whip");
+        assert_eq!(e["rtmps"], "rtmps://ivs.example.com:8443/app/");
+        assert_eq!(
+            settings("http://127.0.0.1:9").endpoints()["events"],
+            "ws://127.0.0.1:9/events"
+        );
+    }
 }

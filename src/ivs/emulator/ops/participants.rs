@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::stages::{endpoints, not_found};
+use super::lookup::{self, not_found};
 use super::{Ctx, Outcome, Settings, iso8601, validate};
 use crate::ivs::emulator::error::{ApiError, ApiResult};
 use crate::ivs::emulator::state::{IssuedToken, PState, Participant, ReplType, State};
@@ -72,7 +72,7 @@ pub fn issue_token(
     spec.validate()?;
     let duration = spec.duration.unwrap_or(720);
     let stage = state.stage_by_arn(stage_arn).ok_or_else(|| not_found(stage_arn))?;
-    let ends = endpoints(settings);
+    let ends = settings.endpoints();
     let participant_id = random_id(12);
     let claims = Claims {
         exp: now + duration * 60,
@@ -223,6 +223,6 @@ pub fn disconnect(ctx: Ctx<'_>, req: DisconnectReq) -> ApiResult<Outcome> {
     if req.reason.chars().count() > 128 {
         return Err(ApiError::Validation("reason must be at most 128 characters".into()));
     }
-    super::join::disconnect(ctx.state, &req.stage_arn, &req.participant_id)?;
+    lookup::disconnect(ctx.state, &req.stage_arn, &req.participant_id)?;
     Outcome::wrote(json!({}))
 }

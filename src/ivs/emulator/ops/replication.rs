@@ -1,16 +1,17 @@
 //! StartParticipantReplication, StopParticipantReplication, ListParticipantReplicas.
 //!
-//! Choices where AWS documents nothing (`ivs-realtime.md` §3, §9): replicating a participant that is
-//! connected but not publishing is a 409 ConflictException "`<id>` is not publishing" (one that is
-//! not connected at all is a 404); a replica cannot be replicated again (400); replicas count as
-//! publishers of the destination stage; `reconnectWindowSeconds` is validated but not simulated.
+//! Choices where AWS documents nothing (`ivs-realtime.md` §3, §9 in the shared design folder):
+//! replicating a participant that is connected but not publishing is a 409 ConflictException
+//! "`<id>` is not publishing" (one that is not connected at all is a 404); a replica cannot be
+//! replicated again (400); replicas count as publishers of the destination stage;
+//! `reconnectWindowSeconds` is validated but not simulated.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::stages::not_found;
+use super::lookup::not_found;
 use super::{Ctx, Outcome, validate};
 use crate::ivs::emulator::error::{ApiError, ApiResult};
 use crate::ivs::emulator::state::{PState, Participant, ReplState, ReplType, Replication};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::lookup::not_found;
 use super::participants::{TokenSpec, issue_token};
 use super::{ArnReq, Ctx, ListReq, Outcome, Settings, validate};
 use crate::ivs::emulator::error::{ApiError, ApiResult};
@@ -22,29 +23,13 @@ pub struct CreateReq {
     participant_token_configurations: Vec<TokenSpec>,
 }
 
-/// Stage endpoints derived from the public base URL. No query strings: clients append their own.
-pub fn endpoints(settings: &Settings) -> Value {
-    let base = settings.public_base_url.trim_end_matches('/');
-    let (secure, authority) = match base.split_once("://") {
-        Some((scheme, rest)) => (scheme == "https", rest.split('/').next().unwrap_or(rest)),
-        None => (false, base),
-    };
-    let ws = if secure { "wss" } else { "ws" };
-    json!({
-        "events": format!("{ws}://{authority}/events"),
-        "whip": format!("{base}/whip"),
-        "rtmp": format!("rtmp://{authority}/app/"),
-        "rtmps": format!("rtmps://{authority}/app/"),
-    })
-}
-
 pub fn stage_json(stage: &Stage, settings: &Settings) -> Value {
     json!({
         "arn": stage.arn,
         "name": stage.name,
         "activeSessionId": stage.active_session_id(),
         "tags": stage.tags,
-        "endpoints": endpoints(settings),
+        "endpoints": settings.endpoints(),
     })
 }
 
@@ -123,38 +108,4 @@ pub fn delete(ctx: Ctx<'_>, req: ArnReq) -> ApiResult<Outcome> {
     ctx.state.stages.remove(crate::ivs::backend::stage_id_from_arn(arn));
     ctx.state.issued.retain(|_, t| t.stage_arn != arn);
     Outcome::wrote(json!({}))
-}
-
-pub fn not_found(arn: &str) -> ApiError {
-    ApiError::NotFound(format!("stage {arn} not found"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(base: &str) -> Settings {
-        Settings {
-            region: "us-east-1".into(),
-            account_id: "1".into(),
-            public_base_url: base.into(),
-            publishers_per_stage: 12,
-            subscribers_per_stage: 10,
-            max_stages: 2,
-            max_public_keys: 3,
-            max_replications_per_participant: 5,
-        }
-    }
-
-    #[test]
-    fn endpoints_follow_the_public_base_url_scheme() {
-        let e = endpoints(&settings("https://ivs.example.com:8443/"));
-        assert_eq!(e["events"], "wss://ivs.example.com:8443/events");
-        assert_eq!(e["whip"], "https://ivs.example.com:8443/whip");
-        assert_eq!(e["rtmps"], "rtmps://ivs.example.com:8443/app/");
-        assert_eq!(
-            endpoints(&settings("http://127.0.0.1:9"))["events"],
-            "ws://127.0.0.1:9/events"
-        );
-    }
 }

@@ -1,5 +1,6 @@
-//! Field rules from the IVS model (`ivs-realtime.md` §1.3) and the one paging scheme every List
-//! operation shares. The SDK validates nothing client-side, so the emulator must.
+//! Field rules from the IVS Real-Time API model (lengths, patterns, ranges; `ivs-realtime.md` §1.3)
+//! and the one paging scheme every List operation shares. The SDK validates nothing client-side, so
+//! the emulator must.
 
 use std::collections::BTreeMap;
 
