@@ -256,8 +256,13 @@ impl Config {
             return invalid("graphql_max_depth", "limits this low refuse every useful query");
         }
         self.ivs_rate_overrides()?;
-        if let Err(why) = crate::api::client_ip::ClientIdentity::from_config(self) {
+        if let Err(why) = crate::net::Cidr::parse_list(&self.trusted_proxy_cidrs) {
             return invalid("trusted_proxy_cidrs", &why);
+        }
+        if !self.client_ip_header.trim().is_empty()
+            && axum::http::HeaderName::try_from(self.client_ip_header.trim()).is_err()
+        {
+            return invalid("client_ip_header", "is not a header name");
         }
         if self.trusted_proxies == 0 {
             return invalid(

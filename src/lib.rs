@@ -2,7 +2,8 @@
 //!
 //! Module map (DESIGN.md §3): `fleet` decides (pure), `state` remembers (Raft on sled), `ivs`
 //! talks to IVS (SDK, tokens, emulator), `control` drives IVS from the leader, `node` wires one
-//! process together, `api` serves GraphQL, health, metrics and the web pages.
+//! process together, `api` serves GraphQL, health, metrics and the web pages. ARCHITECTURE.md has the
+//! whole map.
 
 pub mod api;
 pub mod config;
@@ -10,5 +11,6 @@ pub mod control;
 pub mod fleet;
 pub mod ivs;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod state;

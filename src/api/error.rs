@@ -1,7 +1,9 @@
 //! The closed set of error codes clients see in `extensions.code`, and the one mapping from node
 //! errors to them. Internal details are logged here and replaced by a generic message.
 
-use async_graphql::{Enum, ErrorExtensions};
+use async_graphql::{Enum, ErrorExtensionValues, ErrorExtensions, Value};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::fleet::Refusal;
 use crate::ivs::BackendError;
@@ -142,6 +144,23 @@ pub fn to_graphql(e: &NodeError) -> async_graphql::Error {
                 tracing::error!(%why, "internal error");
                 ErrorCode::Internal.error("internal error")
             }
+        }
+    }
+}
+
+/// A response holding only errors, in the GraphQL-over-HTTP shape.
+pub fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Errors without a code come from async-graphql itself (parse, validation, coercion, limits):
+/// they are the client's mistake.
+pub fn code_library_errors(errors: &mut [async_graphql::ServerError]) {
+    for err in errors {
+        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
+        if ext.get("code").is_none() {
+            ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
         }
     }
 }

@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::{ErrorExtensionValues, Value};
 use async_graphql_axum::GraphQLProtocol;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State, WebSocketUpgrade};
@@ -15,14 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{Principal, bearer};
-use super::error::ErrorCode;
+use super::error::{ErrorCode, code_library_errors, error_body};
 use super::{AppState, MAX_BODY_BYTES};
-
-/// A response holding only errors, in the GraphQL-over-HTTP shape.
-pub fn error_body(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    let body = serde_json::json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
 
 /// The client's network for per-client limits (see `client_ip`).
 fn client_of(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
@@ -90,17 +83,6 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<By
                 ErrorCode::BadRequest,
                 &msg,
             )))
-        }
-    }
-}
-
-/// Errors without a code come from async-graphql itself (parse, validation, coercion, limits):
-/// they are the client's mistake.
-pub fn code_library_errors(errors: &mut [async_graphql::ServerError]) {
-    for err in errors {
-        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
-        if ext.get("code").is_none() {
-            ext.set("code", Value::from(ErrorCode::BadRequest.as_str()));
         }
     }
 }

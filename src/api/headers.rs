@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ErrorCode;
-use super::graphql::error_body;
+use super::error::error_body;
 
 /// Largest header set (names and values) accepted; hyper itself stops at 64 KiB.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;

@@ -224,7 +224,15 @@ mod tests {
         // this machine's default: a hard limit of 20,000 descriptors
         assert_eq!(fit_caps(25_000, 20_000, Some(20_000)), (19_488, 19_488));
         assert_eq!(fit_caps(1_000, 500, Some(20_000)), (1_000, 500));
-        assert_eq!(fit_caps(1_000, 5_000, None), (1_000, 1_000), "never more WebSockets than connections");
-        assert_eq!(fit_caps(1_000, 500, Some(100)), (16, 16), "a tiny limit still serves a few");
+        assert_eq!(
+            fit_caps(1_000, 5_000, None),
+            (1_000, 1_000),
+            "never more WebSockets than connections"
+        );
+        assert_eq!(
+            fit_caps(1_000, 500, Some(100)),
+            (16, 16),
+            "a tiny limit still serves a few"
+        );
     }
 }

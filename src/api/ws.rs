@@ -86,7 +86,7 @@ impl Executor for Gated {
         }
         Executor::execute_stream(&self.app.schema, request, session_data)
             .map(|mut r| {
-                super::graphql::code_library_errors(&mut r.errors);
+                super::error::code_library_errors(&mut r.errors);
                 r
             })
             .boxed()
