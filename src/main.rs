@@ -93,7 +93,10 @@ fn disable_transparent_huge_pages() {
     // SAFETY: prctl with an integer option and no pointers.
     let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if r != 0 {
-        eprintln!("note: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "note: could not turn transparent huge pages off: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -302,7 +302,7 @@ async fn a_changed_key_encryption_key_is_refused_by_name_and_rotation_keeps_toke
 #[tokio::test(flavor = "multi_thread")]
 async fn a_data_dir_from_before_sealing_is_sealed_at_start_and_the_clear_key_leaves_log_and_snapshot() {
     use stagefleet::fleet::{PrivateKey, SigningKeyRecord};
-    use stagefleet::state::{Command as RaftCommand, Store, StoreConfig};
+    use stagefleet::state::{Store, StoreConfig, proposal};
 
     let outside = tempfile::tempdir().unwrap();
     let key = OperatorKey::generate(outside.path());
@@ -327,7 +327,7 @@ async fn a_data_dir_from_before_sealing_is_sealed_at_start_and_the_clear_key_lea
             private: PrivateKey::Clear(STANDARD.encode(&key.pkcs8)),
             arn: arn.clone(),
         };
-        store.propose(RaftCommand::SetSigningKey(clear)).await.unwrap();
+        store.propose(proposal::SetSigningKey(clear)).await.unwrap();
         store.shutdown().await;
     }
     assert!(

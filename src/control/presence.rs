@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::node::{Node, now_ms};
-use crate::state::Command;
+use crate::state::proposal;
 
 /// Most sessions expired per log entry; the rest go in the next round.
 const EXPIRE_BATCH: usize = 10_000;
@@ -30,17 +30,16 @@ impl Presence {
 /// One round: write renewals, then (leader) expire lapsed sessions.
 pub async fn tick(node: &Node) {
     let renewals = node.presence.drain();
-    if !renewals.is_empty() {
-        if let Err(e) = node
+    if !renewals.is_empty()
+        && let Err(e) = node
             .store
-            .propose(Command::Renew {
+            .propose(proposal::Renew {
                 session_ids: renewals,
                 now: now_ms(),
             })
             .await
-        {
-            tracing::warn!(error = %e, "writing session renewals failed");
-        }
+    {
+        tracing::warn!(error = %e, "writing session renewals failed");
     }
     if node.store.is_leader() {
         let now = now_ms();
@@ -48,16 +47,13 @@ pub async fn tick(node: &Node) {
         if lapsed {
             match node
                 .store
-                .propose(Command::Expire {
+                .propose(proposal::Expire {
                     now,
                     limit: EXPIRE_BATCH,
                 })
                 .await
             {
-                Ok((_, crate::state::Response::Expired(v))) => {
-                    tracing::info!(count = v.len(), "expired lapsed sessions")
-                }
-                Ok(_) => {}
+                Ok(v) => tracing::info!(count = v.len(), "expired lapsed sessions"),
                 Err(e) => tracing::warn!(error = %e, "expiring sessions failed"),
             }
         }

@@ -11,7 +11,7 @@ use crate::fleet::{Stage, StageState};
 use crate::ivs::{BackendError, StageInfo};
 use crate::metrics::Labels;
 use crate::node::{Node, NodeError, bootstrap::sanitize, now_ms};
-use crate::state::{Command, Response};
+use crate::state::{ProposalError, proposal};
 
 /// Tags every managed stage carries: how a new leader finds its own stages and no one else's.
 pub fn stage_tags(fleet_id: &str, stage: &Stage) -> BTreeMap<String, String> {
@@ -68,24 +68,24 @@ impl StageDriver {
         count(node, "CreateStage", &created);
         match created {
             Ok(info) => {
-                let cmd = Command::StageCreated {
+                let created = proposal::StageCreated {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
                     endpoints: info.endpoints.clone().unwrap_or_default(),
                     arn: info.arn,
                 };
-                match node.store.propose(cmd).await?.1 {
-                    Response::Stage(s) => Ok(s),
-                    Response::Refused(r) => Err(r.into()),
-                    other => Err(NodeError::internal(format!("unexpected {other:?}"))),
-                }
+                Ok(node.store.propose(created).await?)
             }
             Err(e) => {
-                let cmd = Command::StageCreateFailed {
+                let failed = proposal::StageCreateFailed {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
                 };
-                node.store.propose(cmd).await?;
+                // A refusal (the intent was fenced) changes nothing; the IVS error is the answer.
+                match node.store.propose(failed).await {
+                    Ok(()) | Err(ProposalError::Refused(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 Err(e.into())
             }
         }
@@ -108,15 +108,12 @@ impl StageDriver {
                 Err(e) => return Err(e.into()),
             }
         }
-        let cmd = Command::StageDeleted {
+        let deleted = proposal::StageDeleted {
             stage_id: intent.id.clone(),
             intent_term: intent.intent_term,
             now: now_ms(),
         };
-        match node.store.propose(cmd).await?.1 {
-            Response::Refused(r) => Err(r.into()),
-            _ => Ok(()),
-        }
+        Ok(node.store.propose(deleted).await?)
     }
 }
 
@@ -155,15 +152,12 @@ pub async fn reconcile_once(node: &Node) {
         }
         // Take the intent over first, so a late result from its old owner is fenced.
         let stage = if stage.intent_term != term {
-            match node
-                .store
-                .propose(Command::ReclaimIntent {
-                    stage_id: stage.id.clone(),
-                })
-                .await
-            {
-                Ok((_, Response::Stage(s))) => s,
-                _ => continue,
+            let reclaim = proposal::ReclaimIntent {
+                stage_id: stage.id.clone(),
+            };
+            match node.store.propose(reclaim).await {
+                Ok(s) => s,
+                Err(_) => continue,
             }
         } else {
             stage

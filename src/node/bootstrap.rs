@@ -13,7 +13,7 @@ use super::{Node, now_ms};
 use crate::fleet::Role;
 use crate::fleet::admission::FleetPolicy;
 use crate::ivs::token::SigningKey;
-use crate::state::{Command, Response};
+use crate::state::proposal;
 
 /// How long a start waits for the snapshot that drops re-sealed key entries from the log.
 const COMPACT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -35,23 +35,24 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
         max_seats_per_client: cfg.max_seats_per_client,
     };
     if node.store.shared.read().policy != policy {
-        node.store.propose(Command::SetPolicy(policy)).await?;
+        node.store.propose(proposal::SetPolicy(policy)).await?;
     }
     if node.store.shared.read().fleet.signing_key.is_none() {
         let (key, arn) = signing_key(node).await?;
         tracing::info!(kid = %arn, "signing key ready (replicated sealed under the key-encryption key)");
         node.store
-            .propose(Command::SetSigningKey(node.keys.seal(&key, &arn)))
+            .propose(proposal::SetSigningKey(node.keys.seal(&key, &arn)))
             .await?;
     } else if let Some((record, why)) = reseal {
         reseal_signing_key(node, record, why).await?;
     }
     if node.store.shared.read().fleet.api_keys.is_empty() {
         let (record, key) = super::keys::generate("admin (first start)", Role::Admin, now_ms());
-        match node.store.propose(Command::CreateApiKey(record)).await?.1 {
-            Response::ApiKey(_) => return Ok(Some(key)),
-            other => anyhow::bail!("creating the admin key: unexpected {other:?}"),
-        }
+        node.store
+            .propose(proposal::CreateApiKey(record))
+            .await
+            .context("creating the admin key")?;
+        return Ok(Some(key));
     }
     Ok(None)
 }
@@ -63,7 +64,7 @@ async fn reseal_signing_key(node: &Node, record: crate::fleet::SigningKeyRecord,
     let kid = record.arn.clone();
     let (log_id, _) = node
         .store
-        .propose(Command::SetSigningKey(record))
+        .propose_logged(proposal::SetSigningKey(record))
         .await
         .context("replicating the re-sealed signing key")?;
     match why {

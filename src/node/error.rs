@@ -4,7 +4,7 @@
 use crate::fleet::Refusal;
 use crate::fleet::admission::InputError;
 use crate::ivs::BackendError;
-use crate::state::ProposeError;
+use crate::state::{ProposalError, ProposeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -20,6 +20,18 @@ pub enum NodeError {
     NoSigningKey,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The one place a proposal's failure becomes a node error: a refusal keeps its code, a wrong
+/// answer is internal.
+impl From<ProposalError> for NodeError {
+    fn from(e: ProposalError) -> Self {
+        match e {
+            ProposalError::NotApplied(e) => NodeError::Propose(e),
+            ProposalError::Refused(r) => NodeError::Refused(r),
+            wrong @ ProposalError::WrongAnswer { .. } => NodeError::internal(wrong),
+        }
+    }
 }
 
 impl NodeError {

@@ -9,13 +9,13 @@ use std::time::Instant;
 use super::signing::SigningKeys;
 use super::{Node, NodeError, now_ms};
 use crate::fleet::admission::{client_seat_cap, validate_attributes, validate_id, validate_user_id};
-use crate::fleet::transition::JoinRequest;
+use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{BroadcastState, Millis, Refusal, Session, Stage};
 use crate::ivs::signer::{Deliver, Signer};
 use crate::ivs::token::{Claims, TokenCapabilities, random_id};
 use crate::metrics::label;
 use crate::state::batcher::{BatchKind, Reply, answer_each};
-use crate::state::{Command, ProposeError, Response};
+use crate::state::{ProposalError, proposal};
 
 /// Joins: one `AdmitViewers` entry per batch; once it is applied, the batch's tokens are signed
 /// together on the signer threads, and each viewer is answered by its own token.
@@ -28,18 +28,18 @@ pub struct JoinKind {
 impl BatchKind for JoinKind {
     type Req = JoinRequest;
     type Out = Result<Joined, NodeError>;
+    type Proposal = proposal::AdmitViewers;
 
-    fn command(&self, requests: Vec<JoinRequest>) -> Command {
-        Command::AdmitViewers {
+    fn proposal(&self, requests: Vec<JoinRequest>) -> proposal::AdmitViewers {
+        proposal::AdmitViewers {
             now: now_ms(),
             requests,
         }
     }
 
-    fn answer(&self, response: Result<Response, ProposeError>, replies: Vec<Reply<Self::Out>>) {
-        let seated = match response {
-            Ok(Response::Admitted(v)) if v.len() == replies.len() => v,
-            Ok(other) => return answer_each(Ok(unexpected(other, replies.len())), replies),
+    fn answer(&self, output: Result<Vec<Result<Seated, Refusal>>, ProposalError>, replies: Vec<Reply<Self::Out>>) {
+        let seated = match output.and_then(|v| one_each(v, replies.len())) {
+            Ok(v) => v,
             Err(e) => return answer_each(Err(e), replies),
         };
         let key = match self.keys.current() {
@@ -97,25 +97,32 @@ pub struct LeaveKind;
 impl BatchKind for LeaveKind {
     type Req = String;
     type Out = Result<Session, Refusal>;
+    type Proposal = proposal::Leave;
 
-    fn command(&self, session_ids: Vec<String>) -> Command {
-        Command::Leave { session_ids }
+    fn proposal(&self, session_ids: Vec<String>) -> proposal::Leave {
+        proposal::Leave { session_ids }
     }
 
-    fn answer(&self, response: Result<Response, ProposeError>, replies: Vec<Reply<Self::Out>>) {
-        let n = replies.len();
-        let outs = response.map(|r| match r {
-            Response::Left(v) if v.len() == n => v,
-            other => unexpected(other, n),
-        });
-        answer_each(outs, replies);
+    fn answer(&self, output: Result<Vec<Result<Session, Refusal>>, ProposalError>, replies: Vec<Reply<Self::Out>>) {
+        answer_each(output.and_then(|v| one_each(v, replies.len())), replies);
     }
 }
 
-fn unexpected<T, E: From<Refusal>>(response: Response, n: usize) -> Vec<Result<T, E>> {
-    // Cannot happen with a consistent state machine; answer every caller rather than hang them.
-    tracing::error!(?response, "state machine answered a batch with the wrong shape");
-    (0..n).map(|_| Err(Refusal::Fenced("batch".into()).into())).collect()
+/// A batch's answer has one entry per request; anything else cannot happen with a consistent
+/// state machine, and every caller is answered rather than left hanging.
+fn one_each<T>(outs: Vec<T>, n: usize) -> Result<Vec<T>, ProposalError> {
+    if outs.len() == n {
+        return Ok(outs);
+    }
+    tracing::error!(
+        answers = outs.len(),
+        requests = n,
+        "the state machine answered a batch with the wrong length"
+    );
+    Err(ProposalError::WrongAnswer {
+        command: "batch",
+        response: "wrong length",
+    })
 }
 
 /// The IVS token claims for one participant on `stage`, issued at `now`.
@@ -272,17 +279,13 @@ impl Node {
         validate_user_id(user_id)?;
         let attributes = validate_attributes(attributes)?;
         let key = self.signing_key()?;
-        let cmd = Command::AddHost {
+        let add = proposal::AddHost {
             broadcast_id: broadcast_id.into(),
             user_id: user_id.into(),
             participant_base: random_id(12),
             attributes,
         };
-        let (host, origins) = match self.store.propose(cmd).await?.1 {
-            Response::Host { host, origins } => (host, origins),
-            Response::Refused(r) => return Err(r.into()),
-            other => return Err(NodeError::internal(format!("unexpected {other:?}"))),
-        };
+        let (host, origins) = self.store.propose(add).await?;
         let mut out = Vec::new();
         for stage in origins {
             let participant_id = format!("{}-s{}", host.participant_base, stage.slot);

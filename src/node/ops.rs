@@ -5,16 +5,7 @@ use super::{Node, NodeError, keys, now_ms};
 use crate::fleet::admission::{validate_id, validate_name, validate_seat_cap};
 use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
 use crate::ivs::token::random_id;
-use crate::state::{Command, Response};
-
-fn refused_or_unexpected<T>(r: Response) -> Result<T, NodeError> {
-    match r {
-        Response::Refused(e) => Err(e.into()),
-        other => Err(NodeError::internal(format!(
-            "unexpected state machine answer {other:?}"
-        ))),
-    }
-}
+use crate::state::proposal;
 
 impl Node {
     /// Create a broadcast and its origin stage; answers once the stage exists in IVS.
@@ -35,16 +26,13 @@ impl Node {
         let max_seats_per_client = max_seats_per_client
             .map(|v| validate_seat_cap("maxSeatsPerClient", v))
             .transpose()?;
-        let cmd = Command::StartBroadcast {
+        let start = proposal::StartBroadcast {
             id: id.clone(),
             name: name.to_string(),
             now: now_ms(),
             max_seats_per_client,
         };
-        let intent = match self.store.propose(cmd).await?.1 {
-            Response::Stage(s) => s,
-            other => return refused_or_unexpected(other),
-        };
+        let intent = self.store.propose(start).await?;
         self.control.create(self, intent, false).await?;
         self.broadcast(&id)
             .ok_or_else(|| NodeError::internal("broadcast vanished"))
@@ -58,18 +46,11 @@ impl Node {
     /// the reconciler if IVS is failing).
     pub async fn end_broadcast(&self, id: &str) -> Result<Broadcast, NodeError> {
         validate_id("id", id)?;
-        let deleting = match self
-            .store
-            .propose(Command::EndBroadcast {
-                id: id.to_string(),
-                now: now_ms(),
-            })
-            .await?
-            .1
-        {
-            Response::Broadcast { deleting, .. } => deleting,
-            other => return refused_or_unexpected(other),
+        let end = proposal::EndBroadcast {
+            id: id.to_string(),
+            now: now_ms(),
         };
+        let (_, deleting) = self.store.propose(end).await?;
         for stage in deleting {
             if let Err(e) = self.control.delete(self, stage).await {
                 tracing::warn!(broadcast = id, error = %e, "stage deletion failed; the reconciler will retry");
@@ -82,15 +63,12 @@ impl Node {
     /// One more stage for a live broadcast (replica by default).
     pub async fn create_stage(&self, broadcast_id: &str, role: StageRole) -> Result<Stage, NodeError> {
         validate_id("broadcastId", broadcast_id)?;
-        let cmd = Command::AddStage {
+        let add = proposal::AddStage {
             broadcast_id: broadcast_id.to_string(),
             role,
             now: now_ms(),
         };
-        let intent = match self.store.propose(cmd).await?.1 {
-            Response::Stage(s) => s,
-            other => return refused_or_unexpected(other),
-        };
+        let intent = self.store.propose(add).await?;
         self.control.create(self, intent, false).await
     }
 
@@ -100,14 +78,11 @@ impl Node {
         if !self.store.shared.read().fleet.stages.contains_key(stage_id) {
             return Err(Refusal::UnknownStage(stage_id.into()).into());
         }
-        let cmd = Command::DeleteStage {
+        let delete = proposal::DeleteStage {
             stage_id: stage_id.to_string(),
             force,
         };
-        let (stage, evicted) = match self.store.propose(cmd).await?.1 {
-            Response::StageDeleting { stage, evicted } => (stage, evicted),
-            other => return refused_or_unexpected(other),
-        };
+        let (stage, evicted) = self.store.propose(delete).await?;
         self.control.delete(self, stage).await?;
         Ok(evicted)
     }
@@ -116,21 +91,12 @@ impl Node {
     pub async fn create_api_key(&self, name: &str, role: Role) -> Result<(ApiKeyRecord, String), NodeError> {
         validate_name(name)?;
         let (record, key) = keys::generate(name, role, now_ms());
-        match self.store.propose(Command::CreateApiKey(record)).await?.1 {
-            Response::ApiKey(r) => Ok((r, key)),
-            other => refused_or_unexpected(other),
-        }
+        let record = self.store.propose(proposal::CreateApiKey(record)).await?;
+        Ok((record, key))
     }
 
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, NodeError> {
-        match self
-            .store
-            .propose(Command::RevokeApiKey { id: id.to_string() })
-            .await?
-            .1
-        {
-            Response::ApiKey(r) => Ok(r),
-            other => refused_or_unexpected(other),
-        }
+        let revoke = proposal::RevokeApiKey { id: id.to_string() };
+        Ok(self.store.propose(revoke).await?)
     }
 }

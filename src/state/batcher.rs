@@ -11,24 +11,28 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
+use super::proposal::{Proposal, ProposalError};
 use super::store::{ProposeError, Store};
-use super::{Command, Response};
 
 /// Where one caller's answer goes.
-pub type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+pub type Reply<T> = oneshot::Sender<Result<T, ProposalError>>;
 
-/// How one kind of request becomes a command and how its callers are answered.
+/// What a batch kind's proposal answers.
+pub type Output<K> = <<K as BatchKind>::Proposal as Proposal>::Output;
+
+/// How one kind of request becomes a proposal and how its callers are answered.
 pub trait BatchKind: Send + Sync + 'static {
     type Req: Send + 'static;
     type Out: Send + 'static;
-    fn command(&self, reqs: Vec<Self::Req>) -> Command;
-    /// Answer every caller once the command is applied (or could not be): `replies[i]` sent the
+    type Proposal: Proposal;
+    fn proposal(&self, reqs: Vec<Self::Req>) -> Self::Proposal;
+    /// Answer every caller once the proposal is applied (or could not be): `replies[i]` sent the
     /// i-th request. A kind may answer later, from elsewhere (joins answer from the signer).
-    fn answer(&self, response: Result<Response, ProposeError>, replies: Vec<Reply<Self::Out>>);
+    fn answer(&self, output: Result<Output<Self>, ProposalError>, replies: Vec<Reply<Self::Out>>);
 }
 
 /// The usual [`BatchKind::answer`]: `outs[i]` to `replies[i]`, or the error to all of them.
-pub fn answer_each<T>(outs: Result<Vec<T>, ProposeError>, replies: Vec<Reply<T>>) {
+pub fn answer_each<T>(outs: Result<Vec<T>, ProposalError>, replies: Vec<Reply<T>>) {
     match outs {
         Ok(outs) => {
             for (reply, out) in replies.into_iter().zip(outs) {
@@ -82,7 +86,7 @@ impl<K: BatchKind> Batcher<K> {
         Self { tx }
     }
 
-    pub async fn submit(&self, req: K::Req) -> Result<K::Out, ProposeError> {
+    pub async fn submit(&self, req: K::Req) -> Result<K::Out, ProposalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((req, reply))
@@ -144,10 +148,10 @@ async fn run<K: BatchKind>(
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let (store, kind, done) = (store.clone(), kind.clone(), done.clone());
         tokio::spawn(async move {
-            let response = store.propose(kind.command(reqs)).await.map(|(_, r)| r);
+            let output = store.propose(kind.proposal(reqs)).await;
             drop(permit);
             done.notify_waiters();
-            kind.answer(response, replies);
+            kind.answer(output, replies);
         });
     }
 }

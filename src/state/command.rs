@@ -135,6 +135,26 @@ pub enum Response {
     ApiKey(ApiKeyRecord),
 }
 
+impl Response {
+    /// Short label for logs and errors (the shape, not the contents).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Response::None => "none",
+            Response::Done => "done",
+            Response::Refused(_) => "refused",
+            Response::Stage(_) => "stage",
+            Response::StageDeleting { .. } => "stage_deleting",
+            Response::Broadcast { .. } => "broadcast",
+            Response::Admitted(_) => "admitted",
+            Response::Left(_) => "left",
+            Response::Renewed(_) => "renewed",
+            Response::Expired(_) => "expired",
+            Response::Host { .. } => "host",
+            Response::ApiKey(_) => "api_key",
+        }
+    }
+}
+
 impl<T: Into<Response>> From<Result<T, Refusal>> for Response {
     fn from(r: Result<T, Refusal>) -> Self {
         match r {

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod log_store;
 pub mod machine;
 pub mod network;
+pub mod proposal;
 pub mod sled_sessions;
 pub mod snapshot;
 pub mod store;
@@ -20,6 +21,7 @@ mod suite;
 use std::io::Cursor;
 
 pub use command::{Command, Response};
+pub use proposal::{Proposal, ProposalError};
 pub use store::{ProposeError, Store, StoreConfig};
 
 openraft::declare_raft_types!(

@@ -1,6 +1,6 @@
 //! One node's view of the replicated state: opens sled, starts openraft with the log store and
-//! state machine, bootstraps a one-member cluster on first start, and offers `propose` (write
-//! through Raft) and `shared` (read the applied state).
+//! state machine, bootstraps a one-member cluster on first start, and offers `propose` (write a
+//! typed [`Proposal`] through Raft) and `shared` (read the applied state).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine};
 use super::network::Network;
+use super::proposal::{self, Proposal, ProposalError};
 use super::{Command, LogId, NodeId, Raft, Response};
 
 #[derive(Clone, Debug)]
@@ -117,8 +118,20 @@ impl Store {
         self.log.size_on_disk()
     }
 
-    /// Replicate and apply `cmd`; answers once it is committed, applied and flushed.
-    pub async fn propose(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
+    /// Replicate and apply `p`; answers its output once it is committed, applied and flushed.
+    pub async fn propose<P: Proposal>(&self, p: P) -> Result<P::Output, ProposalError> {
+        Ok(self.propose_logged(p).await?.1)
+    }
+
+    /// [`Store::propose`], also answering the entry's log id.
+    pub async fn propose_logged<P: Proposal>(&self, p: P) -> Result<(LogId, P::Output), ProposalError> {
+        let cmd = p.into_command();
+        let label = cmd.label();
+        let (log_id, response) = self.write(cmd).await?;
+        Ok((log_id, proposal::answer::<P>(label, response)?))
+    }
+
+    async fn write(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok((r.log_id, r.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {

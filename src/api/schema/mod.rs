@@ -109,10 +109,10 @@ impl Query {
     async fn stats(&self, ctx: &Context<'_>, broadcast_id: Option<ID>) -> async_graphql::Result<Stats> {
         let core = node(ctx).store.shared.read();
         let f = &core.fleet;
-        if let Some(id) = &broadcast_id {
-            if !f.broadcasts.contains_key(id.as_str()) {
-                return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
-            }
+        if let Some(id) = &broadcast_id
+            && !f.broadcasts.contains_key(id.as_str())
+        {
+            return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
         }
         let mine = |b: &str| broadcast_id.as_ref().is_none_or(|id| id.as_str() == b);
         let stages: Vec<&fleet::Stage> = f.stages.values().filter(|s| mine(&s.broadcast_id)).collect();
@@ -294,7 +294,7 @@ impl Mutation {
     /// Revoke an API key at once. Admin.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKey> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(node(ctx).revoke_api_key(&id).await?.into())
+        Ok(node(ctx).revoke_api_key(&id).await.gql()?.into())
     }
 }
 
