@@ -6,6 +6,7 @@
 //! whole map.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fleet;

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::node::{Node, now_ms};
+use crate::clock::now_ms;
+use crate::node::Node;
 use crate::state::proposal;
 
 /// Most sessions expired per log entry; the rest go in the next round.

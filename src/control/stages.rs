@@ -7,23 +7,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::fleet::{Stage, StageState};
+use crate::ivs::naming;
 use crate::ivs::{BackendError, StageInfo};
 use crate::metrics::Labels;
-use crate::node::{Node, NodeError, bootstrap::sanitize, now_ms};
+use crate::node::{Node, NodeError};
 use crate::state::{ProposalError, proposal};
 
 /// Tags every managed stage carries: how a new leader finds its own stages and no one else's.
 pub fn stage_tags(fleet_id: &str, stage: &Stage) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("stagefleet:fleet".to_string(), fleet_id.to_string()),
-        ("stagefleet:broadcast".to_string(), stage.broadcast_id.clone()),
-        ("stagefleet:slot".to_string(), stage.slot.to_string()),
-    ])
+    naming::stage_tags(fleet_id, &stage.broadcast_id, stage.slot)
 }
 
 fn stage_name(stage: &Stage) -> String {
-    format!("sf-{}-{}", sanitize(&stage.broadcast_id), stage.slot)
+    naming::stage_name(&stage.broadcast_id, stage.slot)
 }
 
 /// Stage ids whose side effect is being driven right now, so the reconciler leaves them alone.

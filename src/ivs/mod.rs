@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod backend;
 pub mod emulator;
+pub mod naming;
 pub mod ratelimit;
 pub mod signer;
 pub mod token;

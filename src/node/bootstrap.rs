@@ -3,13 +3,13 @@
 //! key-encryption key, and an admin key exists (its secret is returned once, to be printed, and
 //! never stored).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::Node;
 use super::signing::Reseal;
-use super::{Node, now_ms};
+use crate::clock::now_ms;
 use crate::fleet::Role;
 use crate::fleet::admission::FleetPolicy;
 use crate::ivs::token::SigningKey;
@@ -112,8 +112,7 @@ async fn signing_key(node: &Node) -> anyhow::Result<(SigningKey, String)> {
     let arn = if !cfg.signing_key_arn.is_empty() {
         cfg.signing_key_arn.clone()
     } else {
-        let tags = BTreeMap::from([("stagefleet:fleet".to_string(), cfg.fleet_id.clone())]);
-        let name = format!("stagefleet-{}-{}", sanitize(&cfg.fleet_id), now_ms() / 1000);
+        let (name, tags) = crate::ivs::naming::public_key(&cfg.fleet_id, now_ms() / 1000);
         node.backend
             .import_public_key(&name, &key.public_key_pem(), &tags)
             .await
@@ -121,18 +120,4 @@ async fn signing_key(node: &Node) -> anyhow::Result<(SigningKey, String)> {
             .arn
     };
     Ok((key, arn))
-}
-
-/// IVS names allow `[a-zA-Z0-9-_]` only.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect()
 }

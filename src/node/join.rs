@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::signing::SigningKeys;
-use super::{Node, NodeError, now_ms};
+use super::{Node, NodeError};
+use crate::clock::now_ms;
 use crate::fleet::admission::{client_seat_cap, validate_attributes, validate_id, validate_user_id};
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{BroadcastState, Millis, Refusal, Session, Stage};

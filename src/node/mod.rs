@@ -12,14 +12,13 @@ pub mod ops;
 pub mod signing;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 
 pub use error::NodeError;
 
 use crate::config::Config;
-use crate::fleet::Millis;
 use crate::ivs::StageBackend;
 use crate::ivs::aws::{AwsBackend, AwsConfig};
 use crate::ivs::emulator::{self, EmulatorConfig, EmulatorHandle};
@@ -45,14 +44,6 @@ pub struct Node {
     /// Printed once at first start; `None` afterwards.
     pub first_admin_key: Option<String>,
     pub backend_label: String,
-}
-
-/// Wall clock in Unix milliseconds. Only the proposer reads it; commands carry it.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 impl Node {

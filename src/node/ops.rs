@@ -1,7 +1,8 @@
 //! Operator and integrator operations that change the fleet: broadcasts, stages, API keys.
 //! Stage side effects go through `crate::control::stages` (intent, IVS call, result).
 
-use super::{Node, NodeError, keys, now_ms};
+use super::{Node, NodeError, keys};
+use crate::clock::now_ms;
 use crate::fleet::admission::{validate_id, validate_name, validate_seat_cap};
 use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
 use crate::ivs::token::random_id;
