@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
+use super::proposal::ProposeError;
 use super::proposal::{Proposal, ProposalError};
-use super::store::{ProposeError, Store};
+use super::store::Store;
 
 /// Where one caller's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, ProposalError>>;

@@ -21,8 +21,9 @@ mod suite;
 use std::io::Cursor;
 
 pub use command::{Command, Response};
+pub use proposal::ProposeError;
 pub use proposal::{Proposal, ProposalError};
-pub use store::{ProposeError, Store, StoreConfig};
+pub use store::{Store, StoreConfig};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for stagefleet.

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::store::ProposeError;
-use super::{Command, Response};
+use super::{Command, NodeId, Response};
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole};
@@ -20,6 +19,18 @@ pub trait Proposal: Send + 'static {
     /// This command's answer; `None` when the response has another shape. A `Response::Refused`
     /// never gets here (`Store::propose` answers it as a refusal).
     fn output(r: Response) -> Option<Self::Output>;
+}
+
+/// Why a command was not applied at all (nothing changed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader; the leader is {leader:?}")]
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    #[error("the replicated store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a proposal gave no output.

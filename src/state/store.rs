@@ -14,7 +14,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine};
 use super::network::Network;
-use super::proposal::{self, Proposal, ProposalError};
+use super::proposal::{self, Proposal, ProposalError, ProposeError};
 use super::{Command, LogId, NodeId, Raft, Response};
 
 #[derive(Clone, Debug)]
@@ -26,17 +26,6 @@ pub struct StoreConfig {
     pub sled_cache_bytes: u64,
     /// Take a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every: u64,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProposeError {
-    #[error("this node is not the leader; the leader is {leader:?}")]
-    NotLeader {
-        leader: Option<NodeId>,
-        leader_addr: Option<String>,
-    },
-    #[error("the replicated store is unavailable: {0}")]
-    Unavailable(String),
 }
 
 pub struct Store {
