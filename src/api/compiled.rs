@@ -23,7 +23,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::to_graphql;
 use super::schema::types::{self, rfc3339};
-use crate::node::join::Joined;
+use crate::node::join::{Joined, ivs_stage_id};
 
 /// Where an argument's value comes from.
 #[derive(Debug)]
@@ -357,7 +357,7 @@ fn render_stage(w: &mut Json, fs: &[(String, StageField)], app: &AppState, s: &c
         StageField::Capacity => w.num(s.capacity),
         StageField::Viewers => w.num(types::stage_viewers(&app.node, s)),
         StageField::Arn => w.opt_str(s.arn.as_deref()),
-        StageField::IvsStageId => w.opt_str(s.ivs_id()),
+        StageField::IvsStageId => w.opt_str(ivs_stage_id(s)),
         StageField::EventsUrl => w.opt_str(types::stage_events_url(s)),
         StageField::WhipUrl => w.opt_str(types::stage_whip_url(s)),
         StageField::CreatedAt => w.str(&rfc3339(s.created_at)),

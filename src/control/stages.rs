@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use crate::fleet::{Stage, StageState};
+use crate::fleet::{Stage, StageState, StageUrls};
 use crate::ivs::naming;
-use crate::ivs::{BackendError, StageInfo};
+use crate::ivs::{BackendError, StageEndpoints, StageInfo};
 use crate::metrics::Labels;
 use crate::node::{Node, NodeError};
 use crate::state::{ProposalError, proposal};
@@ -22,6 +22,17 @@ pub fn stage_tags(fleet_id: &str, stage: &Stage) -> BTreeMap<String, String> {
 
 fn stage_name(stage: &Stage) -> String {
     naming::stage_name(&stage.broadcast_id, stage.slot)
+}
+
+/// The adapter's endpoints become the domain's record here, at the edge that called IVS, so the
+/// log and `fleet` never hold an `ivs` type.
+fn stage_urls(e: &StageEndpoints) -> StageUrls {
+    StageUrls {
+        events: e.events.clone(),
+        whip: e.whip.clone(),
+        rtmp: e.rtmp.clone(),
+        rtmps: e.rtmps.clone(),
+    }
 }
 
 /// Stage ids whose side effect is being driven right now, so the reconciler leaves them alone.
@@ -69,7 +80,7 @@ impl StageDriver {
                 let created = proposal::StageCreated {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
-                    endpoints: info.endpoints.clone().unwrap_or_default(),
+                    endpoints: info.endpoints.as_ref().map(stage_urls).unwrap_or_default(),
                     arn: info.arn,
                 };
                 Ok(node.store.propose(created).await?)

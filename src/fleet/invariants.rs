@@ -13,7 +13,6 @@ use super::model::*;
 use super::placement::Placement;
 use super::sessions::{MemorySessions, Sessions};
 use super::transition::{Dirty, JoinRequest, World};
-use crate::ivs::StageEndpoints;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -81,7 +80,7 @@ impl Harness {
     fn create(&mut self, stage: &Stage) {
         let (id, term) = (stage.id.clone(), stage.intent_term);
         let arn = format!("arn:aws:ivs:us-east-1:1:stage/{}", id.replace(':', "x"));
-        self.world(|w| w.stage_created(&id, term, arn, StageEndpoints::default()))
+        self.world(|w| w.stage_created(&id, term, arn, StageUrls::default()))
             .unwrap();
     }
 

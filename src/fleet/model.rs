@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ivs::StageEndpoints;
-
 /// Milliseconds since the Unix epoch, always passed in (commands carry the proposer's clock).
 pub type Millis = i64;
 
@@ -72,8 +70,9 @@ pub struct Stage {
     pub state: StageState,
     pub capacity: u32,
     pub viewers: u32,
+    /// Opaque here; the IVS stage id (token `topic`) is derived from it where tokens are built.
     pub arn: Option<String>,
-    pub endpoints: Option<StageEndpoints>,
+    pub endpoints: Option<StageUrls>,
     /// Raft term of the leader that owns the pending side effect; results from any other term are fenced.
     pub intent_term: u64,
     pub created_at: Millis,
@@ -87,11 +86,20 @@ impl Stage {
     pub fn has_room(&self) -> bool {
         self.state == StageState::Active && self.viewers < self.capacity
     }
+}
 
-    /// The IVS stage id (token `topic`), once created.
-    pub fn ivs_id(&self) -> Option<&str> {
-        self.arn.as_deref().map(crate::ivs::backend::stage_id_from_arn)
-    }
+/// Where participants reach a stage: what CreateStage/GetStage answer, cached with the stage
+/// because tokens embed `events` and `whip` and only those calls return them.
+///
+/// Written into the log (`Command::StageCreated`) and snapshots, so the field names are a format:
+/// they match what `ivs::StageEndpoints` wrote before the domain owned this type. `rtmp` and
+/// `rtmps` are unused here but kept so entries stay byte-identical across a rolling upgrade.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageUrls {
+    pub events: String,
+    pub whip: String,
+    pub rtmp: String,
+    pub rtmps: String,
 }
 
 /// One viewer's stay on one stage.
@@ -240,5 +248,27 @@ impl Refusal {
             Refusal::UnknownApiKey(_) => "unknown_api_key",
             Refusal::Fenced(_) => "fenced",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage record as snapshots held it when its endpoints were `ivs::StageEndpoints`.
+    const STAGE_BEFORE_STAGE_URLS: &str = r#"{"id":"b1:0","broadcast_id":"b1","slot":0,"role":"Origin","state":"Active","capacity":12000,"viewers":3,"arn":"arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGHijkl","endpoints":{"events":"wss://global.events.live-video.net","whip":"https://f99084460c35.global-bm.whip.live-video.net","rtmp":"rtmp://f99084460c35.global-contribute-staging.live-video.net/app/","rtmps":"rtmps://f99084460c35.global-contribute-staging.live-video.net:443/app/"},"intent_term":2,"created_at":1764633600000}"#;
+
+    #[test]
+    fn snapshots_written_before_stage_urls_still_load() {
+        let stage: Stage = serde_json::from_str(STAGE_BEFORE_STAGE_URLS).expect("old stage record decodes");
+        let urls = stage.endpoints.as_ref().expect("endpoints kept");
+        assert_eq!(urls.events, "wss://global.events.live-video.net");
+        assert_eq!(urls.whip, "https://f99084460c35.global-bm.whip.live-video.net");
+        assert_eq!(
+            stage.arn.as_deref(),
+            Some("arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGHijkl")
+        );
+        // Written back unchanged, so old and new nodes agree on every byte of a snapshot.
+        assert_eq!(serde_json::to_string(&stage).unwrap(), STAGE_BEFORE_STAGE_URLS);
     }
 }

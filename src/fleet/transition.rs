@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::admission::{self, Admission, FleetPolicy, MAX_HOSTS};
 use super::model::*;
 use super::sessions::Sessions;
-use crate::ivs::StageEndpoints;
 
 /// Records touched by a transition, so the store persists only those.
 #[derive(Debug, Default)]
@@ -170,7 +169,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         stage_id: &str,
         intent_term: u64,
         arn: String,
-        endpoints: StageEndpoints,
+        endpoints: StageUrls,
     ) -> Result<Stage, Refusal> {
         let stage = self.owned_intent(stage_id, intent_term, StageState::Creating)?;
         stage.state = StageState::Active;
@@ -473,7 +472,7 @@ mod tests {
         // --- the leader of term 4 takes the intent over
         assert_eq!(w.reclaim_intent(&intent.id, 4).unwrap().intent_term, 4);
         // --- the old leader's late answer is refused and the stage stays as it was
-        let late = w.stage_created(&intent.id, 3, "arn:old".into(), StageEndpoints::default());
+        let late = w.stage_created(&intent.id, 3, "arn:old".into(), StageUrls::default());
         assert_eq!(late, Err(Refusal::Fenced(intent.id.clone())));
         assert_eq!(w.fleet.stages[&intent.id].state, StageState::Creating);
         assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Starting);
@@ -483,7 +482,7 @@ mod tests {
         );
         // --- the new owner's answer goes through
         let stage = w
-            .stage_created(&intent.id, 4, "arn:new".into(), StageEndpoints::default())
+            .stage_created(&intent.id, 4, "arn:new".into(), StageUrls::default())
             .unwrap();
         assert_eq!(stage.arn.as_deref(), Some("arn:new"));
         assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Live);
@@ -515,7 +514,7 @@ mod tests {
         };
         for (id, cap) in [("capped", None), ("open", Some(0)), ("three", Some(3))] {
             let origin = w.start_broadcast(id, "", cap, 0, 1).unwrap();
-            w.stage_created(&origin.id, 1, format!("arn:{id}"), StageEndpoints::default())
+            w.stage_created(&origin.id, 1, format!("arn:{id}"), StageUrls::default())
                 .unwrap();
         }
         let (home, office) = (Some("198.51.100.0"), Some("203.0.113.0"));
@@ -577,7 +576,7 @@ mod tests {
             dirty: &mut dirty,
         };
         let origin = w.start_broadcast("a", "", None, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:a".into(), StageEndpoints::default())
+        w.stage_created(&origin.id, 1, "arn:a".into(), StageUrls::default())
             .unwrap();
         w.add_stage("a", StageRole::Replica, 0, 1).unwrap();
         assert_eq!(

@@ -126,6 +126,13 @@ fn one_each<T>(outs: Vec<T>, n: usize) -> Result<Vec<T>, ProposalError> {
     })
 }
 
+/// The IVS stage id a token names as its `topic`, once the stage exists. `fleet` keeps the ARN
+/// opaque; reading IVS's id out of it is done here, where tokens are built, and the API shows the
+/// same value so what a client sees matches what its token says.
+pub fn ivs_stage_id(stage: &Stage) -> Option<&str> {
+    stage.arn.as_deref().map(crate::ivs::backend::stage_id_from_arn)
+}
+
 /// The IVS token claims for one participant on `stage`, issued at `now`.
 fn claims(
     stage: &Stage,
@@ -136,7 +143,7 @@ fn claims(
     ttl_minutes: u32,
     now: Millis,
 ) -> Result<Claims, NodeError> {
-    let (Some(arn), Some(endpoints)) = (&stage.arn, &stage.endpoints) else {
+    let (Some(arn), Some(topic), Some(endpoints)) = (&stage.arn, ivs_stage_id(stage), &stage.endpoints) else {
         return Err(NodeError::internal(format!("stage {} has no ARN yet", stage.id)));
     };
     let iat = now / 1000;
@@ -146,7 +153,7 @@ fn claims(
         jti: participant_id.to_string(),
         user_id: Some(user_id.to_string()),
         resource: arn.clone(),
-        topic: crate::ivs::backend::stage_id_from_arn(arn).to_string(),
+        topic: topic.to_string(),
         events_url: endpoints.events.clone(),
         whip_url: endpoints.whip.clone(),
         capabilities,

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::{JoinRequest, Seated};
-use crate::fleet::{ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole};
-use crate::ivs::StageEndpoints;
+use crate::fleet::{
+    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole, StageUrls,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -36,7 +37,7 @@ pub enum Command {
         stage_id: String,
         intent_term: u64,
         arn: String,
-        endpoints: StageEndpoints,
+        endpoints: StageUrls,
     },
     StageCreateFailed {
         stage_id: String,
@@ -179,5 +180,33 @@ impl From<()> for Response {
 impl From<ApiKeyRecord> for Response {
     fn from(k: ApiKeyRecord) -> Self {
         Response::ApiKey(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `StageCreated` entry as the log held it when it carried `ivs::StageEndpoints`.
+    const STAGE_CREATED_BEFORE_STAGE_URLS: &str = r#"{"StageCreated":{"stage_id":"b1:0","intent_term":2,"arn":"arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGHijkl","endpoints":{"events":"wss://global.events.live-video.net","whip":"https://f99084460c35.global-bm.whip.live-video.net","rtmp":"rtmp://f99084460c35.global-contribute-staging.live-video.net/app/","rtmps":"rtmps://f99084460c35.global-contribute-staging.live-video.net:443/app/"}}}"#;
+
+    #[test]
+    fn log_entries_written_before_stage_urls_still_load() {
+        let cmd: Command = serde_json::from_str(STAGE_CREATED_BEFORE_STAGE_URLS).expect("old entry decodes");
+        let Command::StageCreated {
+            stage_id,
+            intent_term,
+            arn,
+            endpoints,
+        } = &cmd
+        else {
+            panic!("decoded as {cmd:?}");
+        };
+        assert_eq!((stage_id.as_str(), *intent_term), ("b1:0", 2));
+        assert_eq!(arn, "arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGHijkl");
+        assert_eq!(endpoints.events, "wss://global.events.live-video.net");
+        assert_eq!(endpoints.whip, "https://f99084460c35.global-bm.whip.live-video.net");
+        // Encoded back unchanged, so a mixed-version cluster replicates entries both sides read.
+        assert_eq!(serde_json::to_string(&cmd).unwrap(), STAGE_CREATED_BEFORE_STAGE_URLS);
     }
 }

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use super::{Command, NodeId, Response};
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::{JoinRequest, Seated};
-use crate::fleet::{ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole};
-use crate::ivs::StageEndpoints;
+use crate::fleet::{
+    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole, StageUrls,
+};
 
 /// A command together with the answer its apply gives.
 pub trait Proposal: Send + 'static {
@@ -128,7 +129,7 @@ pub struct StageCreated {
     pub stage_id: String,
     pub intent_term: u64,
     pub arn: String,
-    pub endpoints: StageEndpoints,
+    pub endpoints: StageUrls,
 }
 proposal!(StageCreated => Stage, Response::Stage(s) => s, |s| Command::StageCreated {
     stage_id: s.stage_id,

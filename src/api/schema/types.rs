@@ -7,6 +7,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use crate::fleet;
 use crate::node::Node;
+use crate::node::join;
 
 pub fn node<'a>(ctx: &Context<'a>) -> &'a Arc<Node> {
     ctx.data_unchecked::<Arc<Node>>()
@@ -182,7 +183,7 @@ impl Stage {
     }
     /// The IVS stage id (the token's `topic`).
     async fn ivs_stage_id(&self) -> Option<&str> {
-        self.0.ivs_id()
+        join::ivs_stage_id(&self.0)
     }
     async fn events_url(&self) -> Option<&str> {
         stage_events_url(&self.0)
