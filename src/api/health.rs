@@ -15,9 +15,9 @@ pub async fn livez() -> &'static str {
 /// Ready when the store answers, a leader is known, and the signing key is in place and opens with
 /// this node's key-encryption key (a node that cannot sign would fail every join).
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    let m = app.node.store.raft.metrics().borrow().clone();
-    let store_ok = m.running_state.is_ok();
-    let leader = m.current_leader;
+    let c = app.node.store.cluster_status();
+    let store_ok = c.running;
+    let leader = c.leader;
     let key = match app.node.signing_key() {
         Ok(_) => Ok(()),
         Err(crate::node::NodeError::NoSigningKey) => Err("missing"),
@@ -61,20 +61,13 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         m.set("viewers", None, f.stages.values().map(|s| i64::from(s.viewers)).sum());
         m.set("api_keys", None, f.api_keys.len() as i64);
     }
-    let r = node.store.raft.metrics().borrow().clone();
-    m.set("raft_term", None, r.current_term as i64);
-    m.set(
-        "raft_is_leader",
-        None,
-        i64::from(r.current_leader == Some(node.store.node_id)),
-    );
-    m.set("raft_last_log_index", None, r.last_log_index.map_or(-1, |i| i as i64));
-    m.set(
-        "raft_last_applied_index",
-        None,
-        r.last_applied.map_or(-1, |l| l.index as i64),
-    );
-    m.set("raft_snapshot_index", None, r.snapshot.map_or(-1, |l| l.index as i64));
+    let c = node.store.cluster_status();
+    let index = |i: Option<u64>| i.map_or(-1, |i| i as i64);
+    m.set("raft_term", None, c.term as i64);
+    m.set("raft_is_leader", None, i64::from(c.is_leader()));
+    m.set("raft_last_log_index", None, index(c.last_log_index));
+    m.set("raft_last_applied_index", None, index(c.last_applied_index));
+    m.set("raft_snapshot_index", None, index(c.snapshot_index));
     m.set("store_bytes_on_disk", None, node.store.size_on_disk() as i64);
     (
         [(

@@ -23,7 +23,7 @@ use std::io::Cursor;
 pub use command::{Command, Response};
 pub use proposal::ProposeError;
 pub use proposal::{Proposal, ProposalError};
-pub use store::{Store, StoreConfig};
+pub use store::{ClusterStatus, Leadership, Store, StoreConfig};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for stagefleet.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
+use tokio::sync::watch;
 
 use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine};
@@ -33,6 +34,56 @@ pub struct Store {
     pub shared: Arc<Shared>,
     pub node_id: NodeId,
     log: LogStore,
+    leadership: Arc<watch::Sender<Leadership>>,
+}
+
+/// Who leads, in which term, as this node sees it. Control loops watch it to run on the leader
+/// only; it changes only on elections, never with the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+}
+
+/// What the API shows of the replicated store, read in one place (health, metrics, GraphQL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Raft's core is running (false once it stopped on a storage or fatal error).
+    pub running: bool,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+}
+
+impl ClusterStatus {
+    pub fn is_leader(&self) -> bool {
+        self.leader == Some(self.node_id)
+    }
+}
+
+/// Keep `tx` equal to the leader and term in Raft's metrics, waking watchers only when they change.
+fn follow_leadership(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    tx: Arc<watch::Sender<Leadership>>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let now = {
+                let m = metrics.borrow_and_update();
+                Leadership {
+                    leader: m.current_leader,
+                    term: m.current_term,
+                }
+            };
+            tx.send_if_modified(|seen| std::mem::replace(seen, now) != now);
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 impl Store {
@@ -76,11 +127,14 @@ impl Store {
                 .await
                 .context("bootstrapping the one-member cluster")?;
         }
+        let leadership = Arc::new(watch::Sender::new(Leadership { leader: None, term: 0 }));
+        follow_leadership(raft.metrics(), leadership.clone());
         Ok(Self {
             raft,
             shared,
             node_id: cfg.node_id,
             log,
+            leadership,
         })
     }
 
@@ -97,6 +151,25 @@ impl Store {
 
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// A watch of who leads and in which term.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
+    /// This node's view of the cluster, for health, metrics and the API.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        ClusterStatus {
+            node_id: self.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            running: m.running_state.is_ok(),
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+        }
     }
 
     pub fn current_term(&self) -> u64 {
@@ -173,5 +246,36 @@ impl Store {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_single_node_sees_itself_lead_in_the_leadership_watch_and_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            node_id: 7,
+            advertise_addr: "127.0.0.1:0".into(),
+            sled_cache_bytes: 1 << 20,
+            snapshot_every: 1_000,
+        })
+        .await
+        .unwrap();
+        let mut watch = store.leadership();
+        let led = tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|l| l.leader == Some(7)))
+            .await
+            .expect("a leader within 10 s")
+            .unwrap()
+            .to_owned();
+        assert!(led.term >= 1, "{led:?}");
+        let status = store.cluster_status();
+        assert!(status.is_leader() && status.running, "{status:?}");
+        assert_eq!((status.leader, status.term), (led.leader, led.term));
+        assert!(status.last_applied_index.is_some(), "the membership entry is applied");
+        store.shutdown().await;
     }
 }

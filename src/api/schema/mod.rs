@@ -139,13 +139,13 @@ impl Query {
     /// This node and what it knows of the Raft cluster.
     async fn node(&self, ctx: &Context<'_>) -> NodeStatus {
         let n = node(ctx);
-        let m = n.store.raft.metrics().borrow().clone();
+        let c = n.store.cluster_status();
         NodeStatus {
-            node_id: n.store.node_id,
-            leader_id: m.current_leader,
-            is_leader: m.current_leader == Some(n.store.node_id),
-            term: m.current_term,
-            last_applied_index: m.last_applied.map(|l| l.index),
+            node_id: c.node_id,
+            leader_id: c.leader,
+            is_leader: c.is_leader(),
+            term: c.term,
+            last_applied_index: c.last_applied_index,
             ivs_backend: n.backend_label.clone(),
         }
     }
