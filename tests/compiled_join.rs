@@ -5,43 +5,34 @@
 
 mod common;
 
-use common::{TestNode, decode_jwt};
+use common::{TestNode, decode_jwt, node};
 use serde_json::{Value, json};
-
-fn node(extra: &[&str]) -> (tempfile::TempDir, TestNode) {
-    let dir = tempfile::tempdir().unwrap();
-    let n = TestNode::start(dir.path(), extra);
-    (dir, n)
-}
-
-/// Requests answered by a compiled plan so far.
-async fn compiled(n: &TestNode) -> u64 {
-    let (_, metrics) = n.get("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("stagefleet_graphql_compiled_total "))
-        .expect("the counter is exported")
-        .parse()
-        .unwrap()
-}
 
 /// `doc` twice with the same variables: (executor's answer, compiled plan's answer).
 async fn both_ways(n: &TestNode, doc: &str, vars: Value, key: Option<&str>) -> (Value, Value) {
-    let before = compiled(n).await;
+    let before = n.compiled_answers().await;
     let (s1, executed) = n.post(doc, vars.clone(), key).await;
-    assert_eq!(compiled(n).await, before, "a new document runs on the executor: {doc}");
+    assert_eq!(
+        n.compiled_answers().await,
+        before,
+        "a new document runs on the executor: {doc}"
+    );
     let (s2, planned) = n.post(doc, vars, key).await;
-    assert_eq!(compiled(n).await, before + 1, "the second request used the plan: {doc}");
+    assert_eq!(
+        n.compiled_answers().await,
+        before + 1,
+        "the second request used the plan: {doc}"
+    );
     assert_eq!(s1, s2, "same HTTP status");
     (executed, planned)
 }
 
 /// `doc` twice: the second answer must come from the executor again (the plan declined it).
 async fn executor_twice(n: &TestNode, doc: &str, vars: Value) -> (Value, Value) {
-    let before = compiled(n).await;
+    let before = n.compiled_answers().await;
     let (_, a) = n.post(doc, vars.clone(), None).await;
     let (_, b) = n.post(doc, vars, None).await;
-    assert_eq!(compiled(n).await, before, "the plan must not answer: {doc}");
+    assert_eq!(n.compiled_answers().await, before, "the plan must not answer: {doc}");
     (a, b)
 }
 
@@ -225,7 +216,7 @@ async fn what_the_plan_does_not_cover_goes_to_the_executor_and_changes_nothing()
     let (a, _) = executor_twice(&n, doc, json!({"b": 5, "u": "u"})).await;
     assert_eq!(a["errors"][0]["extensions"]["code"], "BROADCAST_NOT_FOUND", "{a}");
     // an operation name the document does not have
-    let before = compiled(&n).await;
+    let before = n.compiled_answers().await;
     let body = json!({"query": doc, "variables": {"b": "show", "u": "u"}, "operationName": "Other"});
     let resp: Value = n
         .http()
@@ -238,7 +229,7 @@ async fn what_the_plan_does_not_cover_goes_to_the_executor_and_changes_nothing()
         .await
         .unwrap();
     assert_eq!(resp["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{resp}");
-    assert_eq!(compiled(&n).await, before);
+    assert_eq!(n.compiled_answers().await, before);
     // a fragment: validated, but not compiled
     let frag = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) { ...J } }
                 fragment J on Join { rejoined }";

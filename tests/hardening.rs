@@ -6,18 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestNode;
+use common::{TestNode, node};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-
-fn node(extra: &[&str]) -> (tempfile::TempDir, TestNode) {
-    let dir = tempfile::tempdir().unwrap();
-    let n = TestNode::start(dir.path(), extra);
-    (dir, n)
-}
 
 fn addr(n: &TestNode) -> String {
     n.url.trim_start_matches("http://").to_string()
@@ -369,22 +363,13 @@ async fn sigterm_with_half_sent_requests_exits_within_the_drain_time() {
 async fn behind_proxies_the_client_is_the_address_the_proxy_added_counted_by_network() {
     let (_dir, n) = node(&["--join-rate-per-ip", "1", "--client-ip-header", "x-forwarded-for"]);
     n.start_broadcast("b").await;
-    let join_from = |xff: String, user: &'static str| {
-        let q = json!({"query": "mutation($u: String!) { joinBroadcast(broadcastId: \"b\", userId: $u) { token } }", "variables": {"u": user}});
-        let req = n
-            .http()
-            .post(format!("{}/graphql", n.url))
-            .header("x-forwarded-for", xff)
-            .json(&q);
-        async move {
-            let body: Value = req.send().await.unwrap().json().await.unwrap();
-            body["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
-        }
-    };
     // --- 1. the client rotates the first entry; nginx appended its real address last
     let mut codes = Vec::new();
     for (i, user) in ["s1", "s2", "s3", "s4"].into_iter().enumerate() {
-        codes.push(join_from(format!("198.18.{i}.{i}, 203.0.113.7"), user).await);
+        codes.push(
+            n.join_forwarded(&format!("198.18.{i}.{i}, 203.0.113.7"), "b", user)
+                .await,
+        );
     }
     assert_eq!(codes[..2], [None, None], "a burst of two");
     assert_eq!(
@@ -394,16 +379,16 @@ async fn behind_proxies_the_client_is_the_address_the_proxy_added_counted_by_net
     );
     // --- 2. other addresses of the same /24 are the same client
     assert_eq!(
-        join_from("203.0.113.99".into(), "s5").await.as_deref(),
+        n.join_forwarded("203.0.113.99", "b", "s5").await.as_deref(),
         Some("RATE_LIMITED")
     );
     // --- 3. another network is another client
-    assert_eq!(join_from("198.51.100.2".into(), "o1").await, None);
+    assert_eq!(n.join_forwarded("198.51.100.2", "b", "o1").await, None);
     // --- 4. IPv6: one /64 is one client
-    assert_eq!(join_from("2001:db8:1:1::1".into(), "v1").await, None);
-    assert_eq!(join_from("2001:db8:1:1::2".into(), "v2").await, None);
+    assert_eq!(n.join_forwarded("2001:db8:1:1::1", "b", "v1").await, None);
+    assert_eq!(n.join_forwarded("2001:db8:1:1::2", "b", "v2").await, None);
     assert_eq!(
-        join_from("2001:db8:1:1::ffff".into(), "v3").await.as_deref(),
+        n.join_forwarded("2001:db8:1:1::ffff", "b", "v3").await.as_deref(),
         Some("RATE_LIMITED")
     );
 
@@ -419,19 +404,7 @@ async fn behind_proxies_the_client_is_the_address_the_proxy_added_counted_by_net
     m.start_broadcast("b").await;
     let mut codes = Vec::new();
     for (i, user) in ["t1", "t2", "t3"].into_iter().enumerate() {
-        let q = json!({"query": "mutation($u: String!) { joinBroadcast(broadcastId: \"b\", userId: $u) { token } }", "variables": {"u": user}});
-        let body: Value = m
-            .http()
-            .post(format!("{}/graphql", m.url))
-            .header("x-forwarded-for", format!("198.18.{i}.1"))
-            .json(&q)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        codes.push(body["errors"][0]["extensions"]["code"].as_str().map(str::to_string));
+        codes.push(m.join_forwarded(&format!("198.18.{i}.1"), "b", user).await);
     }
     assert_eq!(
         codes[2].as_deref(),

@@ -20,17 +20,6 @@ async fn leave(n: &TestNode, session_id: &str) {
     n.ok(q, json!({"s": session_id}), None).await;
 }
 
-/// Requests answered by a compiled join plan so far.
-async fn compiled(n: &TestNode) -> u64 {
-    let (_, metrics) = n.get("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("stagefleet_graphql_compiled_total "))
-        .expect("the counter is exported")
-        .parse()
-        .unwrap()
-}
-
 async fn cap_of(n: &TestNode, broadcast: &str) -> Value {
     let q = "query($b: ID!) { broadcast(id: $b) { maxSeatsPerClient viewers } }";
     n.ok(q, json!({"b": broadcast}), None).await["broadcast"].clone()
@@ -59,10 +48,14 @@ async fn one_client_holds_at_most_its_cap_of_seats_until_one_is_left() {
     // --- 2. the refusal names the cap, and a new document (the executor) and a known one (the
     //        compiled plan) refuse byte for byte alike
     let doc = "mutation($u: String!) { joinBroadcast(broadcastId: \"b\", userId: $u) { rejoined } }";
-    let before = compiled(&n).await;
+    let before = n.compiled_answers().await;
     let (_, executed) = n.post(doc, json!({"u": "u4"}), None).await;
     let (_, planned) = n.post(doc, json!({"u": "u4"}), None).await;
-    assert_eq!(compiled(&n).await, before + 1, "the second answer came from the plan");
+    assert_eq!(
+        n.compiled_answers().await,
+        before + 1,
+        "the second answer came from the plan"
+    );
     assert_eq!(code(&executed), Some("CLIENT_SEAT_LIMIT"), "{executed}");
     assert!(
         executed["errors"][0]["message"].as_str().unwrap().contains("2 seats"),
@@ -113,21 +106,6 @@ async fn behind_a_proxy_each_client_network_gets_its_own_seats() {
     flags.extend(["--client-ip-header", "x-forwarded-for"]);
     let n = TestNode::start(dir.path(), &flags);
     n.start_broadcast("b").await;
-    let join_from = |xff: &str, user: String| {
-        let q = json!({
-            "query": "mutation($u: String!) { joinBroadcast(broadcastId: \"b\", userId: $u) { token } }",
-            "variables": {"u": user},
-        });
-        let req = n
-            .http()
-            .post(format!("{}/graphql", n.url))
-            .header("x-forwarded-for", xff)
-            .json(&q);
-        async move {
-            let body: Value = req.send().await.unwrap().json().await.unwrap();
-            code(&body).map(str::to_string)
-        }
-    };
     // --- two seats per network; other addresses of one /24 (or /64) are the same client
     for (net, [a, b, c]) in [
         ["198.51.100.7", "198.51.100.8", "198.51.100.200"],
@@ -137,10 +115,18 @@ async fn behind_a_proxy_each_client_network_gets_its_own_seats() {
     .into_iter()
     .enumerate()
     {
-        assert_eq!(join_from(a, format!("n{net}-1")).await, None, "{a}: first seat");
-        assert_eq!(join_from(b, format!("n{net}-2")).await, None, "{b}: second seat");
         assert_eq!(
-            join_from(c, format!("n{net}-3")).await.as_deref(),
+            n.join_forwarded(a, "b", &format!("n{net}-1")).await,
+            None,
+            "{a}: first seat"
+        );
+        assert_eq!(
+            n.join_forwarded(b, "b", &format!("n{net}-2")).await,
+            None,
+            "{b}: second seat"
+        );
+        assert_eq!(
+            n.join_forwarded(c, "b", &format!("n{net}-3")).await.as_deref(),
             Some("CLIENT_SEAT_LIMIT"),
             "{c} is the same network as {a}"
         );

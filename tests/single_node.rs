@@ -5,14 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, decode_jwt, eventually};
+use common::{TestNode, decode_jwt, eventually, node};
 use serde_json::{Value, json};
-
-fn node(extra: &[&str]) -> (tempfile::TempDir, TestNode) {
-    let dir = tempfile::tempdir().unwrap();
-    let n = TestNode::start(dir.path(), extra);
-    (dir, n)
-}
 
 async fn stats(n: &TestNode) -> Value {
     n.ok(

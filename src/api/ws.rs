@@ -46,14 +46,12 @@ fn refused(code: ErrorCode, message: &str) -> BoxStream<'static, GqlResponse> {
     stream::once(async move { GqlResponse::from_errors(vec![err]) }).boxed()
 }
 
-impl Gated {
-    /// Whether the key this socket presented (if any) still exists.
-    fn key_valid(&self) -> bool {
-        match self.principal.get().and_then(|p| p.key_id.as_deref()) {
-            None => true,
-            Some(id) => self.app.node.store.shared.read().fleet.api_keys.contains_key(id),
-        }
-    }
+/// Whether the key `principal` presented (if any) is no longer in the replicated key set.
+fn key_revoked(app: &AppState, principal: &OnceLock<Principal>) -> bool {
+    principal
+        .get()
+        .and_then(|p| p.key_id.as_deref())
+        .is_some_and(|id| !app.node.store.shared.read().fleet.api_keys.contains_key(id))
 }
 
 impl Executor for Gated {
@@ -70,7 +68,7 @@ impl Executor for Gated {
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, GqlResponse> {
         let metrics = &self.app.node.metrics;
-        if !self.key_valid() {
+        if key_revoked(&self.app, &self.principal) {
             metrics.refuse("revoked");
             return refused(ErrorCode::Unauthenticated, "the API key of this connection was revoked");
         }
@@ -106,10 +104,7 @@ async fn revoked(app: &AppState, principal: &OnceLock<Principal>) {
         if version.changed().await.is_err() {
             return std::future::pending().await;
         }
-        let gone = principal
-            .get()
-            .and_then(|p| p.key_id.as_deref())
-            .is_some_and(|id| !app.node.store.shared.read().fleet.api_keys.contains_key(id));
+        let gone = key_revoked(app, principal);
         if gone {
             return;
         }

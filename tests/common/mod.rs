@@ -146,6 +146,35 @@ impl TestNode {
         }
     }
 
+    /// Join `broadcast` as `user` through a proxy that sent `x-forwarded-for: <xff>`; the refusal's
+    /// code, or None when admitted.
+    pub async fn join_forwarded(&self, xff: &str, broadcast: &str, user: &str) -> Option<String> {
+        let q = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) { token } }";
+        let body: Value = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .header("x-forwarded-for", xff)
+            .json(&json!({"query": q, "variables": {"b": broadcast, "u": user}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
+    }
+
+    /// Requests answered by a compiled join plan so far (`/metrics`).
+    pub async fn compiled_answers(&self) -> u64 {
+        let (_, metrics) = self.get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("stagefleet_graphql_compiled_total "))
+            .expect("the counter is exported")
+            .parse()
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let resp = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
@@ -174,6 +203,13 @@ impl Drop for TestNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A node on a free port in a data dir of its own (removed when the first value drops).
+pub fn node(extra: &[&str]) -> (tempfile::TempDir, TestNode) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = TestNode::start(dir.path(), extra);
+    (dir, n)
 }
 
 /// The binary under test: `STAGEFLEET_BIN` if set (e.g. a release build), else cargo's own.
