@@ -84,6 +84,10 @@ settings! {
     session_lease_secs: u64 = 90, "STAGEFLEET_SESSION_LEASE_SECS";
     /// How often this node writes the renewals it collected, and the leader expires lapsed sessions.
     presence_interval_secs: u64 = 5, "STAGEFLEET_PRESENCE_INTERVAL_SECS";
+    /// How often the leader's stage loop looks for stage intents nobody is driving (after a crash or a change of leader) and retries failed deletions. New intents are driven at once, not on this interval.
+    reconcile_interval_secs: u64 = 15, "STAGEFLEET_RECONCILE_INTERVAL_SECS";
+    /// How long `startBroadcast`, `createStage` and `deleteStage` wait for IVS to answer the leader's call before answering `STILL_PENDING` (the call goes on in the background); `endBroadcast` answers the broadcast still `ENDING` then.
+    stage_outcome_timeout_secs: u64 = 120, "STAGEFLEET_STAGE_OUTCOME_TIMEOUT_SECS";
     /// Who may join as a viewer: `open` (anyone) or `keyed` (an API key with the viewer, host or admin role).
     viewer_join: ViewerJoin = ViewerJoin::Open, "STAGEFLEET_VIEWER_JOIN";
     /// Joins per second allowed from one client without a key or with a viewer key (burst: 2x). A client is one network: see `join_subnet_v4_prefix` and `join_subnet_v6_prefix`. 0 = unlimited.

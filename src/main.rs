@@ -166,7 +166,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding http_addr {} (is another process using it?)", cfg.http_addr))?;
     let addr = listener.local_addr()?;
     cfg.http_addr = addr;
-    let node = stagefleet::node::Node::start(cfg).await?;
+    let app = stagefleet::app::App::start(cfg).await?;
+    let node = app.node.clone();
     let url = node.cfg.public_url();
     println!(
         "stagefleet {} node {} ready",
@@ -193,11 +194,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     stagefleet::api::server::serve(listener, edge.router, metrics, opts, shutdown_signal(), edge.closing).await;
     tracing::info!("shutting down");
     // The store flushes and Raft stops; bounded, so a stuck component cannot keep the process alive.
-    if tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+    drop(node);
+    if tokio::time::timeout(Duration::from_secs(10), app.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("the store did not stop within 10 s; exiting anyway");
+        tracing::warn!("the control loops and the store did not stop within 10 s; exiting anyway");
     }
     Ok(())
 }

@@ -269,3 +269,93 @@ async fn a_node_killed_while_creating_a_stage_finishes_it_after_restart_without_
     assert_eq!(tagged[0]["arn"], arn.as_str());
     assert_eq!(n.join("b", "v").await.unwrap()["stage"]["arn"], arn.as_str());
 }
+
+#[tokio::test]
+async fn a_slow_ivs_answers_still_pending_and_the_broadcast_goes_live_in_the_background() {
+    let em = standalone_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--ivs-endpoint-url",
+        em.url.as_str(),
+        "--stage-outcome-timeout-secs",
+        "1",
+    ];
+    let n = TestNode::start(dir.path(), &flags);
+    let slow = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", em.url))
+        .json(&json!({"latencyMs": 3000}));
+    assert!(slow.send().await.unwrap().status().is_success());
+
+    let start = "mutation { startBroadcast(id: \"b\") { state } }";
+    assert_eq!(
+        n.err(start, json!({}), n.admin_key.as_deref()).await,
+        "STILL_PENDING",
+        "the operation says IVS has not answered yet instead of hanging"
+    );
+    let b = n.ok("{ broadcast(id: \"b\") { state } }", json!({}), None).await;
+    assert_eq!(b["broadcast"]["state"], "STARTING", "the intent is in the log");
+    eventually(
+        Duration::from_secs(20),
+        "the leader's stage loop to finish the creation",
+        || async {
+            let b = n
+                .ok("{ broadcast(id: \"b\") { state stages { state } } }", json!({}), None)
+                .await;
+            (b["broadcast"]["state"] == "LIVE").then_some(())
+        },
+    )
+    .await;
+    let stages = n.ok("{ stages { id state } }", json!({}), None).await;
+    assert_eq!(stages["stages"], json!([{"id": "b:0", "state": "ACTIVE"}]));
+}
+
+#[tokio::test]
+async fn a_failed_deletion_answers_ivs_error_and_the_leader_retries_it_until_the_stage_is_gone() {
+    let em = standalone_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--ivs-endpoint-url",
+        em.url.as_str(),
+        "--ivs-max-attempts",
+        "1",
+        "--reconcile-interval-secs",
+        "1",
+    ];
+    let n = TestNode::start(dir.path(), &flags);
+    n.admin("mutation { startBroadcast(id: \"b\") { state } }", json!({}))
+        .await;
+    let added = n
+        .admin("mutation { createStage(broadcastId: \"b\") { id state } }", json!({}))
+        .await;
+    assert_eq!(added["createStage"], json!({"id": "b:1", "state": "ACTIVE"}));
+
+    set_faults(&em, 1.0).await;
+    let delete = "mutation { deleteStage(id: \"b:1\") { sessionsEnded } }";
+    assert_eq!(n.err(delete, json!({}), n.admin_key.as_deref()).await, "IVS_ERROR");
+    let s = n.ok("{ stage(id: \"b:1\") { state } }", json!({}), None).await;
+    assert_eq!(s["stage"]["state"], "DELETING", "the intent stays for the retry");
+
+    set_faults(&em, 0.0).await;
+    eventually(
+        Duration::from_secs(20),
+        "the retried deletion to remove the stage",
+        || async {
+            let s = n.ok("{ stage(id: \"b:1\") { state } }", json!({}), None).await;
+            s["stage"].is_null().then_some(())
+        },
+    )
+    .await;
+    let ivs: serde_json::Value = reqwest::get(format!("{}/_emulator/state", em.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = ivs["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "IVS holds the origin stage only: {names:?}");
+}

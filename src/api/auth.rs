@@ -29,7 +29,7 @@ impl Principal {
                 client,
             });
         };
-        let fleet = &node.store.shared.read().fleet;
+        let fleet = &node.store.view().fleet;
         let record = crate::node::keys::authenticate(fleet, key)
             .ok_or_else(|| ErrorCode::Unauthenticated.error("the API key is not valid"))?;
         Ok(Self {

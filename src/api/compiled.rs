@@ -355,7 +355,7 @@ fn render_stage(w: &mut Json, fs: &[(String, StageField)], app: &AppState, s: &c
         StageField::Role => w.str(enum_name(types::StageRole::from(s.role))),
         StageField::State => w.str(enum_name(types::StageState::from(s.state))),
         StageField::Capacity => w.num(s.capacity),
-        StageField::Viewers => w.num(types::stage_viewers(&app.node, s)),
+        StageField::Viewers => w.num(types::stage_viewers(&app.node.store.view(), s)),
         StageField::Arn => w.opt_str(s.arn.as_deref()),
         StageField::IvsStageId => w.opt_str(ivs_stage_id(s)),
         StageField::EventsUrl => w.opt_str(types::stage_events_url(s)),

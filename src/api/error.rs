@@ -5,7 +5,7 @@ use async_graphql::{Enum, ErrorExtensionValues, ErrorExtensions, Value};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::fleet::Refusal;
+use crate::fleet::{FailureKind, Refusal};
 use crate::ivs::BackendError;
 use crate::node::NodeError;
 use crate::state::ProposeError;
@@ -50,6 +50,9 @@ pub enum ErrorCode {
     ClientSeatLimit,
     /// An IVS call failed (after retries); nothing was changed.
     IvsError,
+    /// The change is in the log but IVS has not answered within `stage_outcome_timeout_secs`;
+    /// it goes on in the background: watch the stage, or retry (a retry is safe).
+    StillPending,
     /// The node cannot take writes right now (no leader, shutting down); retry.
     Unavailable,
     Internal,
@@ -78,6 +81,7 @@ impl ErrorCode {
             ErrorCode::HostLimit => "HOST_LIMIT",
             ErrorCode::ClientSeatLimit => "CLIENT_SEAT_LIMIT",
             ErrorCode::IvsError => "IVS_ERROR",
+            ErrorCode::StillPending => "STILL_PENDING",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -132,6 +136,18 @@ pub fn to_graphql(e: &NodeError) -> async_graphql::Error {
                 };
                 ErrorCode::IvsError.error(msg)
             }
+            NodeError::StageFailed(f) => {
+                let msg = match f.kind {
+                    FailureKind::Quota => "IVS refused: an IVS quota is exhausted",
+                    FailureKind::AccessDenied => "IVS refused: access denied (check the node's AWS credentials)",
+                    FailureKind::Failed => "IVS did not complete the call; nothing was changed, retry later",
+                };
+                ErrorCode::IvsError.error(msg)
+            }
+            NodeError::Pending { stage, waited } => ErrorCode::StillPending.error(format!(
+                "stage {stage} is still waiting for IVS after {} s; it goes on in the background",
+                waited.as_secs()
+            )),
             NodeError::Propose(ProposeError::NotLeader { leader, .. }) => {
                 ErrorCode::Unavailable.error(format!("this node is not the leader (leader: {leader:?}); retry"))
             }

@@ -137,7 +137,10 @@ pub async fn post_graphql(
     let validated = prepared.validated;
     let query = (!validated).then(|| request.query.clone());
     let schema = if validated { &app.schema_validated } else { &app.schema };
-    let mut response = schema.execute(request.data(principal)).await;
+    let request = request
+        .data(principal)
+        .data(super::schema::types::RequestView::default());
+    let mut response = schema.execute(request).await;
     // Errors without a code come from async-graphql itself (parse, validation, coercion); ours
     // always carry one. None at all means the document passed every validation rule.
     let uncoded = |e: &async_graphql::ServerError| e.extensions.as_ref().is_none_or(|x| x.get("code").is_none());

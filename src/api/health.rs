@@ -5,7 +5,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::fleet::{BroadcastState, StageState};
 
 /// The process answers.
 pub async fn livez() -> &'static str {
@@ -42,24 +41,18 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let node = &app.node;
     let m = &node.metrics;
     {
-        let core = node.store.shared.read();
-        let f = &core.fleet;
-        let live = f
-            .broadcasts
-            .values()
-            .filter(|b| b.state == BroadcastState::Live)
-            .count();
-        m.set("broadcasts_live", None, live as i64);
-        for (state, label) in [
-            (StageState::Creating, "creating"),
-            (StageState::Active, "active"),
-            (StageState::Deleting, "deleting"),
+        let view = node.store.view();
+        let s = crate::fleet::stats::of(&view.fleet, None);
+        m.set("broadcasts_live", None, s.broadcasts_live as i64);
+        for (n, label) in [
+            (s.stages_creating, "creating"),
+            (s.stages_active, "active"),
+            (s.stages_deleting, "deleting"),
         ] {
-            let n = f.stages.values().filter(|s| s.state == state).count();
             m.set("stages", Some(("state", label.to_string())), n as i64);
         }
-        m.set("viewers", None, f.stages.values().map(|s| i64::from(s.viewers)).sum());
-        m.set("api_keys", None, f.api_keys.len() as i64);
+        m.set("viewers", None, s.viewers as i64);
+        m.set("api_keys", None, view.fleet.api_keys.len() as i64);
     }
     let c = node.store.cluster_status();
     let index = |i: Option<u64>| i.map_or(-1, |i| i as i64);

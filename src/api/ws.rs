@@ -51,7 +51,7 @@ fn key_revoked(app: &AppState, principal: &OnceLock<Principal>) -> bool {
     principal
         .get()
         .and_then(|p| p.key_id.as_deref())
-        .is_some_and(|id| !app.node.store.shared.read().fleet.api_keys.contains_key(id))
+        .is_some_and(|id| !app.node.store.view().fleet.api_keys.contains_key(id))
 }
 
 impl Executor for Gated {
@@ -77,7 +77,7 @@ impl Executor for Gated {
             metrics.refuse("gate");
             return refused(ErrorCode::BadRequest, &why);
         }
-        let mut request = prepared.request;
+        let mut request = prepared.request.data(super::schema::types::RequestView::default());
         if prepared.plan.is_some() {
             // Plans answer HTTP only; the executor needs the document.
             self.app.parsed.attach(&mut request);
@@ -99,7 +99,7 @@ enum Closing {
 
 /// Resolves when the key `principal` presented is no longer in the replicated key set.
 async fn revoked(app: &AppState, principal: &OnceLock<Principal>) {
-    let mut version = app.node.store.shared.meta_version.subscribe();
+    let mut version = app.node.store.meta_changes();
     loop {
         if version.changed().await.is_err() {
             return std::future::pending().await;

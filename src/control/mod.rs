@@ -1,18 +1,69 @@
-//! Leader-side loops that turn intents in the replicated state into IVS calls (stage creation and
-//! deletion, reconciliation after a restart or a change of leader) and keep presence: renewals
-//! collected on every node, expiry driven by the leader. Never on the join path.
+//! Leader-side work that drives IVS. A [`supervisor`] starts the loops as one group when this node
+//! becomes leader for a term and cancels the group when it loses leadership or the process shuts
+//! down; no loop asks `is_leader()`. Loops get a narrow [`LoopContext`] — the store, the IVS
+//! backend, metrics and their settings — never the node's use cases.
+//!
+//! - [`stages`]: stage intents in the log → IVS calls → results (fenced by term), woken by the
+//!   store's bus for new intents and by its interval to reconcile what nobody is driving;
+//! - [`expiry`]: ends sessions whose lease ran out.
+//!
+//! Renewals are not here: every node writes the renewals it saw (`node::presence`).
 
-pub mod presence;
+pub mod expiry;
 pub mod stages;
+pub mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::node::Node;
+use tokio::task::JoinSet;
 
-pub fn spawn_loops(node: Arc<Node>) {
-    let interval = Duration::from_secs(node.cfg.presence_interval_secs.max(1));
-    let n = node.clone();
-    tokio::spawn(async move { presence::run(n, interval).await });
-    tokio::spawn(async move { stages::reconcile_loop(node, Duration::from_secs(15)).await });
+use crate::config::Config;
+use crate::ivs::StageBackend;
+use crate::metrics::Metrics;
+use crate::state::Store;
+
+/// The loops' settings, read once from the config.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Tags every managed stage carries, so a new leader finds its fleet's stages and no other's.
+    pub fleet_id: String,
+    /// How often the stage loop looks for intents nobody is driving.
+    pub reconcile_every: Duration,
+    /// How often the leader ends lapsed sessions.
+    pub expire_every: Duration,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            fleet_id: cfg.fleet_id.clone(),
+            reconcile_every: Duration::from_secs(cfg.reconcile_interval_secs.max(1)),
+            expire_every: Duration::from_secs(cfg.presence_interval_secs.max(1)),
+        }
+    }
+}
+
+/// What a leader's loop may use.
+#[derive(Clone)]
+pub struct LoopContext {
+    pub store: Arc<Store>,
+    pub backend: Arc<dyn StageBackend>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    /// The term this group runs for: intents of other terms are reclaimed before they are driven.
+    pub term: u64,
+}
+
+/// The loops a leader runs for its term, as one group.
+pub fn leader_loops(ctx: LoopContext) -> JoinSet<()> {
+    let mut group = JoinSet::new();
+    group.spawn(stages::run(ctx.clone()));
+    group.spawn(expiry::run(ctx));
+    group
+}
+
+/// `every` give or take a tenth, so loops of many nodes (and many loops of one) do not tick in step.
+pub fn jittered(every: Duration) -> Duration {
+    every.mul_f64(rand::random_range(0.9..1.1))
 }

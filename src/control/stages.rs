@@ -1,19 +1,26 @@
-//! Stage side effects as intent → IVS call → result. The intent (a `Creating` or `Deleting`
-//! stage) is in the log before the call; the result is proposed with the intent's term, so a
-//! deposed leader's late answer is fenced. The reconciler finishes intents nobody is driving —
-//! after a crash, a restart or a change of leader — finding half-created stages by their tags.
+//! The stage loop: turns stage intents in the log into IVS calls and their results. An intent (a
+//! `Creating` or `Deleting` stage) is written by a use case on any node; this loop, on the leader
+//! only, performs CreateStage/DeleteStage and proposes the outcome with the intent's term, so a
+//! deposed leader's late answer is fenced. Outcomes — failures included — go through the log,
+//! where the use case that wrote the intent awaits them on its own node's bus.
+//!
+//! It wakes on the bus for new intents and on its interval to reconcile: finish intents nobody is
+//! driving (after a crash, a restart or a change of leader), taking them over for this term and
+//! finding half-created stages by their tags.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use tokio::task::JoinSet;
+
+use super::{LoopContext, jittered};
 use crate::clock::now_ms;
-use crate::fleet::{Stage, StageState, StageUrls};
+use crate::fleet::event::{Change, StageStep};
+use crate::fleet::{FailureKind, Stage, StageFailure, StageState, StageUrls};
 use crate::ivs::naming;
 use crate::ivs::{BackendError, StageEndpoints, StageInfo};
 use crate::metrics::Labels;
-use crate::node::{Node, NodeError};
-use crate::state::{ProposalError, proposal};
+use crate::state::{Applied, ProposalError, proposal};
 
 /// Tags every managed stage carries: how a new leader finds its own stages and no one else's.
 pub fn stage_tags(fleet_id: &str, stage: &Stage) -> BTreeMap<String, String> {
@@ -35,157 +42,212 @@ fn stage_urls(e: &StageEndpoints) -> StageUrls {
     }
 }
 
-/// Stage ids whose side effect is being driven right now, so the reconciler leaves them alone.
-#[derive(Default)]
-pub struct StageDriver {
-    busy: Mutex<HashSet<String>>,
-}
-
-struct Busy<'a>(&'a StageDriver, String);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.busy.lock().expect("busy set").remove(&self.1);
+/// The adapter's error, reduced to what the log records.
+fn failure(e: &BackendError) -> StageFailure {
+    let kind = match e {
+        BackendError::QuotaExceeded(_) => FailureKind::Quota,
+        BackendError::AccessDenied(_) => FailureKind::AccessDenied,
+        _ => FailureKind::Failed,
+    };
+    StageFailure {
+        kind,
+        message: e.to_string(),
     }
 }
 
-impl StageDriver {
-    fn claim(&self, id: &str) -> Option<Busy<'_>> {
-        self.busy
-            .lock()
-            .expect("busy set")
-            .insert(id.to_string())
-            .then(|| Busy(self, id.to_string()))
-    }
+/// Stage ids being driven right now by this loop.
+type Busy = Arc<Mutex<HashSet<String>>>;
 
-    /// Create `intent` in IVS and record it. With `adopt`, first look for the stage an earlier
-    /// attempt may have created (by its tags); a fresh intent's slot was never used, so it skips
-    /// that ListStages walk.
-    pub async fn create(&self, node: &Node, intent: Stage, adopt: bool) -> Result<Stage, NodeError> {
-        let _busy = self.claim(&intent.id);
-        let tags = stage_tags(&node.cfg.fleet_id, &intent);
-        let found = if adopt {
-            find_tagged(node, &tags).await
-        } else {
-            Ok(None)
-        };
-        let created = match found {
-            Ok(Some(info)) => node.backend.get_stage(&info.arn).await,
-            Ok(None) => node.backend.create_stage(&stage_name(&intent), &tags).await,
-            Err(e) => Err(e),
-        };
-        count(node, "CreateStage", &created);
-        match created {
-            Ok(info) => {
-                let created = proposal::StageCreated {
-                    stage_id: intent.id.clone(),
-                    intent_term: intent.intent_term,
-                    endpoints: info.endpoints.as_ref().map(stage_urls).unwrap_or_default(),
-                    arn: info.arn,
-                };
-                Ok(node.store.propose(created).await?)
+pub async fn run(ctx: LoopContext) {
+    // Subscribe before the first scan, so no intent written in between is missed.
+    let mut bus = ctx.store.subscribe();
+    let busy: Busy = Arc::default();
+    // Calls in flight: cancelled with this loop (dropping the set aborts them).
+    let mut work = JoinSet::new();
+    let mut next_scan = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_scan) => {
+                reconcile(&ctx, &busy, &mut work);
+                next_scan = tokio::time::Instant::now() + jittered(ctx.settings.reconcile_every);
             }
-            Err(e) => {
-                let failed = proposal::StageCreateFailed {
-                    stage_id: intent.id.clone(),
-                    intent_term: intent.intent_term,
-                };
-                // A refusal (the intent was fenced) changes nothing; the IVS error is the answer.
-                match node.store.propose(failed).await {
-                    Ok(()) | Err(ProposalError::Refused(_)) => {}
-                    Err(e) => return Err(e.into()),
+            applied = bus.recv() => match applied {
+                None => return,
+                Some(Applied::Reset { .. }) => reconcile(&ctx, &busy, &mut work),
+                Some(Applied::Changes(events)) => {
+                    for e in events.iter() {
+                        if let Change::Stage { id, step: StageStep::Creating | StageStep::Deleting, .. } = &e.change {
+                            drive(&ctx, &busy, &mut work, id, false);
+                        }
+                    }
                 }
-                Err(e.into())
-            }
+            },
+            Some(_) = work.join_next(), if !work.is_empty() => {}
         }
-    }
-
-    /// Delete `intent` in IVS (a stage already gone counts as deleted) and forget it.
-    pub async fn delete(&self, node: &Node, intent: Stage) -> Result<(), NodeError> {
-        let _busy = self.claim(&intent.id);
-        let arn = match &intent.arn {
-            Some(arn) => Some(arn.clone()),
-            None => find_tagged(node, &stage_tags(&node.cfg.fleet_id, &intent))
-                .await?
-                .map(|s| s.arn),
-        };
-        if let Some(arn) = arn {
-            let r = node.backend.delete_stage(&arn).await;
-            count(node, "DeleteStage", &r);
-            match r {
-                Ok(()) | Err(BackendError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let deleted = proposal::StageDeleted {
-            stage_id: intent.id.clone(),
-            intent_term: intent.intent_term,
-            now: now_ms(),
-        };
-        Ok(node.store.propose(deleted).await?)
     }
 }
 
-fn count<T>(node: &Node, op: &'static str, r: &Result<T, BackendError>) {
+/// Drive every pending intent nobody is driving.
+fn reconcile(ctx: &LoopContext, busy: &Busy, work: &mut JoinSet<()>) {
+    let view = ctx.store.view();
+    for stage in view.fleet.stages.values().filter(|s| s.state != StageState::Active) {
+        drive(ctx, busy, work, &stage.id, true);
+    }
+}
+
+/// Start driving stage `id`'s intent unless it is already driven or no longer pending. `adopt`:
+/// look for a stage an earlier attempt may have created (a fresh intent's slot was never used, so
+/// it skips that ListStages walk).
+fn drive(ctx: &LoopContext, busy: &Busy, work: &mut JoinSet<()>, id: &str, adopt: bool) {
+    let Some(stage) = ctx.store.view().fleet.stages.get(id).cloned() else {
+        return;
+    };
+    if stage.state == StageState::Active || !busy.lock().expect("busy set").insert(id.to_string()) {
+        return;
+    }
+    let (ctx, busy, id) = (ctx.clone(), busy.clone(), id.to_string());
+    work.spawn(async move {
+        let (mut stage, mut adopt) = (stage, adopt);
+        loop {
+            let driven = stage.state;
+            drive_intent(&ctx, stage, adopt).await;
+            // An intent that changed while this one was driven (a broadcast ended during its
+            // origin's creation) is driven now, not at the next reconcile.
+            match ctx.store.view().fleet.stages.get(&id) {
+                Some(s) if s.state != StageState::Active && s.state != driven => (stage, adopt) = (s.clone(), true),
+                _ => break,
+            }
+        }
+        busy.lock().expect("busy set").remove(&id);
+    });
+}
+
+async fn drive_intent(ctx: &LoopContext, stage: Stage, adopt: bool) {
+    // Take an older term's intent over first, so a late result from its old owner is fenced.
+    let (stage, adopt) = if stage.intent_term != ctx.term {
+        let reclaim = proposal::ReclaimIntent {
+            stage_id: stage.id.clone(),
+        };
+        match ctx.store.propose(reclaim).await {
+            Ok(s) => (s, true),
+            Err(e) => {
+                tracing::warn!(stage = %stage.id, error = %e, "taking over a stage intent failed; will retry");
+                return;
+            }
+        }
+    } else {
+        (stage, adopt)
+    };
+    if adopt {
+        tracing::info!(stage = %stage.id, state = ?stage.state, "reconciling a pending stage intent");
+    }
+    let r = match stage.state {
+        StageState::Creating => create(ctx, &stage, adopt).await,
+        StageState::Deleting => delete(ctx, &stage).await,
+        StageState::Active => Ok(()),
+    };
+    if let Err(e) = r {
+        tracing::warn!(stage = %stage.id, error = %e, "recording a stage outcome failed; will retry");
+    }
+}
+
+/// Create `intent` in IVS and record the outcome, success or failure.
+async fn create(ctx: &LoopContext, intent: &Stage, adopt: bool) -> Result<(), ProposalError> {
+    let tags = stage_tags(&ctx.settings.fleet_id, intent);
+    let found = if adopt { find_tagged(ctx, &tags).await } else { Ok(None) };
+    let created = match found {
+        Ok(Some(info)) => ctx.backend.get_stage(&info.arn).await,
+        Ok(None) => ctx.backend.create_stage(&stage_name(intent), &tags).await,
+        Err(e) => Err(e),
+    };
+    count(ctx, "CreateStage", &created);
+    let recorded = match created {
+        Ok(info) => ctx
+            .store
+            .propose(proposal::StageCreated {
+                stage_id: intent.id.clone(),
+                intent_term: intent.intent_term,
+                endpoints: info.endpoints.as_ref().map(stage_urls).unwrap_or_default(),
+                arn: info.arn,
+            })
+            .await
+            .map(|_| ()),
+        Err(e) => {
+            tracing::warn!(stage = %intent.id, error = %e, "CreateStage failed");
+            ctx.store
+                .propose(proposal::StageCreateFailed {
+                    stage_id: intent.id.clone(),
+                    intent_term: intent.intent_term,
+                    failure: failure(&e),
+                })
+                .await
+        }
+    };
+    fenced_is_fine(recorded)
+}
+
+/// Delete `intent` in IVS (a stage already gone counts as deleted) and forget it; a failure is
+/// recorded and the intent stays for the next reconcile.
+async fn delete(ctx: &LoopContext, intent: &Stage) -> Result<(), ProposalError> {
+    let arn = match &intent.arn {
+        Some(arn) => Ok(Some(arn.clone())),
+        None => find_tagged(ctx, &stage_tags(&ctx.settings.fleet_id, intent))
+            .await
+            .map(|s| s.map(|s| s.arn)),
+    };
+    let deleted = match arn {
+        Ok(Some(arn)) => {
+            let r = ctx.backend.delete_stage(&arn).await;
+            count(ctx, "DeleteStage", &r);
+            match r {
+                Ok(()) | Err(BackendError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let recorded = match deleted {
+        Ok(()) => {
+            ctx.store
+                .propose(proposal::StageDeleted {
+                    stage_id: intent.id.clone(),
+                    intent_term: intent.intent_term,
+                    now: now_ms(),
+                })
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(stage = %intent.id, error = %e, "DeleteStage failed; the reconciler will retry");
+            ctx.store
+                .propose(proposal::StageDeleteFailed {
+                    stage_id: intent.id.clone(),
+                    intent_term: intent.intent_term,
+                    failure: failure(&e),
+                })
+                .await
+        }
+    };
+    fenced_is_fine(recorded)
+}
+
+/// A refusal means the intent is no longer ours (fenced by a newer term, or gone): nothing to do.
+fn fenced_is_fine(r: Result<(), ProposalError>) -> Result<(), ProposalError> {
+    match r {
+        Err(ProposalError::Refused(_)) => Ok(()),
+        r => r,
+    }
+}
+
+fn count<T>(ctx: &LoopContext, op: &'static str, r: &Result<T, BackendError>) {
     let result = match r {
         Ok(_) => "ok".to_string(),
         Err(e) => e.kind().to_string(),
     };
     let labels: Labels = vec![("op", op.to_string()), ("result", result)];
-    node.metrics.ivs_calls.get_or_create(&labels).inc();
+    ctx.metrics.ivs_calls.get_or_create(&labels).inc();
 }
 
-async fn find_tagged(node: &Node, tags: &BTreeMap<String, String>) -> Result<Option<StageInfo>, BackendError> {
-    Ok(node.backend.list_stages(tags).await?.into_iter().next())
-}
-
-/// Finish every pending intent nobody is driving. Runs on the leader only.
-pub async fn reconcile_once(node: &Node) {
-    if !node.store.is_leader() {
-        return;
-    }
-    let term = node.store.current_term();
-    let pending: Vec<Stage> = node
-        .store
-        .shared
-        .read()
-        .fleet
-        .stages
-        .values()
-        .filter(|s| s.state != StageState::Active)
-        .cloned()
-        .collect();
-    for stage in pending {
-        if node.control.busy.lock().expect("busy set").contains(&stage.id) {
-            continue;
-        }
-        // Take the intent over first, so a late result from its old owner is fenced.
-        let stage = if stage.intent_term != term {
-            let reclaim = proposal::ReclaimIntent {
-                stage_id: stage.id.clone(),
-            };
-            match node.store.propose(reclaim).await {
-                Ok(s) => s,
-                Err(_) => continue,
-            }
-        } else {
-            stage
-        };
-        tracing::info!(stage = %stage.id, state = ?stage.state, "reconciling a pending stage intent");
-        let r = match stage.state {
-            StageState::Creating => node.control.create(node, stage.clone(), true).await.map(|_| ()),
-            StageState::Deleting => node.control.delete(node, stage.clone()).await,
-            StageState::Active => Ok(()),
-        };
-        if let Err(e) = r {
-            tracing::warn!(stage = %stage.id, error = %e, "reconciling failed; will retry");
-        }
-    }
-}
-
-pub async fn reconcile_loop(node: Arc<Node>, every: Duration) {
-    loop {
-        reconcile_once(&node).await;
-        tokio::time::sleep(every).await;
-    }
+async fn find_tagged(ctx: &LoopContext, tags: &BTreeMap<String, String>) -> Result<Option<StageInfo>, BackendError> {
+    Ok(ctx.backend.list_stages(tags).await?.into_iter().next())
 }

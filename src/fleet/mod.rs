@@ -4,9 +4,11 @@
 //! apply the same log to the same state on every node, and lets property tests run it cheaply.
 
 pub mod admission;
+pub mod event;
 pub mod model;
 pub mod placement;
 pub mod sessions;
+pub mod stats;
 pub mod transition;
 
 #[cfg(test)]

@@ -102,6 +102,25 @@ pub struct StageUrls {
     pub rtmps: String,
 }
 
+/// Why an IVS call for a stage failed, as the log records it (the adapter's error, reduced to
+/// what an operator acts on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// An IVS quota is exhausted.
+    Quota,
+    /// IVS refused the node's credentials.
+    AccessDenied,
+    /// Anything else that did not complete after retries (throttling, timeouts, 5xx).
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageFailure {
+    pub kind: FailureKind,
+    /// The adapter's message, for logs and operators; never shown to viewers.
+    pub message: String,
+}
+
 /// One viewer's stay on one stage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -186,10 +205,6 @@ impl Fleet {
         // Stage keys start with "<broadcast id>:" so a range scan finds them in slot order... almost:
         // slots sort as strings, so filter exactly and let callers sort if they need slot order.
         self.stages.values().filter(move |s| s.broadcast_id == broadcast_id)
-    }
-
-    pub fn viewers_of(&self, broadcast_id: &str) -> u64 {
-        self.stages_of(broadcast_id).map(|s| u64::from(s.viewers)).sum()
     }
 
     /// Stages that exist or are being created in IVS (counted against the region quota).

@@ -6,15 +6,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::admission::{self, Admission, FleetPolicy, MAX_HOSTS};
+use super::event::{Change, EndReason, StageStep};
 use super::model::*;
 use super::sessions::Sessions;
 
-/// Records touched by a transition, so the store persists only those.
+/// What transitions did: the records they touched (so the store persists only those) and the
+/// changes they caused, in order (so the store can publish them).
 #[derive(Debug, Default)]
 pub struct Dirty {
     pub broadcasts: BTreeSet<String>,
     pub stages: BTreeSet<String>,
     pub meta: bool,
+    pub changes: Vec<Change>,
 }
 
 pub struct World<'a, S: Sessions + ?Sized> {
@@ -54,19 +57,53 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         self.dirty.broadcasts.insert(id.to_string());
     }
 
+    fn emit(&mut self, change: Change) {
+        self.dirty.changes.push(change);
+    }
+
+    fn touch_meta(&mut self) {
+        self.dirty.meta = true;
+        self.emit(Change::Meta);
+    }
+
+    fn emit_broadcast(&mut self, id: &str) {
+        let state = self.fleet.broadcasts.get(id).map(|b| b.state);
+        self.emit(Change::Broadcast {
+            id: id.to_string(),
+            state,
+        });
+    }
+
+    fn emit_stage(&mut self, id: &str, broadcast_id: &str, step: StageStep) {
+        self.emit(Change::Stage {
+            id: id.to_string(),
+            broadcast_id: broadcast_id.to_string(),
+            step,
+        });
+    }
+
+    fn emit_ended(&mut self, session: &Session, reason: EndReason) {
+        self.emit(Change::SessionEnded {
+            session_id: session.id.clone(),
+            broadcast_id: session.broadcast_id.clone(),
+            stage_id: session.stage_id.clone(),
+            reason,
+        });
+    }
+
     pub fn set_policy(&mut self, policy: FleetPolicy) {
         *self.policy = policy;
-        self.dirty.meta = true;
+        self.touch_meta();
     }
 
     pub fn set_signing_key(&mut self, key: SigningKeyRecord) {
         self.fleet.signing_key = Some(key);
-        self.dirty.meta = true;
+        self.touch_meta();
     }
 
     pub fn create_api_key(&mut self, key: ApiKeyRecord) -> ApiKeyRecord {
         self.fleet.api_keys.insert(key.id.clone(), key.clone());
-        self.dirty.meta = true;
+        self.touch_meta();
         key
     }
 
@@ -76,7 +113,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             .api_keys
             .remove(id)
             .ok_or_else(|| Refusal::UnknownApiKey(id.to_string()))?;
-        self.dirty.meta = true;
+        self.touch_meta();
         Ok(key)
     }
 
@@ -107,6 +144,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         };
         self.fleet.broadcasts.insert(id.to_string(), broadcast);
         self.touch_broadcast(id);
+        self.emit_broadcast(id);
         Ok(self.new_stage_intent(id, StageRole::Origin, now, term))
     }
 
@@ -148,6 +186,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         self.fleet.stages.insert(stage.id.clone(), stage.clone());
         self.touch_broadcast(broadcast_id);
         self.touch_stage(&stage.id);
+        self.emit_stage(&stage.id, broadcast_id, StageStep::Creating);
         stage
     }
 
@@ -177,11 +216,13 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         stage.endpoints = Some(endpoints);
         let stage = stage.clone();
         self.touch_stage(stage_id);
+        self.emit_stage(stage_id, &stage.broadcast_id, StageStep::Ready);
         if stage.role == StageRole::Origin {
-            if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id) {
-                if b.state == BroadcastState::Starting {
-                    b.state = BroadcastState::Live;
-                }
+            if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id)
+                && b.state == BroadcastState::Starting
+            {
+                b.state = BroadcastState::Live;
+                self.emit_broadcast(&stage.broadcast_id);
             }
             self.touch_broadcast(&stage.broadcast_id);
         }
@@ -190,10 +231,16 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     /// CreateStage failed for good: forget the intent. A broadcast whose origin could not be
     /// created never went live: it is forgotten too, so starting it again is a plain retry.
-    pub fn stage_create_failed(&mut self, stage_id: &str, intent_term: u64) -> Result<(), Refusal> {
+    pub fn stage_create_failed(
+        &mut self,
+        stage_id: &str,
+        intent_term: u64,
+        failure: Option<StageFailure>,
+    ) -> Result<(), Refusal> {
         self.owned_intent(stage_id, intent_term, StageState::Creating)?;
         let stage = self.fleet.stages.remove(stage_id).expect("checked above");
         self.touch_stage(stage_id);
+        self.emit_stage(stage_id, &stage.broadcast_id, StageStep::CreateFailed(failure));
         let starting = self
             .fleet
             .broadcasts
@@ -201,8 +248,25 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             .is_some_and(|b| b.state == BroadcastState::Starting);
         if stage.role == StageRole::Origin && starting {
             self.fleet.broadcasts.remove(&stage.broadcast_id);
+            self.emit_broadcast(&stage.broadcast_id);
         }
         self.touch_broadcast(&stage.broadcast_id);
+        Ok(())
+    }
+
+    /// A DeleteStage attempt failed: the intent stays (the stage loop retries it); the failure
+    /// is published so whoever awaits the deletion can answer.
+    pub fn stage_delete_failed(
+        &mut self,
+        stage_id: &str,
+        intent_term: u64,
+        failure: StageFailure,
+    ) -> Result<(), Refusal> {
+        let broadcast_id = self
+            .owned_intent(stage_id, intent_term, StageState::Deleting)?
+            .broadcast_id
+            .clone();
+        self.emit_stage(stage_id, &broadcast_id, StageStep::DeleteFailed(failure));
         Ok(())
     }
 
@@ -216,6 +280,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         stage.intent_term = term;
         let stage = stage.clone();
         self.touch_stage(stage_id);
+        self.emit_stage(stage_id, &stage.broadcast_id, StageStep::Reclaimed);
         Ok(stage)
     }
 
@@ -238,19 +303,22 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         if stage.viewers > 0 && !force {
             return Err(Refusal::StageHasViewers(stage_id.to_string(), stage.viewers));
         }
-        let evicted = self.evict_stage(stage_id);
+        let evicted = self.evict_stage(stage_id, EndReason::Evicted);
         let stage = self.fleet.stages.get_mut(stage_id).expect("checked above");
         stage.state = StageState::Deleting;
         stage.intent_term = term;
         let stage = stage.clone();
         self.touch_stage(stage_id);
+        self.emit_stage(stage_id, &stage.broadcast_id, StageStep::Deleting);
         Ok((stage, evicted))
     }
 
-    fn evict_stage(&mut self, stage_id: &str) -> u32 {
+    fn evict_stage(&mut self, stage_id: &str, reason: EndReason) -> u32 {
         let ids = self.sessions.on_stage(stage_id);
         for id in &ids {
-            self.sessions.remove(id);
+            if let Some(session) = self.sessions.remove(id) {
+                self.emit_ended(&session, reason);
+            }
         }
         if let Some(stage) = self.fleet.stages.get_mut(stage_id) {
             stage.viewers = 0;
@@ -265,12 +333,15 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         self.owned_intent(stage_id, intent_term, StageState::Deleting)?;
         let stage = self.fleet.stages.remove(stage_id).expect("checked above");
         self.touch_stage(stage_id);
+        self.emit_stage(stage_id, &stage.broadcast_id, StageStep::Deleted);
         let remaining = self.fleet.stages_of(&stage.broadcast_id).count();
-        if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id) {
-            if b.state == BroadcastState::Ending && remaining == 0 {
-                b.state = BroadcastState::Ended;
-                b.ended_at = Some(now);
-            }
+        if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id)
+            && b.state == BroadcastState::Ending
+            && remaining == 0
+        {
+            b.state = BroadcastState::Ended;
+            b.ended_at = Some(now);
+            self.emit_broadcast(&stage.broadcast_id);
         }
         self.touch_broadcast(&stage.broadcast_id);
         Ok(())
@@ -289,11 +360,12 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         let stage_ids: Vec<String> = self.fleet.stages_of(id).map(|s| s.id.clone()).collect();
         let mut deleting = Vec::new();
         for sid in &stage_ids {
-            self.evict_stage(sid);
+            self.evict_stage(sid, EndReason::BroadcastEnded);
             let stage = self.fleet.stages.get_mut(sid).expect("listed above");
             stage.state = StageState::Deleting;
             stage.intent_term = term;
             deleting.push(stage.clone());
+            self.emit_stage(sid, id, StageStep::Deleting);
         }
         let b = self.fleet.broadcasts.get_mut(id).expect("checked above");
         b.state = if stage_ids.is_empty() {
@@ -304,12 +376,28 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         b.ended_at = Some(now);
         let b = b.clone();
         self.touch_broadcast(id);
+        self.emit_broadcast(id);
         Ok((b, deleting))
     }
 
     /// Seat each viewer (or give a seated user the same seat back), in order.
     pub fn admit(&mut self, requests: &[JoinRequest], now: Millis) -> Vec<Result<Seated, Refusal>> {
-        requests.iter().map(|r| self.admit_one(r, now)).collect()
+        let results: Vec<_> = requests.iter().map(|r| self.admit_one(r, now)).collect();
+        // One change per stage that took new viewers, in stage order.
+        let mut seated: BTreeMap<&str, (&str, u32)> = BTreeMap::new();
+        for s in results.iter().flatten().filter(|s| !s.rejoined) {
+            seated.entry(&s.stage.id).or_insert((&s.stage.broadcast_id, 0)).1 += 1;
+        }
+        let changes: Vec<Change> = seated
+            .into_iter()
+            .map(|(stage_id, (broadcast_id, count))| Change::Seated {
+                broadcast_id: broadcast_id.to_string(),
+                stage_id: stage_id.to_string(),
+                count,
+            })
+            .collect();
+        self.dirty.changes.extend(changes);
+        results
     }
 
     fn admit_one(&mut self, r: &JoinRequest, now: Millis) -> Result<Seated, Refusal> {
@@ -374,10 +462,13 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     /// End sessions now, freeing their seats.
     pub fn leave(&mut self, session_ids: &[String]) -> Vec<Result<Session, Refusal>> {
-        session_ids.iter().map(|id| self.end_session(id)).collect()
+        session_ids
+            .iter()
+            .map(|id| self.end_session(id, EndReason::Left))
+            .collect()
     }
 
-    fn end_session(&mut self, id: &str) -> Result<Session, Refusal> {
+    fn end_session(&mut self, id: &str, reason: EndReason) -> Result<Session, Refusal> {
         let session = self
             .sessions
             .remove(id)
@@ -386,6 +477,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             stage.viewers = stage.viewers.saturating_sub(1);
         }
         self.touch_stage(&session.stage_id);
+        self.emit_ended(&session, reason);
         Ok(session)
     }
 
@@ -400,13 +492,18 @@ impl<S: Sessions + ?Sized> World<'_, S> {
                 renewed += 1;
             }
         }
+        if renewed > 0 {
+            self.emit(Change::Renewed { count: renewed as u32 });
+        }
         renewed
     }
 
     /// End up to `limit` sessions whose lease ran out before `now`.
     pub fn expire(&mut self, now: Millis, limit: usize) -> Vec<Session> {
         let ids = self.sessions.expired(now, limit);
-        ids.iter().filter_map(|id| self.end_session(id).ok()).collect()
+        ids.iter()
+            .filter_map(|id| self.end_session(id, EndReason::Expired).ok())
+            .collect()
     }
 
     /// Register a host of a broadcast (idempotent per user), within the 12-publisher limit.
@@ -438,6 +535,10 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             })
             .clone();
         self.touch_broadcast(broadcast_id);
+        self.emit(Change::HostAdded {
+            broadcast_id: broadcast_id.to_string(),
+            user_id: user_id.to_string(),
+        });
         let origins = self
             .fleet
             .stages_of(broadcast_id)
@@ -477,7 +578,7 @@ mod tests {
         assert_eq!(w.fleet.stages[&intent.id].state, StageState::Creating);
         assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Starting);
         assert_eq!(
-            w.stage_create_failed(&intent.id, 3),
+            w.stage_create_failed(&intent.id, 3, None),
             Err(Refusal::Fenced(intent.id.clone()))
         );
         // --- the new owner's answer goes through

@@ -34,10 +34,10 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
         session_lease_ms: cfg.session_lease_secs as i64 * 1000,
         max_seats_per_client: cfg.max_seats_per_client,
     };
-    if node.store.shared.read().policy != policy {
+    if node.store.view().policy != policy {
         node.store.propose(proposal::SetPolicy(policy)).await?;
     }
-    if node.store.shared.read().fleet.signing_key.is_none() {
+    if node.store.view().fleet.signing_key.is_none() {
         let (key, arn) = signing_key(node).await?;
         tracing::info!(kid = %arn, "signing key ready (replicated sealed under the key-encryption key)");
         node.store
@@ -46,7 +46,7 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
     } else if let Some((record, why)) = reseal {
         reseal_signing_key(node, record, why).await?;
     }
-    if node.store.shared.read().fleet.api_keys.is_empty() {
+    if node.store.view().fleet.api_keys.is_empty() {
         let (record, key) = super::keys::generate("admin (first start)", Role::Admin, now_ms());
         node.store
             .propose(proposal::CreateApiKey(record))

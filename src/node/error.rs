@@ -1,8 +1,8 @@
 //! The one error type of the node's operations. The API maps it to `extensions.code` in one place
 //! (`crate::api::error`); internal details go to the log, not to clients.
 
-use crate::fleet::Refusal;
 use crate::fleet::admission::InputError;
+use crate::fleet::{Refusal, StageFailure};
 use crate::ivs::BackendError;
 use crate::state::{ProposalError, ProposeError};
 
@@ -14,6 +14,12 @@ pub enum NodeError {
     Refused(#[from] Refusal),
     #[error("IVS call failed: {0}")]
     Backend(#[from] BackendError),
+    /// The leader's stage loop tried the IVS call for this operation's intent and it failed.
+    #[error("IVS call failed: {}", .0.message)]
+    StageFailed(StageFailure),
+    /// The intent is in the log but its IVS call has not answered within the wait.
+    #[error("stage {stage} is still pending after {waited:?}")]
+    Pending { stage: String, waited: std::time::Duration },
     #[error(transparent)]
     Propose(#[from] ProposeError),
     #[error("the signing key is not set up yet")]

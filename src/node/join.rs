@@ -228,7 +228,7 @@ impl Node {
         let attributes = validate_attributes(attributes)?;
         // Refuse what is certain to be refused without writing a log entry.
         let capped = {
-            let core = self.store.shared.read();
+            let core = self.store.view();
             let Some(b) = core.fleet.broadcasts.get(broadcast_id) else {
                 return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into());
             };
@@ -264,15 +264,14 @@ impl Node {
 
     /// Mark a session alive; the renewal is written with the next presence batch.
     pub fn heartbeat(&self, session_id: &str) -> Result<Session, NodeError> {
-        let mut session = self
-            .store
-            .shared
+        let view = self.store.view();
+        let mut session = view
             .session(session_id)
             .ok_or_else(|| Refusal::UnknownSession(session_id.into()))?;
         self.presence.touch(session_id);
         let now = now_ms();
         session.last_seen = now;
-        session.lease_until = now + self.store.shared.read().policy.session_lease_ms;
+        session.lease_until = now + view.policy.session_lease_ms;
         Ok(session)
     }
 

@@ -1,5 +1,9 @@
-//! Operator and integrator operations that change the fleet: broadcasts, stages, API keys.
-//! Stage side effects go through `crate::control::stages` (intent, IVS call, result).
+//! Operator and integrator operations that change the fleet: broadcasts, stages, API keys. None
+//! drives IVS: a stage change is proposed as an intent, the leader's stage loop
+//! (`crate::control::stages`) performs the IVS call and proposes the outcome, and the operation
+//! answers once that outcome is applied here (see [`outcome`]).
+
+mod outcome;
 
 use super::{Node, NodeError, keys};
 use crate::clock::now_ms;
@@ -7,6 +11,8 @@ use crate::fleet::admission::{validate_id, validate_name, validate_seat_cap};
 use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
 use crate::ivs::token::random_id;
 use crate::state::proposal;
+
+use outcome::Want;
 
 impl Node {
     /// Create a broadcast and its origin stage; answers once the stage exists in IVS.
@@ -33,28 +39,30 @@ impl Node {
             now: now_ms(),
             max_seats_per_client,
         };
-        let intent = self.store.propose(start).await?;
-        self.control.create(self, intent, false).await?;
+        let mut bus = self.store.subscribe();
+        let origin = self.store.propose(start).await?;
+        self.await_stage(&mut bus, &origin.id, Want::Created).await?;
         self.broadcast(&id)
             .ok_or_else(|| NodeError::internal("broadcast vanished"))
     }
 
     pub fn broadcast(&self, id: &str) -> Option<Broadcast> {
-        self.store.shared.read().fleet.broadcasts.get(id).cloned()
+        self.store.view().fleet.broadcasts.get(id).cloned()
     }
 
-    /// Every viewer leaves, every stage is deleted in IVS; answers when that is done (or left to
-    /// the reconciler if IVS is failing).
+    /// Every viewer leaves, every stage is deleted in IVS; answers when that is done, or with the
+    /// broadcast still `ENDING` when IVS is failing (the stage loop keeps retrying).
     pub async fn end_broadcast(&self, id: &str) -> Result<Broadcast, NodeError> {
         validate_id("id", id)?;
         let end = proposal::EndBroadcast {
             id: id.to_string(),
             now: now_ms(),
         };
+        let mut bus = self.store.subscribe();
         let (_, deleting) = self.store.propose(end).await?;
         for stage in deleting {
-            if let Err(e) = self.control.delete(self, stage).await {
-                tracing::warn!(broadcast = id, error = %e, "stage deletion failed; the reconciler will retry");
+            if let Err(e) = self.await_stage(&mut bus, &stage.id, Want::Deleted).await {
+                tracing::warn!(broadcast = id, stage = %stage.id, error = %e, "stage deletion not done; it is retried");
             }
         }
         self.broadcast(id)
@@ -69,22 +77,26 @@ impl Node {
             role,
             now: now_ms(),
         };
+        let mut bus = self.store.subscribe();
         let intent = self.store.propose(add).await?;
-        self.control.create(self, intent, false).await
+        self.await_stage(&mut bus, &intent.id, Want::Created)
+            .await?
+            .ok_or_else(|| NodeError::internal("created stage vanished"))
     }
 
     /// Delete a stage; refused while it seats viewers unless `force` (which ends their sessions).
     /// Returns how many sessions were ended.
     pub async fn delete_stage(&self, stage_id: &str, force: bool) -> Result<u32, NodeError> {
-        if !self.store.shared.read().fleet.stages.contains_key(stage_id) {
+        if !self.store.view().fleet.stages.contains_key(stage_id) {
             return Err(Refusal::UnknownStage(stage_id.into()).into());
         }
         let delete = proposal::DeleteStage {
             stage_id: stage_id.to_string(),
             force,
         };
+        let mut bus = self.store.subscribe();
         let (stage, evicted) = self.store.propose(delete).await?;
-        self.control.delete(self, stage).await?;
+        self.await_stage(&mut bus, &stage.id, Want::Deleted).await?;
         Ok(evicted)
     }
 

@@ -100,7 +100,7 @@ impl SigningKeys {
     /// `Ok(None)` when there is no record or it is sealed under the current KEK; an error when
     /// no configured KEK opens it: this node could not sign a single token.
     pub fn review(&self) -> Result<Option<(SigningKeyRecord, Reseal)>, KeyAtRestError> {
-        let Some(record) = self.shared.read().fleet.signing_key.clone() else {
+        let Some(record) = self.shared.view().fleet.signing_key.clone() else {
             return Ok(None);
         };
         let (key, reseal) = self.open(&record)?;
@@ -110,7 +110,7 @@ impl SigningKeys {
     /// The key tokens are signed with, as replicated now.
     pub fn current(&self) -> Result<Arc<SigningKey>, NodeError> {
         let record = {
-            let core = self.shared.read();
+            let core = self.shared.view();
             let record = core.fleet.signing_key.as_ref().ok_or(NodeError::NoSigningKey)?;
             if let Some(p) = self.parsed.read().expect("signing lock").as_ref()
                 && p.key.kid() == record.arn

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{
-    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole, StageUrls,
+    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
+    StageUrls,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,16 @@ pub enum Command {
     StageCreateFailed {
         stage_id: String,
         intent_term: u64,
+        /// Why (absent in entries written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<StageFailure>,
+    },
+    /// A DeleteStage attempt failed; the intent stays and is retried. Changes no state: it
+    /// tells whoever awaits the deletion (on any node) why it has not happened.
+    StageDeleteFailed {
+        stage_id: String,
+        intent_term: u64,
+        failure: StageFailure,
     },
     /// A new leader takes over a pending stage intent (fences the old leader's late results).
     ReclaimIntent {
@@ -85,6 +96,21 @@ pub enum Command {
 }
 
 impl Command {
+    /// The proposer's clock, for the commands that carry one.
+    pub fn proposed_at(&self) -> Option<Millis> {
+        match self {
+            Command::StartBroadcast { now, .. }
+            | Command::AddStage { now, .. }
+            | Command::StageDeleted { now, .. }
+            | Command::EndBroadcast { now, .. }
+            | Command::AdmitViewers { now, .. }
+            | Command::Renew { now, .. }
+            | Command::Expire { now, .. } => Some(*now),
+            Command::CreateApiKey(k) => Some(k.created_at),
+            _ => None,
+        }
+    }
+
     /// Short label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -96,6 +122,7 @@ impl Command {
             Command::AddStage { .. } => "add_stage",
             Command::StageCreated { .. } => "stage_created",
             Command::StageCreateFailed { .. } => "stage_create_failed",
+            Command::StageDeleteFailed { .. } => "stage_delete_failed",
             Command::ReclaimIntent { .. } => "reclaim_intent",
             Command::DeleteStage { .. } => "delete_stage",
             Command::StageDeleted { .. } => "stage_deleted",

@@ -10,6 +10,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError};
 use tokio::sync::broadcast;
 
+use super::bus::{self, Applied, Event};
 use super::command::{Command, Response};
 use super::sled_sessions::{SessionIndex, SledSessions};
 use super::snapshot::SnapshotStore;
@@ -28,59 +29,75 @@ pub struct Core {
     pub membership: StoredMembership,
 }
 
-/// What changed in one apply call; published after it is durable.
-#[derive(Clone, Debug, Default)]
-pub struct StateEvent {
-    pub index: u64,
-    pub broadcasts: Vec<String>,
-    pub stages: Vec<String>,
-    pub joins: usize,
-    pub leaves: usize,
-    /// API keys, the signing key or the policy changed.
-    pub meta: bool,
-}
-
-/// Read side shared with the API: the in-memory core, the session keys in sled, the event bus.
+/// Read side of the applied state: the in-memory core (swapped whole after each apply), the
+/// sessions in sled, the event bus. Outside `state/` it is read only through [`View`]s.
 pub struct Shared {
-    core: RwLock<Core>,
-    pub tree: sled::Tree,
+    core: RwLock<Arc<Core>>,
+    pub(super) tree: sled::Tree,
     /// Sessions by user, stage and lease; written only while applying (see `sled_sessions`).
     index: RwLock<SessionIndex>,
-    pub events: broadcast::Sender<StateEvent>,
+    pub(super) events: broadcast::Sender<Applied>,
     /// Bumped after every apply that changed API keys, the signing key or the policy (and after a
     /// snapshot install). Cheap to watch from many WebSockets: a join storm never wakes them.
-    pub meta_version: tokio::sync::watch::Sender<u64>,
+    pub(super) meta_version: tokio::sync::watch::Sender<u64>,
     /// Held across an apply call and while a snapshot copies the tree, so a snapshot never sees
     /// half of an apply.
     apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Core> {
-        self.core.read().expect("state lock poisoned")
+    fn core(&self) -> Arc<Core> {
+        self.core.read().expect("state lock poisoned").clone()
     }
 
-    pub fn session(&self, id: &str) -> Option<Session> {
-        super::sled_sessions::stored(&self.tree, id).ok().flatten()
-    }
-
-    pub fn sessions_on_stage(&self, stage_id: &str) -> Vec<Session> {
-        let ids = self.index().on_stage(stage_id);
-        ids.iter().filter_map(|id| self.session(id)).collect()
-    }
-
-    /// Whether any session's lease ended before `now`.
-    pub fn any_expired(&self, now: crate::fleet::Millis) -> bool {
-        !self.index().expired(now, 1).is_empty()
+    /// The applied state as of now; it does not change under the holder.
+    pub fn view(self: &Arc<Self>) -> View {
+        View {
+            core: self.core(),
+            shared: self.clone(),
+        }
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, SessionIndex> {
         self.index.read().expect("session index lock poisoned")
     }
+}
+
+/// An immutable snapshot of the applied state, taken once per request: every field a query reads
+/// from it (broadcasts, stages, keys, policy, counts) is of the same applied index. Sessions live
+/// in sled, not in memory; [`View::session`] reads the stored one at the moment it is called.
+#[derive(Clone)]
+pub struct View {
+    core: Arc<Core>,
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for View {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl View {
+    pub fn session(&self, id: &str) -> Option<Session> {
+        super::sled_sessions::stored(&self.shared.tree, id).ok().flatten()
+    }
+
+    pub fn sessions_on_stage(&self, stage_id: &str) -> Vec<Session> {
+        let ids = self.shared.index().on_stage(stage_id);
+        ids.iter().filter_map(|id| self.session(id)).collect()
+    }
+
+    /// Whether any session's lease ended before `now`.
+    pub fn any_expired(&self, now: crate::fleet::Millis) -> bool {
+        !self.shared.index().expired(now, 1).is_empty()
+    }
 
     /// Every stored session (for audits and tests; walks the whole key range).
     pub fn all_sessions(&self) -> impl Iterator<Item = Session> + '_ {
-        self.tree
+        self.shared
+            .tree
             .scan_prefix(keys::SESSION)
             .filter_map(|r| r.ok())
             .filter_map(|(_, v)| super::sled_sessions::decode(&v))
@@ -161,7 +178,16 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             arn,
             endpoints,
         } => w.stage_created(&stage_id, intent_term, arn, endpoints).into(),
-        Command::StageCreateFailed { stage_id, intent_term } => w.stage_create_failed(&stage_id, intent_term).into(),
+        Command::StageCreateFailed {
+            stage_id,
+            intent_term,
+            failure,
+        } => w.stage_create_failed(&stage_id, intent_term, failure).into(),
+        Command::StageDeleteFailed {
+            stage_id,
+            intent_term,
+            failure,
+        } => w.stage_delete_failed(&stage_id, intent_term, failure).into(),
         Command::ReclaimIntent { stage_id } => w.reclaim_intent(&stage_id, term).into(),
         Command::DeleteStage { stage_id, force } => match w.delete_stage(&stage_id, force, term) {
             Ok((stage, evicted)) => Response::StageDeleting { stage, evicted },
@@ -197,9 +223,9 @@ impl StateMachine {
         let tree = db.open_tree("sm").map_err(|e| StorageIOError::read_state_machine(&e))?;
         let core = load_core(&tree)?;
         let index = SessionIndex::load(&tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
-        let (events, _) = broadcast::channel(1024);
+        let events = bus::channel();
         let shared = Arc::new(Shared {
-            core: RwLock::new(core),
+            core: RwLock::new(Arc::new(core)),
             index: RwLock::new(index),
             tree,
             events,
@@ -225,15 +251,15 @@ impl StateMachine {
         &self,
         index: &mut SessionIndex,
         entries: impl IntoIterator<Item = openraft::Entry<TypeConfig>>,
-    ) -> Result<(Vec<Response>, sled::Batch, StateEvent, Core), StorageError<NodeId>> {
-        let mut core = self.shared.read().clone();
+    ) -> Result<Applying, StorageError<NodeId>> {
+        let mut core = (*self.shared.core()).clone();
         let mut sessions = SledSessions::new(&self.shared.tree, index);
         let mut dirty = Dirty::default();
-        let mut event = StateEvent::default();
+        let mut events = Vec::new();
         let mut responses = Vec::new();
         for entry in entries {
             core.last_applied = Some(entry.log_id);
-            event.index = entry.log_id.index;
+            let index = entry.log_id.index;
             let response = match entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Membership(m) => {
@@ -241,6 +267,7 @@ impl StateMachine {
                     Response::None
                 }
                 EntryPayload::Normal(cmd) => {
+                    let at_ms = cmd.proposed_at().unwrap_or_else(crate::clock::now_ms);
                     let Core { fleet, policy, .. } = &mut core;
                     let mut w = World {
                         fleet,
@@ -249,12 +276,7 @@ impl StateMachine {
                         dirty: &mut dirty,
                     };
                     let r = apply_command(&mut w, cmd, entry.log_id.leader_id.term);
-                    match &r {
-                        Response::Admitted(v) => event.joins += v.iter().filter(|r| r.is_ok()).count(),
-                        Response::Left(v) => event.leaves += v.iter().filter(|r| r.is_ok()).count(),
-                        Response::Expired(v) => event.leaves += v.len(),
-                        _ => {}
-                    }
+                    events.extend(dirty.changes.drain(..).map(|change| Event { index, at_ms, change }));
                     r
                 }
             };
@@ -283,11 +305,25 @@ impl StateMachine {
         }
         batch.insert(keys::APPLIED, to_json(&core.last_applied));
         batch.insert(keys::MEMBERSHIP, to_json(&core.membership));
-        event.broadcasts = dirty.broadcasts.into_iter().collect();
-        event.stages = dirty.stages.into_iter().collect();
-        event.meta = dirty.meta;
-        Ok((responses, batch, event, core))
+        Ok(Applying {
+            responses,
+            batch,
+            events,
+            meta: dirty.meta,
+            core,
+        })
     }
+}
+
+/// What one apply call computed, before it is written.
+struct Applying {
+    responses: Vec<Response>,
+    batch: sled::Batch,
+    /// The changes to publish once the batch is written.
+    events: Vec<Event>,
+    /// API keys, the signing key or the policy changed.
+    meta: bool,
+    core: Core,
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -298,7 +334,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
-        let core = self.shared.read();
+        let core = self.shared.core();
         Ok((core.last_applied, core.membership.clone()))
     }
 
@@ -311,19 +347,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The index changes in place: readers wait until the batch below has landed. (A failed
         // apply stops Raft; the index is rebuilt from sled at the next start.)
         let mut index = self.shared.index.write().expect("session index lock poisoned");
-        let (responses, batch, event, core) = self.apply_in_memory(&mut index, entries)?;
+        let Applying {
+            responses,
+            batch,
+            events,
+            meta,
+            core,
+        } = self.apply_in_memory(&mut index, entries)?;
         // One atomic batch, not flushed here: every applied entry is already durable in the log
         // (flushed at append), and data and `last_applied` land together, so after a crash the
         // state is exactly "as of last_applied" and openraft re-applies the rest from the log.
         // Snapshots flush first, so the log is never purged past what the state has on disk.
         self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
-        *self.shared.core.write().expect("state lock poisoned") = core;
+        *self.shared.core.write().expect("state lock poisoned") = Arc::new(core);
         drop(index);
         // Only now is the change durable: tell subscribers.
-        if event.meta {
+        if meta {
             self.shared.meta_version.send_modify(|v| *v += 1);
         }
-        let _ = self.shared.events.send(event);
+        if !events.is_empty() {
+            let _ = self.shared.events.send(Applied::Changes(events.into()));
+        }
         Ok(responses)
     }
 
@@ -356,12 +400,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let core = load_core(&self.shared.tree)?;
         let index = SessionIndex::load(&self.shared.tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
         *self.shared.index.write().expect("session index lock poisoned") = index;
-        *self.shared.core.write().expect("state lock poisoned") = core;
+        *self.shared.core.write().expect("state lock poisoned") = Arc::new(core);
         self.snapshots
             .save(meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.shared.meta_version.send_modify(|v| *v += 1);
-        let _ = self.shared.events.send(StateEvent::default());
+        let _ = self.shared.events.send(Applied::Reset { lagged: false });
         Ok(())
     }
 
@@ -377,7 +421,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, data) = {
             let _guard = self.shared.apply_lock.lock().await;
             super::flush(&self.db).await.map_err(sm_write_err)?;
-            let core = self.shared.read();
+            let core = self.shared.core();
             let data = super::snapshot::encode(self.shared.tree.iter().filter_map(|r| r.ok()));
             let last = core.last_applied;
             let id = match last {

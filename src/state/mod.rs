@@ -5,6 +5,7 @@
 //! Decisions are not made here: the state machine calls `crate::fleet::transition`.
 
 pub mod batcher;
+pub mod bus;
 pub mod command;
 pub mod keys;
 pub mod log_store;
@@ -16,11 +17,15 @@ pub mod snapshot;
 pub mod store;
 
 #[cfg(test)]
+mod bus_tests;
+#[cfg(test)]
 mod suite;
 
 use std::io::Cursor;
 
+pub use bus::{Applied, Event, Subscription};
 pub use command::{Command, Response};
+pub use machine::View;
 pub use proposal::ProposeError;
 pub use proposal::{Proposal, ProposalError};
 pub use store::{ClusterStatus, Leadership, Store, StoreConfig};

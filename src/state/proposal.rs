@@ -10,7 +10,8 @@ use super::{Command, NodeId, Response};
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{
-    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageRole, StageUrls,
+    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
+    StageUrls,
 };
 
 /// A command together with the answer its apply gives.
@@ -141,10 +142,23 @@ proposal!(StageCreated => Stage, Response::Stage(s) => s, |s| Command::StageCrea
 pub struct StageCreateFailed {
     pub stage_id: String,
     pub intent_term: u64,
+    pub failure: StageFailure,
 }
 proposal!(StageCreateFailed => (), Response::Done => (), |s| Command::StageCreateFailed {
     stage_id: s.stage_id,
     intent_term: s.intent_term,
+    failure: Some(s.failure),
+});
+
+pub struct StageDeleteFailed {
+    pub stage_id: String,
+    pub intent_term: u64,
+    pub failure: StageFailure,
+}
+proposal!(StageDeleteFailed => (), Response::Done => (), |s| Command::StageDeleteFailed {
+    stage_id: s.stage_id,
+    intent_term: s.intent_term,
+    failure: s.failure,
 });
 
 pub struct ReclaimIntent {

@@ -1,6 +1,10 @@
 //! One node's view of the replicated state: opens sled, starts openraft with the log store and
-//! state machine, bootstraps a one-member cluster on first start, and offers `propose` (write a
-//! typed [`Proposal`] through Raft) and `shared` (read the applied state).
+//! state machine, bootstraps a one-member cluster on first start, and publishes four things —
+//! nothing outside `state/` reaches into its internals or into openraft:
+//! - [`Store::propose`]: the one write entry (a typed [`Proposal`]; where forwarding will go);
+//! - [`Store::view`]: an immutable snapshot of the applied state, one per request;
+//! - [`Store::subscribe`]: the typed, bounded bus of what apply changed (see [`super::bus`]);
+//! - [`Store::leadership`]: a watch of who leads in which term (and [`Store::cluster_status`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,8 +16,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::watch;
 
+use super::bus::Subscription;
 use super::log_store::LogStore;
-use super::machine::{Shared, StateMachine};
+use super::machine::{Shared, StateMachine, View};
 use super::network::Network;
 use super::proposal::{self, Proposal, ProposalError, ProposeError};
 use super::{Command, LogId, NodeId, Raft, Response};
@@ -30,8 +35,8 @@ pub struct StoreConfig {
 }
 
 pub struct Store {
-    pub raft: Raft,
-    pub shared: Arc<Shared>,
+    raft: Raft,
+    shared: Arc<Shared>,
     pub node_id: NodeId,
     log: LogStore,
     leadership: Arc<watch::Sender<Leadership>>,
@@ -151,6 +156,27 @@ impl Store {
 
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// The applied state as of now; take one per request and read everything from it.
+    pub fn view(&self) -> View {
+        self.shared.view()
+    }
+
+    /// The read side alone, for a part that only reads (the signing key holder).
+    pub fn reader(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// What apply changes from now on, in log order.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.shared.events.subscribe())
+    }
+
+    /// Changes whenever API keys, the signing key or the policy change (or a snapshot replaced
+    /// the state); never with joins, so thousands of sockets may watch it.
+    pub fn meta_changes(&self) -> watch::Receiver<u64> {
+        self.shared.meta_version.subscribe()
     }
 
     /// A watch of who leads and in which term.

@@ -11,7 +11,7 @@ use async_graphql::{Context, EmptySubscription, ID, Object, Schema, SchemaBuilde
 use self::types::*;
 use super::auth::{JoinLimits, Principal};
 use super::error::{ErrorCode, Gql};
-use crate::fleet::{self, StageState};
+use crate::fleet;
 use crate::node::Node;
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -56,7 +56,7 @@ impl Query {
     /// Broadcasts, newest first; optionally only those in one state.
     #[graphql(complexity = "10 * child_complexity")]
     async fn broadcasts(&self, ctx: &Context<'_>, state: Option<BroadcastState>) -> Vec<Broadcast> {
-        let core = node(ctx).store.shared.read();
+        let core = view(ctx);
         let want: Option<fleet::BroadcastState> = state.map(Into::into);
         let mut out: Vec<_> = core
             .fleet
@@ -70,13 +70,13 @@ impl Query {
     }
 
     async fn broadcast(&self, ctx: &Context<'_>, id: ID) -> Option<Broadcast> {
-        node(ctx).broadcast(&id).map(Broadcast)
+        view(ctx).fleet.broadcasts.get(id.as_str()).cloned().map(Broadcast)
     }
 
     /// Stages with live viewer counts, of one broadcast or of the whole fleet.
     #[graphql(complexity = "10 * child_complexity")]
     async fn stages(&self, ctx: &Context<'_>, broadcast_id: Option<ID>) -> Vec<Stage> {
-        let core = node(ctx).store.shared.read();
+        let core = view(ctx);
         let mut out: Vec<_> = core
             .fleet
             .stages
@@ -89,50 +89,30 @@ impl Query {
     }
 
     async fn stage(&self, ctx: &Context<'_>, id: ID) -> Option<Stage> {
-        node(ctx)
-            .store
-            .shared
-            .read()
-            .fleet
-            .stages
-            .get(id.as_str())
-            .cloned()
-            .map(Stage)
+        view(ctx).fleet.stages.get(id.as_str()).cloned().map(Stage)
     }
 
     /// A viewer session (the session id is its credential).
     async fn session(&self, ctx: &Context<'_>, id: ID) -> Option<Session> {
-        node(ctx).store.shared.session(&id).map(Session)
+        view(ctx).session(&id).map(Session)
     }
 
     /// Fleet totals, or one broadcast's.
     async fn stats(&self, ctx: &Context<'_>, broadcast_id: Option<ID>) -> async_graphql::Result<Stats> {
-        let core = node(ctx).store.shared.read();
-        let f = &core.fleet;
+        let core = view(ctx);
         if let Some(id) = &broadcast_id
-            && !f.broadcasts.contains_key(id.as_str())
+            && !core.fleet.broadcasts.contains_key(id.as_str())
         {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
         }
-        let mine = |b: &str| broadcast_id.as_ref().is_none_or(|id| id.as_str() == b);
-        let stages: Vec<&fleet::Stage> = f.stages.values().filter(|s| mine(&s.broadcast_id)).collect();
-        let active = stages.iter().filter(|s| s.state == StageState::Active);
+        let s = fleet::stats::of(&core.fleet, broadcast_id.as_ref().map(|id| id.as_str()));
         Ok(Stats {
-            broadcasts_live: f
-                .broadcasts
-                .values()
-                .filter(|b| mine(&b.id) && b.state == fleet::BroadcastState::Live)
-                .count() as u64,
-            stages: stages.len() as u64,
-            stages_active: active.clone().count() as u64,
-            viewers: stages.iter().map(|s| u64::from(s.viewers)).sum(),
-            capacity: active.map(|s| u64::from(s.capacity)).sum(),
-            admitted_total: f
-                .broadcasts
-                .values()
-                .filter(|b| mine(&b.id))
-                .map(|b| b.admitted_total)
-                .sum(),
+            broadcasts_live: s.broadcasts_live,
+            stages: s.stages(),
+            stages_active: s.stages_active,
+            viewers: s.viewers,
+            capacity: s.capacity,
+            admitted_total: s.admitted_total,
         })
     }
 
@@ -153,16 +133,7 @@ impl Query {
     /// API keys (admin).
     async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKey>> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(node(ctx)
-            .store
-            .shared
-            .read()
-            .fleet
-            .api_keys
-            .values()
-            .cloned()
-            .map(ApiKey::from)
-            .collect())
+        Ok(view(ctx).fleet.api_keys.values().cloned().map(ApiKey::from).collect())
     }
 }
 
@@ -182,18 +153,20 @@ impl Mutation {
         max_seats_per_client: Option<i64>,
     ) -> async_graphql::Result<Broadcast> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(Broadcast(
-            node(ctx)
-                .start_broadcast(id.as_ref().map(|i| i.as_str()), &name, max_seats_per_client)
-                .await
-                .gql()?,
-        ))
+        let b = node(ctx)
+            .start_broadcast(id.as_ref().map(|i| i.as_str()), &name, max_seats_per_client)
+            .await
+            .gql()?;
+        wrote(ctx);
+        Ok(Broadcast(b))
     }
 
     /// End a broadcast: every viewer leaves and its stages are deleted in IVS. Admin.
     async fn end_broadcast(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Broadcast> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(Broadcast(node(ctx).end_broadcast(&id).await.gql()?))
+        let b = node(ctx).end_broadcast(&id).await.gql()?;
+        wrote(ctx);
+        Ok(Broadcast(b))
     }
 
     /// Join a live broadcast as a viewer: a seat on a stage with room and a subscribe-only token.
@@ -211,6 +184,7 @@ impl Mutation {
             .join(&broadcast_id, &user_id, &attribute_pairs(attributes), who.seat_client())
             .await
             .gql()?;
+        wrote(ctx);
         Ok(Join {
             session: Session(j.session),
             stage: Stage(j.stage),
@@ -222,7 +196,9 @@ impl Mutation {
 
     /// Leave now and free the seat.
     async fn leave(&self, ctx: &Context<'_>, session_id: ID) -> async_graphql::Result<Session> {
-        Ok(Session(node(ctx).leave(&session_id).await.gql()?))
+        let s = node(ctx).leave(&session_id).await.gql()?;
+        wrote(ctx);
+        Ok(Session(s))
     }
 
     /// Keep a session alive (extends its lease).
@@ -243,6 +219,7 @@ impl Mutation {
             .host_tokens(&broadcast_id, &user_id, &attribute_pairs(attributes))
             .await
             .gql()?;
+        wrote(ctx);
         Ok(tokens
             .into_iter()
             .map(|t| HostToken {
@@ -262,7 +239,9 @@ impl Mutation {
         #[graphql(default_with = "StageRole::Replica")] role: StageRole,
     ) -> async_graphql::Result<Stage> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(Stage(node(ctx).create_stage(&broadcast_id, role.into()).await.gql()?))
+        let stage = node(ctx).create_stage(&broadcast_id, role.into()).await.gql()?;
+        wrote(ctx);
+        Ok(Stage(stage))
     }
 
     /// Delete a stage in IVS. Refused while it seats viewers unless `force`, which ends their
@@ -275,6 +254,7 @@ impl Mutation {
     ) -> async_graphql::Result<DeletedStage> {
         principal(ctx).require(fleet::Role::Admin)?;
         let ended = node(ctx).delete_stage(&id, force).await.gql()?;
+        wrote(ctx);
         Ok(DeletedStage {
             id,
             sessions_ended: ended,
@@ -285,6 +265,7 @@ impl Mutation {
     async fn create_api_key(&self, ctx: &Context<'_>, name: String, role: Role) -> async_graphql::Result<NewApiKey> {
         principal(ctx).require(fleet::Role::Admin)?;
         let (record, key) = node(ctx).create_api_key(&name, role.into()).await.gql()?;
+        wrote(ctx);
         Ok(NewApiKey {
             api_key: record.into(),
             key,
@@ -294,7 +275,9 @@ impl Mutation {
     /// Revoke an API key at once. Admin.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKey> {
         principal(ctx).require(fleet::Role::Admin)?;
-        Ok(node(ctx).revoke_api_key(&id).await.gql()?.into())
+        let key = node(ctx).revoke_api_key(&id).await.gql()?;
+        wrote(ctx);
+        Ok(key.into())
     }
 }
 

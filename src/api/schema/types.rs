@@ -1,16 +1,42 @@
 //! GraphQL views of the domain. Wrappers hold a copy of the record they show; live numbers (such
 //! as a broadcast's viewers) are read from the applied state when asked.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use crate::fleet;
 use crate::node::Node;
 use crate::node::join;
+use crate::state::View;
 
 pub fn node<'a>(ctx: &Context<'a>) -> &'a Arc<Node> {
     ctx.data_unchecked::<Arc<Node>>()
+}
+
+/// The applied state one request reads: taken at its first read and kept, so every field of a
+/// query sees the same applied index. A mutation drops it once it has written, so what the
+/// mutation returns (and any field after it) is read from a state that includes its change.
+#[derive(Default)]
+pub struct RequestView(Mutex<Option<View>>);
+
+pub fn view(ctx: &Context<'_>) -> View {
+    match ctx.data_opt::<RequestView>() {
+        Some(cell) => cell
+            .0
+            .lock()
+            .expect("request view lock")
+            .get_or_insert_with(|| node(ctx).store.view())
+            .clone(),
+        None => node(ctx).store.view(),
+    }
+}
+
+/// After a mutation's write: the next read takes a new view.
+pub fn wrote(ctx: &Context<'_>) {
+    if let Some(cell) = ctx.data_opt::<RequestView>() {
+        *cell.0.lock().expect("request view lock") = None;
+    }
 }
 
 /// Unix milliseconds as RFC 3339 UTC (`2026-11-25T12:00:00.000Z`).
@@ -118,17 +144,11 @@ impl Broadcast {
     }
     /// Viewers seated right now, across all stages.
     async fn viewers(&self, ctx: &Context<'_>) -> u64 {
-        node(ctx).store.shared.read().fleet.viewers_of(&self.0.id)
+        fleet::stats::of(&view(ctx).fleet, Some(&self.0.id)).viewers
     }
     /// Seats across all active stages.
     async fn capacity(&self, ctx: &Context<'_>) -> u64 {
-        let shared = &node(ctx).store.shared;
-        let core = shared.read();
-        core.fleet
-            .stages_of(&self.0.id)
-            .filter(|s| s.state == fleet::StageState::Active)
-            .map(|s| u64::from(s.capacity))
-            .sum()
+        fleet::stats::of(&view(ctx).fleet, Some(&self.0.id)).capacity
     }
     /// Viewers admitted over the broadcast's life (a user joining again is not counted twice).
     async fn admitted_total(&self) -> u64 {
@@ -144,7 +164,7 @@ impl Broadcast {
     }
     #[graphql(complexity = "5 * child_complexity")]
     async fn stages(&self, ctx: &Context<'_>) -> Vec<Stage> {
-        let core = node(ctx).store.shared.read();
+        let core = view(ctx);
         let mut stages: Vec<_> = core.fleet.stages_of(&self.0.id).cloned().map(Stage).collect();
         stages.sort_by_key(|s| s.0.slot);
         stages
@@ -176,7 +196,7 @@ impl Stage {
     }
     /// Viewers seated on this stage now.
     async fn viewers(&self, ctx: &Context<'_>) -> u32 {
-        stage_viewers(node(ctx), &self.0)
+        stage_viewers(&view(ctx), &self.0)
     }
     async fn arn(&self) -> Option<&str> {
         self.0.arn.as_deref()
@@ -196,16 +216,10 @@ impl Stage {
     }
 }
 
-/// A stage's viewers as applied now (the record may be a copy taken earlier). Shared with the
+/// A stage's viewers in `view` (the record may be a copy taken earlier). Shared with the
 /// compiled join (`api::compiled`), as are the two below.
-pub fn stage_viewers(node: &Node, stage: &fleet::Stage) -> u32 {
-    node.store
-        .shared
-        .read()
-        .fleet
-        .stages
-        .get(&stage.id)
-        .map_or(stage.viewers, |s| s.viewers)
+pub fn stage_viewers(view: &View, stage: &fleet::Stage) -> u32 {
+    view.fleet.stages.get(&stage.id).map_or(stage.viewers, |s| s.viewers)
 }
 
 pub fn stage_events_url(stage: &fleet::Stage) -> Option<&str> {
