@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::admission::{FleetPolicy, InputError};
 use crate::fleet::placement::Placement;
 
 macro_rules! settings {
@@ -73,15 +74,15 @@ settings! {
     /// Whether the emulator enforces IVS's per-operation call rates.
     emulator_enforce_tps: bool = true, "STAGEFLEET_EMULATOR_ENFORCE_TPS";
     /// Viewer seats per stage (IVS allows 10,000 subscribers by default; small values make local demos scale).
-    seats_per_stage: u32 = 10_000, "STAGEFLEET_SEATS_PER_STAGE";
+    seats_per_stage: u32 = FleetPolicy::DEFAULT.seats_per_stage, "STAGEFLEET_SEATS_PER_STAGE";
     /// Most stages the fleet manages at once in the region (IVS default quota: 1,000).
-    max_stages: u32 = 1_000, "STAGEFLEET_MAX_STAGES";
+    max_stages: u32 = FleetPolicy::DEFAULT.max_stages, "STAGEFLEET_MAX_STAGES";
     /// Viewer placement: `pack` (fullest stage with room) or `spread` (least loaded).
-    placement: Placement = Placement::Pack, "STAGEFLEET_PLACEMENT";
+    placement: Placement = FleetPolicy::DEFAULT.placement, "STAGEFLEET_PLACEMENT";
     /// Participant token lifetime in minutes (IVS: 1 to 20160).
     token_ttl_minutes: u32 = 720, "STAGEFLEET_TOKEN_TTL_MINUTES";
     /// A viewer session not renewed (heartbeat or open subscription) for this long ends and frees its seat.
-    session_lease_secs: u64 = 90, "STAGEFLEET_SESSION_LEASE_SECS";
+    session_lease_secs: u64 = (FleetPolicy::DEFAULT.session_lease_ms / 1000) as u64, "STAGEFLEET_SESSION_LEASE_SECS";
     /// How often this node writes the renewals it collected, and the leader expires lapsed sessions.
     presence_interval_secs: u64 = 5, "STAGEFLEET_PRESENCE_INTERVAL_SECS";
     /// How often the leader's stage loop looks for stage intents nobody is driving (after a crash or a change of leader) and retries failed deletions. New intents are driven at once, not on this interval.
@@ -99,7 +100,7 @@ settings! {
     /// Comma-separated CIDRs of your proxies (e.g. `10.0.0.0/8,fd00::/8`). When set, the client is the rightmost entry of `client_ip_header` that is not in these ranges, and the header is only believed when the TCP peer is in them. Empty: use `trusted_proxies`.
     trusted_proxy_cidrs: String = String::new(), "STAGEFLEET_TRUSTED_PROXY_CIDRS";
     /// Most seats one client — one network, see `join_subnet_v4_prefix`/`join_subnet_v6_prefix` — may hold in one broadcast. 0 = no cap. `startBroadcast(maxSeatsPerClient:)` sets it per broadcast.
-    max_seats_per_client: u32 = 0, "STAGEFLEET_MAX_SEATS_PER_CLIENT";
+    max_seats_per_client: u32 = FleetPolicy::DEFAULT.max_seats_per_client, "STAGEFLEET_MAX_SEATS_PER_CLIENT";
     /// Per-client join limits and seat caps count IPv4 clients by this prefix length (24: one /24 network is one client).
     join_subnet_v4_prefix: u8 = 24, "STAGEFLEET_JOIN_SUBNET_V4_PREFIX";
     /// Per-client join limits and seat caps count IPv6 clients by this prefix length (64: one /64 network is one client).
@@ -238,17 +239,22 @@ impl Config {
         if !(MIN_TTL_MINUTES..=MAX_TTL_MINUTES).contains(&self.token_ttl_minutes) {
             return invalid("token_ttl_minutes", "IVS accepts 1 to 20160 minutes (14 days)");
         }
-        if self.seats_per_stage == 0 {
-            return invalid("seats_per_stage", "must be at least 1");
-        }
-        if self.max_stages == 0 {
-            return invalid("max_stages", "must be at least 1");
-        }
-        if self.max_seats_per_client > crate::fleet::admission::MAX_SEATS_PER_CLIENT {
-            return invalid("max_seats_per_client", "must be at most 1000000 (0 = no cap)");
-        }
         if self.session_lease_secs < 2 * self.presence_interval_secs.max(1) {
             return invalid("session_lease_secs", "must be at least twice presence_interval_secs");
+        }
+        if let Err(e) = crate::fleet::admission::validate_policy(&self.policy_seed(), self.min_lease_ms()) {
+            let name = match &e {
+                InputError::OutOfRange {
+                    field: "seatsPerStage", ..
+                } => "seats_per_stage",
+                InputError::OutOfRange { field: "maxStages", .. } => "max_stages",
+                InputError::OutOfRange {
+                    field: "sessionLeaseSecs",
+                    ..
+                } => "session_lease_secs",
+                _ => "max_seats_per_client",
+            };
+            return invalid(name, &e.to_string());
         }
         if self.group_commit_max_batch == 0 || self.group_commit_in_flight == 0 {
             return invalid(
@@ -307,6 +313,23 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         }
+    }
+
+    /// The fleet policy these settings describe. It seeds the replicated policy once, when the
+    /// cluster first forms; after that the replicated policy (`setPolicy`) owns it.
+    pub fn policy_seed(&self) -> FleetPolicy {
+        FleetPolicy {
+            placement: self.placement,
+            seats_per_stage: self.seats_per_stage,
+            max_stages: self.max_stages,
+            session_lease_ms: self.session_lease_secs as i64 * 1000,
+            max_seats_per_client: self.max_seats_per_client,
+        }
+    }
+
+    /// The shortest session lease this node can keep alive: two of its renewal intervals.
+    pub fn min_lease_ms(&self) -> i64 {
+        2 * self.presence_interval_secs.max(1) as i64 * 1000
     }
 
     pub fn public_url(&self) -> String {

@@ -16,7 +16,7 @@ struct Case {
 }
 
 /// Mutations that create what they name, so nothing they take can be missing.
-const NAME_NOTHING_EXISTING: &[&str] = &["startBroadcast", "createApiKey"];
+const NAME_NOTHING_EXISTING: &[&str] = &["startBroadcast", "createApiKey", "setPolicy"];
 
 fn cases() -> Vec<Case> {
     let case = |mutation, query, variables, code| Case {

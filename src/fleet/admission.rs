@@ -30,16 +30,83 @@ pub struct FleetPolicy {
     pub max_seats_per_client: u32,
 }
 
+impl FleetPolicy {
+    /// The one source of the policy's defaults (the config's defaults are these).
+    pub const DEFAULT: FleetPolicy = FleetPolicy {
+        placement: Placement::Pack,
+        seats_per_stage: 10_000,
+        max_stages: 1_000,
+        session_lease_ms: 90_000,
+        max_seats_per_client: 0,
+    };
+}
+
 impl Default for FleetPolicy {
     fn default() -> Self {
-        Self {
-            placement: Placement::Pack,
-            seats_per_stage: 10_000,
-            max_stages: 1_000,
-            session_lease_ms: 90_000,
-            max_seats_per_client: 0,
+        Self::DEFAULT
+    }
+}
+
+/// A change to some of the policy's fields; the rest stay as they are when it applies, so two
+/// operators changing different fields at once both get their change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats_per_stage: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stages: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_lease_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_client: Option<u32>,
+}
+
+impl PolicyPatch {
+    pub fn apply(&self, p: &FleetPolicy) -> FleetPolicy {
+        FleetPolicy {
+            placement: self.placement.unwrap_or(p.placement),
+            seats_per_stage: self.seats_per_stage.unwrap_or(p.seats_per_stage),
+            max_stages: self.max_stages.unwrap_or(p.max_stages),
+            session_lease_ms: self.session_lease_ms.unwrap_or(p.session_lease_ms),
+            max_seats_per_client: self.max_seats_per_client.unwrap_or(p.max_seats_per_client),
         }
     }
+}
+
+/// Most seats per stage a policy may set (IVS itself seats about 10,000 viewers per stage; more
+/// is for benchmarks against the emulator).
+pub const MAX_SEATS_PER_STAGE: u32 = 1_000_000;
+/// Most stages a policy may allow (IVS's default regional quota is far lower).
+pub const MAX_STAGES: u32 = 100_000;
+/// Longest session lease a policy may set: one day.
+pub const MAX_SESSION_LEASE_MS: i64 = 86_400_000;
+
+/// The rules every policy keeps, whoever sets it. `min_lease_ms` is the node's own floor (twice
+/// its renewal interval, so a live viewer is never expired between two renewals).
+pub fn validate_policy(p: &FleetPolicy, min_lease_ms: i64) -> Result<(), InputError> {
+    let range = |field, value: i64, min: i64, max: i64| {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(InputError::OutOfRange { field, value, min, max })
+        }
+    };
+    range("seatsPerStage", p.seats_per_stage.into(), 1, MAX_SEATS_PER_STAGE.into())?;
+    range("maxStages", p.max_stages.into(), 1, MAX_STAGES.into())?;
+    range(
+        "sessionLeaseSecs",
+        p.session_lease_ms / 1000,
+        (min_lease_ms + 999) / 1000,
+        MAX_SESSION_LEASE_MS / 1000,
+    )?;
+    range(
+        "maxSeatsPerClient",
+        p.max_seats_per_client.into(),
+        0,
+        MAX_SEATS_PER_CLIENT.into(),
+    )
 }
 
 /// The seat cap per client network in force for `broadcast` (0 = no cap).

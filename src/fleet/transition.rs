@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::admission::{self, Admission, FleetPolicy, MAX_HOSTS};
+use super::admission::{self, Admission, FleetPolicy, MAX_HOSTS, PolicyPatch};
 use super::event::{Change, EndReason, StageStep};
 use super::model::*;
 use super::sessions::Sessions;
@@ -17,6 +17,8 @@ pub struct Dirty {
     pub broadcasts: BTreeSet<String>,
     pub stages: BTreeSet<String>,
     pub meta: bool,
+    /// The policy was set (a `meta` change too).
+    pub policy: bool,
     pub changes: Vec<Change>,
 }
 
@@ -93,7 +95,16 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     pub fn set_policy(&mut self, policy: FleetPolicy) {
         *self.policy = policy;
+        self.dirty.policy = true;
         self.touch_meta();
+    }
+
+    /// Change some of the policy's fields (validated by the proposer: every rule is a range per
+    /// field, so a patch valid against one policy is valid against any).
+    pub fn patch_policy(&mut self, patch: &PolicyPatch) -> FleetPolicy {
+        let policy = patch.apply(self.policy);
+        self.set_policy(policy.clone());
+        policy
     }
 
     pub fn set_signing_key(&mut self, key: SigningKeyRecord) {

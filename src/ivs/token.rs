@@ -2,7 +2,7 @@
 //!
 //! A [`SigningKey`] holds a P-384 key pair and the ARN IVS gave its public half on ImportPublicKey
 //! (the JWT `kid`). Signing costs ~0.1 ms of CPU: callers on the async reactor must move it to a
-//! blocking thread (see `crate::state::signer`). [`verify`] is the counterpart the emulator and the
+//! blocking thread (see `crate::ivs::signer`). [`verify`] is the counterpart the emulator and the
 //! tests use; IVS itself does the same check when a participant joins.
 
 use std::collections::BTreeMap;

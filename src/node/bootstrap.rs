@@ -1,5 +1,5 @@
-//! First-start (and every-start) setup, done by the leader: the replicated policy follows the
-//! config, a signing key exists, is imported into IVS and is sealed under the current
+//! First-start (and every-start) setup, done by the leader: the config seeds the replicated
+//! policy when the cluster first forms, a signing key exists, is imported into IVS and is sealed under the current
 //! key-encryption key, and an admin key exists (its secret is returned once, to be printed, and
 //! never stored).
 
@@ -26,17 +26,7 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
     if !node.store.is_leader() {
         return Ok(None);
     }
-    let cfg = &node.cfg;
-    let policy = FleetPolicy {
-        placement: cfg.placement,
-        seats_per_stage: cfg.seats_per_stage,
-        max_stages: cfg.max_stages,
-        session_lease_ms: cfg.session_lease_secs as i64 * 1000,
-        max_seats_per_client: cfg.max_seats_per_client,
-    };
-    if node.store.view().policy != policy {
-        node.store.propose(proposal::SetPolicy(policy)).await?;
-    }
+    seed_policy(node).await?;
     if node.store.view().fleet.signing_key.is_none() {
         let (key, arn) = signing_key(node).await?;
         tracing::info!(kid = %arn, "signing key ready (replicated sealed under the key-encryption key)");
@@ -55,6 +45,58 @@ pub async fn run(node: &Node) -> anyhow::Result<Option<String>> {
         return Ok(Some(key));
     }
     Ok(None)
+}
+
+/// The config seeds the replicated policy once, when the cluster first forms; afterwards the
+/// replicated policy (changed with `setPolicy`) wins, and a config that disagrees is named in
+/// the log so the operator is not surprised.
+async fn seed_policy(node: &Node) -> anyhow::Result<()> {
+    let seed = node.cfg.policy_seed();
+    let view = node.store.view();
+    if !view.policy_set {
+        node.store
+            .propose(proposal::SetPolicy(seed))
+            .await
+            .context("seeding the fleet policy")?;
+        return Ok(());
+    }
+    for (setting, config, replicated) in policy_differences(&seed, &view.policy) {
+        tracing::warn!(
+            setting,
+            config = %config,
+            replicated = %replicated,
+            "the config differs from the replicated fleet policy, which wins; change it with the setPolicy mutation"
+        );
+    }
+    Ok(())
+}
+
+/// The settings where `a` and `b` differ, with both values.
+fn policy_differences(a: &FleetPolicy, b: &FleetPolicy) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    let mut cmp = |name, x: String, y: String| {
+        if x != y {
+            out.push((name, x, y));
+        }
+    };
+    cmp("placement", a.placement.to_string(), b.placement.to_string());
+    cmp(
+        "seats_per_stage",
+        a.seats_per_stage.to_string(),
+        b.seats_per_stage.to_string(),
+    );
+    cmp("max_stages", a.max_stages.to_string(), b.max_stages.to_string());
+    cmp(
+        "session_lease_secs",
+        (a.session_lease_ms / 1000).to_string(),
+        (b.session_lease_ms / 1000).to_string(),
+    );
+    cmp(
+        "max_seats_per_client",
+        a.max_seats_per_client.to_string(),
+        b.max_seats_per_client.to_string(),
+    );
+    out
 }
 
 /// Replace the stored signing key record by `record` (the same key, sealed under the current

@@ -7,7 +7,10 @@ mod outcome;
 
 use super::{Node, NodeError, keys};
 use crate::clock::now_ms;
-use crate::fleet::admission::{validate_id, validate_name, validate_seat_cap};
+use crate::fleet::admission::{
+    FleetPolicy, InputError, PolicyPatch, validate_id, validate_name, validate_policy, validate_seat_cap,
+};
+use crate::fleet::placement::Placement;
 use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
 use crate::ivs::token::random_id;
 use crate::state::proposal;
@@ -111,5 +114,43 @@ impl Node {
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, NodeError> {
         let revoke = proposal::RevokeApiKey { id: id.to_string() };
         Ok(self.store.propose(revoke).await?)
+    }
+}
+
+/// `setPolicy`'s arguments as the client sent them (GraphQL integers are checked here).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyChange {
+    pub placement: Option<Placement>,
+    pub seats_per_stage: Option<i64>,
+    pub max_stages: Option<i64>,
+    pub session_lease_secs: Option<i64>,
+    pub max_seats_per_client: Option<i64>,
+}
+
+impl Node {
+    /// Change the fleet policy for the whole cluster; it survives restarts and wins over the
+    /// config from then on. Capacity changes apply to stages created afterwards.
+    pub async fn set_policy(&self, change: PolicyChange) -> Result<FleetPolicy, NodeError> {
+        let to_u32 = |field, v: i64| {
+            u32::try_from(v).map_err(|_| InputError::OutOfRange {
+                field,
+                value: v,
+                min: 0,
+                max: u32::MAX.into(),
+            })
+        };
+        let patch = PolicyPatch {
+            placement: change.placement,
+            seats_per_stage: change.seats_per_stage.map(|v| to_u32("seatsPerStage", v)).transpose()?,
+            max_stages: change.max_stages.map(|v| to_u32("maxStages", v)).transpose()?,
+            // Beyond a day is refused below; saturating keeps a huge value huge.
+            session_lease_ms: change.session_lease_secs.map(|v| v.saturating_mul(1000)),
+            max_seats_per_client: change
+                .max_seats_per_client
+                .map(|v| to_u32("maxSeatsPerClient", v))
+                .transpose()?,
+        };
+        validate_policy(&patch.apply(&self.store.view().policy), self.cfg.min_lease_ms())?;
+        Ok(self.store.propose(proposal::PatchPolicy(patch)).await?)
     }
 }

@@ -13,7 +13,7 @@ use super::NodeError;
 use super::kek::{Keks, OpenError, OpenedWith};
 use crate::fleet::{PrivateKey, SigningKeyRecord};
 use crate::ivs::token::SigningKey;
-use crate::state::machine::Shared;
+use crate::state::Shared;
 
 /// Associated data of a sealed signing key: the purpose, versioned, and the key's ARN (known
 /// before sealing: bootstrap imports the public key first). A sealed key copied into a record

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::admission::FleetPolicy;
+use crate::fleet::admission::{FleetPolicy, PolicyPatch};
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{
     ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
@@ -15,6 +15,8 @@ use crate::fleet::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     SetPolicy(FleetPolicy),
+    /// `setPolicy`: only the fields it names change.
+    PatchPolicy(PolicyPatch),
     SetSigningKey(SigningKeyRecord),
     CreateApiKey(ApiKeyRecord),
     RevokeApiKey {
@@ -115,6 +117,7 @@ impl Command {
     pub fn label(&self) -> &'static str {
         match self {
             Command::SetPolicy(_) => "set_policy",
+            Command::PatchPolicy(_) => "patch_policy",
             Command::SetSigningKey(_) => "set_signing_key",
             Command::CreateApiKey(_) => "create_api_key",
             Command::RevokeApiKey { .. } => "revoke_api_key",
@@ -161,6 +164,7 @@ pub enum Response {
         origins: Vec<Stage>,
     },
     ApiKey(ApiKeyRecord),
+    Policy(FleetPolicy),
 }
 
 impl Response {
@@ -179,6 +183,7 @@ impl Response {
             Response::Expired(_) => "expired",
             Response::Host { .. } => "host",
             Response::ApiKey(_) => "api_key",
+            Response::Policy(_) => "policy",
         }
     }
 }

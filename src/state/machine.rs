@@ -25,6 +25,9 @@ use crate::fleet::{Fleet, Session};
 pub struct Core {
     pub fleet: Fleet,
     pub policy: FleetPolicy,
+    /// A policy was ever set (the cluster's first start seeds it from the config; `setPolicy`
+    /// changes it). Until then `policy` holds the defaults.
+    pub policy_set: bool,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
 }
@@ -129,6 +132,9 @@ pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>>
     let mut core = Core {
         last_applied: read_json(tree, keys::APPLIED)?,
         membership: read_json(tree, keys::MEMBERSHIP)?.unwrap_or_default(),
+        policy_set: tree
+            .contains_key(keys::POLICY)
+            .map_err(|e| StorageIOError::read_state_machine(&e))?,
         policy: read_json(tree, keys::POLICY)?.unwrap_or_default(),
         ..Core::default()
     };
@@ -155,6 +161,7 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             w.set_policy(p);
             Ok::<_, crate::fleet::Refusal>(()).into()
         }
+        Command::PatchPolicy(p) => Response::Policy(w.patch_policy(&p)),
         Command::SetSigningKey(k) => {
             w.set_signing_key(k);
             Ok::<_, crate::fleet::Refusal>(()).into()
@@ -298,8 +305,11 @@ impl StateMachine {
                 None => batch.remove(keys::stage(id)),
             }
         }
-        if dirty.meta {
+        if dirty.policy {
+            core.policy_set = true;
             batch.insert(keys::POLICY, to_json(&core.policy));
+        }
+        if dirty.meta {
             batch.insert(keys::SIGNING_KEY, to_json(&core.fleet.signing_key));
             batch.insert(keys::API_KEYS, to_json(&core.fleet.api_keys));
         }

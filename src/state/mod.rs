@@ -25,7 +25,7 @@ use std::io::Cursor;
 
 pub use bus::{Applied, Event, Subscription};
 pub use command::{Command, Response};
-pub use machine::View;
+pub use machine::{Shared, View};
 pub use proposal::ProposeError;
 pub use proposal::{Proposal, ProposalError};
 pub use store::{ClusterStatus, Leadership, Store, StoreConfig};

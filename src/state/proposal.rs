@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::{Command, NodeId, Response};
-use crate::fleet::admission::FleetPolicy;
+use crate::fleet::admission::{FleetPolicy, PolicyPatch};
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{
     ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
@@ -88,6 +88,10 @@ macro_rules! proposal {
 
 pub struct SetPolicy(pub FleetPolicy);
 proposal!(SetPolicy => (), Response::Done => (), |s| Command::SetPolicy(s.0));
+
+/// Answers the policy as it is after the patch.
+pub struct PatchPolicy(pub PolicyPatch);
+proposal!(PatchPolicy => FleetPolicy, Response::Policy(p) => p, |s| Command::PatchPolicy(s.0));
 
 pub struct SetSigningKey(pub SigningKeyRecord);
 proposal!(SetSigningKey => (), Response::Done => (), |s| Command::SetSigningKey(s.0));

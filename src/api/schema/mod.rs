@@ -116,6 +116,11 @@ impl Query {
         })
     }
 
+    /// The fleet policy in force.
+    async fn policy(&self, ctx: &Context<'_>) -> Policy {
+        view(ctx).policy.clone().into()
+    }
+
     /// This node and what it knows of the Raft cluster.
     async fn node(&self, ctx: &Context<'_>) -> NodeStatus {
         let n = node(ctx);
@@ -259,6 +264,31 @@ impl Mutation {
             id,
             sessions_ended: ended,
         })
+    }
+
+    /// Change the fleet policy for the whole cluster; only the arguments given change. It is
+    /// replicated, survives restarts and wins over the config from then on. Capacity changes
+    /// apply to stages created afterwards. Admin.
+    async fn set_policy(
+        &self,
+        ctx: &Context<'_>,
+        placement: Option<Placement>,
+        #[graphql(desc = "1 to 1,000,000 (IVS seats about 10,000 viewers per stage)")] seats_per_stage: Option<i64>,
+        #[graphql(desc = "1 to 100,000")] max_stages: Option<i64>,
+        #[graphql(desc = "Twice the node's presence_interval_secs up to 86,400")] session_lease_secs: Option<i64>,
+        #[graphql(desc = "0 (no cap) to 1,000,000")] max_seats_per_client: Option<i64>,
+    ) -> async_graphql::Result<Policy> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        let change = crate::node::ops::PolicyChange {
+            placement: placement.map(Into::into),
+            seats_per_stage,
+            max_stages,
+            session_lease_secs,
+            max_seats_per_client,
+        };
+        let policy = node(ctx).set_policy(change).await.gql()?;
+        wrote(ctx);
+        Ok(policy.into())
     }
 
     /// Create an API key. The key text is returned once. Admin.

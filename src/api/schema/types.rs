@@ -94,6 +94,43 @@ pub enum Role {
     Viewer,
 }
 
+/// Where new viewers are seated.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::placement::Placement")]
+pub enum Placement {
+    /// The fullest stage that still has room: fewest stages in use.
+    Pack,
+    /// The least-loaded stage.
+    Spread,
+}
+
+/// The fleet policy, replicated: every node decides with these numbers. The config seeds it when
+/// the cluster first forms; `setPolicy` changes it.
+#[derive(SimpleObject)]
+pub struct Policy {
+    pub placement: Placement,
+    /// Seats of a stage created from now on (stages keep the capacity they were created with).
+    pub seats_per_stage: u32,
+    /// Most stages the fleet manages at once.
+    pub max_stages: u32,
+    /// A viewer session not renewed for this long ends and frees its seat.
+    pub session_lease_secs: i64,
+    /// Most seats one client network may hold in a broadcast that sets no cap of its own; 0 = no cap.
+    pub max_seats_per_client: u32,
+}
+
+impl From<fleet::admission::FleetPolicy> for Policy {
+    fn from(p: fleet::admission::FleetPolicy) -> Self {
+        Policy {
+            placement: p.placement.into(),
+            seats_per_stage: p.seats_per_stage,
+            max_stages: p.max_stages,
+            session_lease_secs: p.session_lease_ms / 1000,
+            max_seats_per_client: p.max_seats_per_client,
+        }
+    }
+}
+
 #[derive(SimpleObject, Clone)]
 pub struct Attribute {
     pub key: String,
