@@ -87,6 +87,14 @@ settings! {
     presence_interval_secs: u64 = 5, "STAGEFLEET_PRESENCE_INTERVAL_SECS";
     /// How often the leader's stage loop looks for stage intents nobody is driving (after a crash or a change of leader) and retries failed deletions. New intents are driven at once, not on this interval.
     reconcile_interval_secs: u64 = 15, "STAGEFLEET_RECONCILE_INTERVAL_SECS";
+    /// Subscriptions that follow a changing value (`stats`, `broadcast`, `node`) send at most one message per this many milliseconds, and only when the value changed.
+    stats_interval_ms: u64 = 1000, "STAGEFLEET_STATS_INTERVAL_MS";
+    /// Most operations (subscriptions, queries) one WebSocket may have open at once; one more is refused with `SUBSCRIPTION_LIMIT`.
+    max_subscriptions_per_connection: usize = 100, "STAGEFLEET_MAX_SUBSCRIPTIONS_PER_CONNECTION";
+    /// A WebSocket must send `connection_init` within this many seconds, else it is closed (4408).
+    ws_init_timeout_secs: u64 = 5, "STAGEFLEET_WS_INIT_TIMEOUT_SECS";
+    /// A WebSocket that sends nothing (not even a pong) for this many seconds is closed (4000); the node pings every third of it.
+    ws_idle_timeout_secs: u64 = 60, "STAGEFLEET_WS_IDLE_TIMEOUT_SECS";
     /// How long `startBroadcast`, `createStage` and `deleteStage` wait for IVS to answer the leader's call before answering `STILL_PENDING` (the call goes on in the background); `endBroadcast` answers the broadcast still `ENDING` then.
     stage_outcome_timeout_secs: u64 = 120, "STAGEFLEET_STAGE_OUTCOME_TIMEOUT_SECS";
     /// Who may join as a viewer: `open` (anyone) or `keyed` (an API key with the viewer, host or admin role).

@@ -29,6 +29,13 @@ pub struct Metrics {
     /// Open TCP connections and WebSockets.
     pub open_connections: Gauge,
     pub open_websockets: Gauge,
+    /// Subscription operations open on this node's WebSockets (one per subscriber).
+    pub subscriptions_open: Gauge,
+    /// Subscription payloads serialized, and frames sent carrying them: identical subscriptions
+    /// share one payload per update, so frames grow with subscribers and payloads with distinct
+    /// subscriptions.
+    pub subscription_payloads: Counter,
+    pub subscription_frames: Counter,
     // Handles on the series every join touches, so the hot path neither allocates labels nor
     // looks them up.
     pub joins_admitted: Counter,
@@ -102,15 +109,36 @@ impl Metrics {
         let refused = Family::<Labels, Counter>::default();
         registry.register(
             "front_door_refusals",
-            "Requests and connections refused before any work, by kind (gate, websocket, connection, media_type, too_large, revoked)",
+            "Requests and connections refused before any work, by kind (gate, websocket, connection, media_type, too_large, revoked, subscription_limit, slow_subscriber, ws_init_timeout, ws_idle)",
             refused.clone(),
         );
         let open_connections = Gauge::default();
         registry.register("open_connections", "Open HTTP connections", open_connections.clone());
         let open_websockets = Gauge::default();
         registry.register("open_websockets", "Open GraphQL WebSockets", open_websockets.clone());
+        let subscriptions_open = Gauge::default();
+        registry.register(
+            "subscriptions_open",
+            "GraphQL subscriptions open on this node's WebSockets",
+            subscriptions_open.clone(),
+        );
+        let subscription_payloads = Counter::default();
+        registry.register(
+            "subscription_payloads",
+            "Subscription payloads serialized (identical subscriptions share one per update)",
+            subscription_payloads.clone(),
+        );
+        let subscription_frames = Counter::default();
+        registry.register(
+            "subscription_frames",
+            "Subscription frames queued to WebSockets",
+            subscription_frames.clone(),
+        );
         Self {
             registry,
+            subscriptions_open,
+            subscription_payloads,
+            subscription_frames,
             graphql_compiled,
             refused,
             open_connections,

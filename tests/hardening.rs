@@ -6,12 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::Ws;
 use common::{TestNode, node};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 fn addr(n: &TestNode) -> String {
     n.url.trim_start_matches("http://").to_string()
@@ -44,57 +43,6 @@ fn message(body: &Value) -> &str {
     body["errors"][0]["message"].as_str().unwrap_or("")
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn ws_connect(n: &TestNode, key: Option<&str>) -> Ws {
-    let url = format!("{}/graphql", n.url.replacen("http", "ws", 1));
-    let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let payload = key.map_or(json!({}), |k| json!({"token": k}));
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": payload}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let ack = ws_next(&mut ws).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    ws
-}
-
-/// The next text message as JSON (pings skipped); panics on close.
-async fn ws_next(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a message within 20 s")
-            .expect("the socket is open")
-            .expect("a frame");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(f) => panic!("closed: {f:?}"),
-            _ => continue,
-        }
-    }
-}
-
-/// Run one query or mutation: its answer (`next`), after which `complete` must follow.
-async fn ws_run(ws: &mut Ws, id: &str, query: &str) -> Value {
-    let sub = json!({"id": id, "type": "subscribe", "payload": {"query": query}});
-    ws.send(Message::text(sub.to_string())).await.unwrap();
-    let answer = ws_next(ws).await;
-    if answer["type"] == "next" {
-        let done = ws_next(ws).await;
-        assert_eq!(
-            (done["type"].as_str(), done["id"].as_str()),
-            (Some("complete"), Some(id)),
-            "{done}"
-        );
-    }
-    answer
-}
-
 #[tokio::test]
 async fn deeply_nested_values_are_refused_by_the_gate_and_the_node_stays_up() {
     let (_dir, n) = node(&[]);
@@ -124,15 +72,15 @@ async fn deeply_nested_values_are_refused_by_the_gate_and_the_node_stays_up() {
     }
     alive(&n).await;
     // --- 2. the same over a WebSocket: an error on that operation, the socket and node live on
-    let mut ws = ws_connect(&n, None).await;
-    let answer = ws_run(&mut ws, "deep", &list).await;
+    let mut ws = Ws::connect(&n, None).await;
+    let answer = ws.run("deep", &list).await;
     assert_eq!(
         answer["payload"]["errors"][0]["extensions"]["code"], "BAD_REQUEST",
         "{answer}"
     );
     let said = answer["payload"]["errors"][0]["message"].as_str().unwrap_or("");
     assert!(said.contains("graphql_max_nesting"), "{answer}");
-    let fine = ws_run(&mut ws, "ok", "{ broadcasts { id } }").await;
+    let fine = ws.run("ok", "{ broadcasts { id } }").await;
     assert_eq!(fine["type"], "next", "{fine}");
     alive(&n).await;
 }
@@ -171,25 +119,15 @@ async fn a_revoked_key_stops_working_on_the_socket_it_opened_and_the_socket_is_c
     let key = created["createApiKey"]["key"].as_str().unwrap().to_string();
     let id = created["createApiKey"]["apiKey"]["id"].as_str().unwrap().to_string();
     // --- 1. the key works on its socket
-    let mut ws = ws_connect(&n, Some(&key)).await;
-    let ok = ws_run(&mut ws, "1", "{ apiKeys { id } }").await;
+    let mut ws = Ws::connect(&n, Some(&key)).await;
+    let ok = ws.run("1", "{ apiKeys { id } }").await;
     assert_eq!(ok["type"], "next", "{ok}");
     // --- 2. revoked elsewhere: the socket is closed with the reason
     n.admin("mutation($id: ID!) { revokeApiKey(id: $id) { id } }", json!({"id": id}))
         .await;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("closed within 20 s")
-        {
-            Some(Ok(Message::Close(f))) => break f,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    let close = close.expect("a close frame with a code");
-    assert_eq!(u16::from(close.code), 4403);
-    assert!(close.reason.contains("revoked"), "{close:?}");
+    let close = ws.closed().await.expect("a close frame with a code");
+    assert_eq!(close.0, 4403);
+    assert!(close.1.contains("revoked"), "{close:?}");
     // --- 3. and nothing it might still send runs: admin keys are unchanged
     let keys = n.admin("{ apiKeys { id } }", json!({})).await;
     assert!(!keys.to_string().contains(&id), "the revoked key is gone: {keys}");
@@ -225,7 +163,7 @@ async fn websocket_frames_are_limited_on_the_way_in_but_not_on_the_way_out() {
     alive(&n).await;
 
     // --- 2. an answer over 1 MiB arrives whole over a WebSocket
-    let mut ws = ws_connect(&n, None).await;
+    let mut ws = Ws::connect(&n, None).await;
     let mut doc = String::from("{");
     for i in 0..150 {
         doc.push_str(&format!(
@@ -233,7 +171,7 @@ async fn websocket_frames_are_limited_on_the_way_in_but_not_on_the_way_out() {
         ));
     }
     doc.push('}');
-    let answer = ws_run(&mut ws, "big", &doc).await;
+    let answer = ws.run("big", &doc).await;
     assert_eq!(
         answer["type"],
         "next",
@@ -242,7 +180,7 @@ async fn websocket_frames_are_limited_on_the_way_in_but_not_on_the_way_out() {
     );
     let size = answer.to_string().len();
     assert!(size > 1 << 20, "the answer is {size} bytes");
-    let fine = ws_run(&mut ws, "after", "{ broadcasts { id } }").await;
+    let fine = ws.run("after", "{ broadcasts { id } }").await;
     assert_eq!(fine["type"], "next", "the socket lives on: {fine}");
 }
 
@@ -288,7 +226,7 @@ async fn past_the_connection_cap_clients_get_a_clean_refusal_and_the_node_recove
     }
     let mut sockets = Vec::new();
     for _ in 0..10 {
-        sockets.push(ws_connect(&n, None).await);
+        sockets.push(Ws::connect(&n, None).await);
     }
     // the node counts a connection once it accepted it: wait until the twenty-first is refused
     let refusal = common::eventually(Duration::from_secs(20), "a refusal past the cap", || async {
@@ -333,24 +271,14 @@ async fn sigterm_with_half_sent_requests_exits_within_the_drain_time() {
         s.write_all(part).await.unwrap();
         held.push(s);
     }
-    let mut ws = ws_connect(&n, None).await;
+    let mut ws = Ws::connect(&n, None).await;
     let pid = n.pid();
     let exited = tokio::task::spawn_blocking(move || {
         let ok = n.terminate();
         (ok, n)
     });
     // the WebSocket is told the node is going away
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("closed")
-        {
-            Some(Ok(Message::Close(f))) => break f,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    assert_eq!(ws.closed().await.map(|c| c.0), Some(1001));
     let (ok, _n) = tokio::time::timeout(Duration::from_secs(30), exited)
         .await
         .unwrap_or_else(|_| panic!("node {pid} did not exit within 30 s of SIGTERM"))
@@ -480,9 +408,9 @@ async fn only_json_posts_run_and_every_refusal_carries_a_code() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body), "REQUEST_TOO_LARGE");
     // --- 3. errors async-graphql raises over a WebSocket carry a code too
-    let mut ws = ws_connect(&n, None).await;
+    let mut ws = Ws::connect(&n, None).await;
     for bad in ["{ nope }", "{ broken", "{ broadcasts { id } "] {
-        let answer = ws_run(&mut ws, "bad", bad).await;
+        let answer = ws.run("bad", bad).await;
         assert_eq!(
             answer["payload"]["errors"][0]["extensions"]["code"], "BAD_REQUEST",
             "{bad}: {answer}"

@@ -53,6 +53,9 @@ pub enum ErrorCode {
     /// The change is in the log but IVS has not answered within `stage_outcome_timeout_secs`;
     /// it goes on in the background: watch the stage, or retry (a retry is safe).
     StillPending,
+    /// The WebSocket holds its maximum of operations (`max_subscriptions_per_connection`); complete
+    /// one first, or open another connection.
+    SubscriptionLimit,
     /// The node cannot take writes right now (no leader, shutting down); retry.
     Unavailable,
     Internal,
@@ -82,6 +85,7 @@ impl ErrorCode {
             ErrorCode::ClientSeatLimit => "CLIENT_SEAT_LIMIT",
             ErrorCode::IvsError => "IVS_ERROR",
             ErrorCode::StillPending => "STILL_PENDING",
+            ErrorCode::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }

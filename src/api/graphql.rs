@@ -6,8 +6,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::GraphQLProtocol;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -172,10 +170,17 @@ pub async fn get_graphql(
     if !wants_ws {
         return super::graphiql::page();
     }
-    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+    let speaks = parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == super::ws::PROTOCOL);
+    if !speaks {
+        let msg = "GraphQL over WebSocket needs the graphql-transport-ws subprotocol (Sec-WebSocket-Protocol)";
+        return error_body(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg);
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -188,7 +193,7 @@ pub async fn get_graphql(
     let client = client_of(&app, &parts.headers, peer);
     let conn_slot = parts.extensions.get::<super::server::ConnSlot>().cloned();
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .protocols([super::ws::PROTOCOL])
         // Incoming frames and messages are refused past the body limit as soon as a frame header
         // announces more (tungstenite otherwise reserves what a frame announces, up to 16 MiB).
         .max_message_size(MAX_BODY_BYTES)
@@ -199,5 +204,5 @@ pub async fn get_graphql(
         .write_buffer_size(0)
         // Outgoing messages of any size are written (an answer listing many stages or keys can
         // be large); back-pressure comes from the bounded queue in `super::ws`.
-        .on_upgrade(move |socket| super::ws::serve(app, socket, protocol, client, (slot, conn_slot)))
+        .on_upgrade(move |socket| super::ws::serve(app, socket, client, (slot, conn_slot)))
 }

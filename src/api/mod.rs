@@ -44,6 +44,8 @@ pub struct AppState {
     pub cors: Arc<headers::Cors>,
     /// One permit per open WebSocket (`max_websockets`).
     pub ws_slots: Arc<Semaphore>,
+    /// Executions of WebSocket operations, shared between identical subscriptions.
+    pub groups: Arc<ws::groups::Groups>,
     /// Becomes true when the node starts shutting down: WebSockets close themselves.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -95,6 +97,7 @@ pub fn router(node: Arc<Node>) -> Edge {
         identity: Arc::new(identity),
         cors: Arc::new(headers::Cors::new(&node.cfg.cors_allowed_origins)),
         ws_slots: Arc::new(Semaphore::new(node.cfg.max_websockets)),
+        groups: ws::groups::Groups::new(node.metrics.clone()),
         shutdown,
         node,
         schema,

@@ -56,6 +56,12 @@ pub enum Change {
         stage_id: String,
         count: u32,
     },
+    /// `count` joins to the broadcast were refused in one entry for `reason` (a [`Refusal::label`](super::Refusal::label)).
+    Refused {
+        broadcast_id: String,
+        reason: &'static str,
+        count: u32,
+    },
     SessionEnded {
         session_id: String,
         broadcast_id: String,

@@ -396,10 +396,15 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         let results: Vec<_> = requests.iter().map(|r| self.admit_one(r, now)).collect();
         // One change per stage that took new viewers, in stage order.
         let mut seated: BTreeMap<&str, (&str, u32)> = BTreeMap::new();
-        for s in results.iter().flatten().filter(|s| !s.rejoined) {
-            seated.entry(&s.stage.id).or_insert((&s.stage.broadcast_id, 0)).1 += 1;
+        let mut refused: BTreeMap<(&str, &'static str), u32> = BTreeMap::new();
+        for (r, out) in requests.iter().zip(&results) {
+            match out {
+                Ok(s) if !s.rejoined => seated.entry(&s.stage.id).or_insert((&s.stage.broadcast_id, 0)).1 += 1,
+                Ok(_) => {}
+                Err(refusal) => *refused.entry((&r.broadcast_id, refusal.label())).or_default() += 1,
+            }
         }
-        let changes: Vec<Change> = seated
+        let mut changes: Vec<Change> = seated
             .into_iter()
             .map(|(stage_id, (broadcast_id, count))| Change::Seated {
                 broadcast_id: broadcast_id.to_string(),
@@ -407,6 +412,15 @@ impl<S: Sessions + ?Sized> World<'_, S> {
                 count,
             })
             .collect();
+        changes.extend(
+            refused
+                .into_iter()
+                .map(|((broadcast_id, reason), count)| Change::Refused {
+                    broadcast_id: broadcast_id.to_string(),
+                    reason,
+                    count,
+                }),
+        );
         self.dirty.changes.extend(changes);
         results
     }

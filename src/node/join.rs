@@ -134,7 +134,7 @@ pub fn ivs_stage_id(stage: &Stage) -> Option<&str> {
 }
 
 /// The IVS token claims for one participant on `stage`, issued at `now`.
-fn claims(
+pub(super) fn claims(
     stage: &Stage,
     participant_id: &str,
     user_id: &str,

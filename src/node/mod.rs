@@ -9,6 +9,7 @@ pub mod error;
 pub mod join;
 pub mod kek;
 pub mod keys;
+pub mod live;
 pub mod ops;
 pub mod presence;
 pub mod signing;
@@ -39,6 +40,8 @@ pub struct Node {
     joins: Batcher<join::JoinKind>,
     leaves: Batcher<join::LeaveKind>,
     presence: presence::Presence,
+    /// Live views over the applied log, for subscriptions.
+    pub live: Arc<live::Live>,
     /// Printed once at first start; `None` afterwards.
     pub first_admin_key: Option<String>,
     pub backend_label: String,
@@ -93,6 +96,7 @@ impl Node {
         let mut node = Node {
             signer,
             presence: presence::Presence::default(),
+            live: live::Live::new(store.clone()),
             cfg,
             store,
             backend,

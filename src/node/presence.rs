@@ -28,7 +28,11 @@ impl Presence {
 impl Node {
     /// Write the renewals seen since the last call as one command.
     pub async fn flush_renewals(&self) {
-        let renewals = self.presence.drain();
+        let mut renewals = self.presence.drain();
+        // An open assignment subscription keeps its session alive, like a heartbeat each interval.
+        renewals.extend(self.live.open_sessions());
+        renewals.sort_unstable();
+        renewals.dedup();
         if renewals.is_empty() {
             return;
         }

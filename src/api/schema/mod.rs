@@ -2,11 +2,12 @@
 //! node's operations (and so through Raft). `schema.graphql` at the repository root is exactly
 //! `build_schema(..).sdl()`; a test fails when they differ.
 
+pub mod live;
 pub mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Schema, SchemaBuilder, ValidationMode};
+use async_graphql::{Context, ID, Object, Schema, SchemaBuilder, ValidationMode};
 
 use self::types::*;
 use super::auth::{JoinLimits, Principal};
@@ -14,7 +15,9 @@ use super::error::{ErrorCode, Gql};
 use crate::fleet;
 use crate::node::Node;
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub use live::Subscription;
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with nothing attached, for printing the SDL.
 pub fn sdl_schema(max_depth: usize, max_complexity: usize) -> AppSchema {
@@ -38,14 +41,14 @@ pub fn build_schema(
         .finish()
 }
 
-fn builder(max_depth: usize, max_complexity: usize) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query, Mutation, EmptySubscription)
+fn builder(max_depth: usize, max_complexity: usize) -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query, Mutation, Subscription)
         .limit_depth(max_depth)
         .limit_complexity(max_complexity)
         .register_output_type::<ErrorCode>()
 }
 
-fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
+pub(crate) fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
     ctx.data_unchecked::<Principal>()
 }
 
@@ -132,6 +135,7 @@ impl Query {
             term: c.term,
             last_applied_index: c.last_applied_index,
             ivs_backend: n.backend_label.clone(),
+            subscribers: n.metrics.subscriptions_open.get().max(0) as u64,
         }
     }
 

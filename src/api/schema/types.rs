@@ -334,7 +334,7 @@ pub struct Stats {
     pub admitted_total: u64,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone, PartialEq)]
 pub struct NodeStatus {
     pub node_id: u64,
     pub leader_id: Option<u64>,
@@ -343,6 +343,8 @@ pub struct NodeStatus {
     pub last_applied_index: Option<u64>,
     /// Which IVS this node drives.
     pub ivs_backend: String,
+    /// Subscriptions open on this node.
+    pub subscribers: u64,
 }
 
 #[derive(SimpleObject)]

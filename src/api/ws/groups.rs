@@ -1,0 +1,239 @@
+//! One execution per distinct subscription, shared by every subscriber of it. Thousands of viewers
+//! watching `stats(broadcastId: "b")` cost one resolver stream and one serialization per update:
+//! the payload is serialized once and framed per subscriber by concatenation (the way Hasura
+//! multiplexes identical live queries). A late subscriber gets the latest payload at once.
+//!
+//! Every operation of a socket runs as a group — a shared one when its key says it may be shared,
+//! else a group of one — so cancellation, completion and back-pressure are handled once: a
+//! subscriber whose socket queue is full is dropped from its groups and its socket is closed,
+//! never buffered without limit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use axum::extract::ws::Message;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+
+use super::frames;
+use crate::metrics::Metrics;
+
+/// Where a socket's frames go, and how the socket learns that it fell behind or that one of its
+/// operations ended.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Message>,
+    slow: Arc<Slow>,
+    ended: mpsc::UnboundedSender<String>,
+}
+
+#[derive(Default)]
+pub struct Slow {
+    tripped: AtomicBool,
+    notify: Notify,
+}
+
+impl Slow {
+    /// Resolves once the socket's queue was found full.
+    pub async fn tripped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.tripped.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Outbox {
+    pub fn new(tx: mpsc::Sender<Message>, ended: mpsc::UnboundedSender<String>) -> (Self, Arc<Slow>) {
+        let slow = Arc::new(Slow::default());
+        (
+            Outbox {
+                tx,
+                slow: slow.clone(),
+                ended,
+            },
+            slow,
+        )
+    }
+
+    /// Queue `frame` without waiting; false when the socket is gone or its queue is full (then
+    /// the socket is told it fell behind).
+    pub fn offer(&self, frame: String) -> bool {
+        match self.tx.try_send(Message::Text(frame.into())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.slow.tripped.store(true, Ordering::Release);
+                self.slow.notify.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+struct Member {
+    op_id: String,
+    id_json: String,
+    out: Outbox,
+}
+
+#[derive(Default)]
+struct Members {
+    next: u64,
+    list: HashMap<u64, Member>,
+    /// The latest payload, for a subscriber that joins a running shared group.
+    last: Option<Arc<str>>,
+    ended: bool,
+}
+
+struct Group {
+    key: String,
+    members: Mutex<Members>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+impl Group {
+    fn members(&self) -> std::sync::MutexGuard<'_, Members> {
+        self.members.lock().expect("group members lock")
+    }
+}
+
+pub struct Groups {
+    map: Mutex<HashMap<String, Arc<Group>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// A subscriber's place in a group; leaving (drop) ends the execution when it was the last.
+pub struct Membership {
+    groups: Weak<Groups>,
+    group: Arc<Group>,
+    member: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let Some(groups) = self.groups.upgrade() else { return };
+        let mut map = groups.map();
+        let mut members = self.group.members();
+        members.list.remove(&self.member);
+        if members.list.is_empty() && !members.ended {
+            members.ended = true;
+            if map.get(&self.group.key).is_some_and(|g| Arc::ptr_eq(g, &self.group)) {
+                map.remove(&self.group.key);
+            }
+            if let Some(task) = self.group.task.lock().expect("group task lock").take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Groups {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Groups {
+            map: Mutex::default(),
+            metrics,
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Group>>> {
+        self.map.lock().expect("groups lock")
+    }
+
+    /// Executions running now (distinct subscriptions, shared or not).
+    pub fn running(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Join the group `key` as operation `op_id` of the socket behind `out`; `start` runs the
+    /// execution when this subscriber is the first. `shared: false` keys are unique per operation.
+    pub fn join(
+        self: &Arc<Self>,
+        key: String,
+        op_id: &str,
+        out: Outbox,
+        start: impl FnOnce() -> BoxStream<'static, async_graphql::Response>,
+    ) -> Membership {
+        let mut map = self.map();
+        let group = match map.get(&key) {
+            Some(g) if !g.members().ended => g.clone(),
+            _ => {
+                let group = Arc::new(Group {
+                    key: key.clone(),
+                    members: Mutex::default(),
+                    task: Mutex::default(),
+                });
+                let task = tokio::spawn(run(Arc::downgrade(self), group.clone(), start()));
+                *group.task.lock().expect("group task lock") = Some(task.abort_handle());
+                map.insert(key, group.clone());
+                group
+            }
+        };
+        let mut members = group.members();
+        let n = members.next;
+        members.next += 1;
+        let id_json = frames::id_json(op_id);
+        if let Some(last) = &members.last
+            && out.offer(frames::next(&id_json, last))
+        {
+            self.metrics.subscription_frames.inc();
+        }
+        members.list.insert(
+            n,
+            Member {
+                op_id: op_id.to_string(),
+                id_json,
+                out,
+            },
+        );
+        drop(members);
+        Membership {
+            groups: Arc::downgrade(self),
+            group,
+            member: n,
+        }
+    }
+}
+
+async fn run(groups: Weak<Groups>, group: Arc<Group>, mut stream: BoxStream<'static, async_graphql::Response>) {
+    let metrics = match groups.upgrade() {
+        Some(g) => g.metrics.clone(),
+        None => return,
+    };
+    while let Some(mut response) = stream.next().await {
+        crate::api::error::code_library_errors(&mut response.errors);
+        let payload: Arc<str> = serde_json::to_string(&response).expect("responses serialize").into();
+        metrics.subscription_payloads.inc();
+        let mut members = group.members();
+        let mut sent = 0;
+        members.list.retain(|_, m| {
+            let ok = m.out.offer(frames::next(&m.id_json, &payload));
+            sent += u64::from(ok);
+            ok
+        });
+        members.last = Some(payload);
+        drop(members);
+        metrics.subscription_frames.inc_by(sent);
+    }
+    // The execution ended: every subscriber gets `complete`, and its socket forgets the id.
+    let groups = groups.upgrade();
+    let mut map = groups.as_ref().map(|g| g.map());
+    let mut members = group.members();
+    members.ended = true;
+    if let Some(map) = map.as_mut()
+        && map.get(&group.key).is_some_and(|g| Arc::ptr_eq(g, &group))
+    {
+        map.remove(&group.key);
+    }
+    for m in members.list.values() {
+        m.out.offer(frames::complete(&m.id_json));
+        let _ = m.out.ended.send(m.op_id.clone());
+    }
+    members.list.clear();
+}

@@ -1,0 +1,561 @@
+//! Live views for subscriptions, built from this node's own applied log (the store's bus), so every
+//! node of a cluster — a follower too — serves them: per-broadcast stats with the join and refusal
+//! rates of the last [`WINDOW_SECS`] seconds, a broadcast's stage events, and a viewer's own seat
+//! (its `assignment`), which keeps the session alive while it is open.
+//!
+//! One task reads the bus and keeps the rolling rates, per-broadcast change counters that stats
+//! streams watch (so a stream wakes only when its broadcast changed), and the open assignments by
+//! session id (so a session's end reaches its subscriber without every subscriber reading every
+//! event).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use futures_util::stream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::join::claims;
+use super::{Node, NodeError};
+use crate::clock::now_ms;
+use crate::fleet::event::{Change, EndReason, StageStep};
+use crate::fleet::stats::{self, Stats};
+use crate::fleet::{Millis, Refusal, Session, Stage, StageState};
+use crate::ivs::token::TokenCapabilities;
+use crate::metrics::label;
+use crate::state::{Applied, Store, Subscription};
+
+/// Joins per second and refusals are counted over this many seconds.
+pub const WINDOW_SECS: i64 = 10;
+
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
+
+/// One broadcast's numbers as a subscriber sees them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveStats {
+    pub broadcast_id: String,
+    pub stats: Stats,
+    /// Admitted joins per second over the last [`WINDOW_SECS`] seconds.
+    pub joins_per_second: f64,
+    /// Refused joins over the last [`WINDOW_SECS`] seconds, by reason (a refusal's label).
+    pub refusals: BTreeMap<&'static str, u64>,
+    /// The applied log index these numbers are of, and when its last change to this broadcast
+    /// was made (proposer's clock): subscribers measure delivery delay against it.
+    pub applied_index: u64,
+    pub changed_at_ms: Millis,
+}
+
+/// A stage's step, as `stageEvents` sends it. The first messages are the stages as they are
+/// (`current: true`), then each change as it is applied.
+#[derive(Clone, Debug)]
+pub struct StageEvent {
+    pub index: u64,
+    pub at_ms: Millis,
+    pub stage_id: String,
+    pub step: StageStep,
+    /// The stage as it is after the step (absent once deleted).
+    pub stage: Option<Stage>,
+    pub current: bool,
+}
+
+/// What `assignment` sends (the large variant is the common one: no boxing).
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum AssignmentUpdate {
+    /// Where the session sits, with a fresh token for it (the first message).
+    Seated {
+        session: Session,
+        stage: Stage,
+        token: String,
+        expires_at: i64,
+    },
+    /// The session ended; the subscription completes after this.
+    Ended {
+        session: Session,
+        reason: Option<EndReason>,
+    },
+}
+
+#[derive(Default)]
+struct Window {
+    /// (second, joins, refusals by reason), oldest first.
+    seconds: VecDeque<(i64, u64, BTreeMap<&'static str, u64>)>,
+    changed_at_ms: Millis,
+}
+
+impl Window {
+    fn slot(&mut self, at_ms: Millis) -> &mut (i64, u64, BTreeMap<&'static str, u64>) {
+        let sec = at_ms.div_euclid(1000);
+        if self.seconds.back().is_none_or(|s| s.0 < sec) {
+            self.seconds.push_back((sec, 0, BTreeMap::new()));
+        }
+        // A late entry (clocks of two proposers) counts in the newest second.
+        self.seconds.back_mut().expect("pushed above")
+    }
+
+    fn prune(&mut self, now_ms: Millis) {
+        let oldest = now_ms.div_euclid(1000) - WINDOW_SECS;
+        while self.seconds.front().is_some_and(|s| s.0 <= oldest) {
+            self.seconds.pop_front();
+        }
+    }
+
+    fn rates(&mut self, now_ms: Millis) -> (f64, BTreeMap<&'static str, u64>) {
+        self.prune(now_ms);
+        let joins: u64 = self.seconds.iter().map(|s| s.1).sum();
+        let mut refusals = BTreeMap::new();
+        for (reason, n) in self.seconds.iter().flat_map(|s| s.2.iter()) {
+            *refusals.entry(*reason).or_default() += n;
+        }
+        (joins as f64 / WINDOW_SECS as f64, refusals)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    windows: HashMap<String, Window>,
+    /// Per broadcast, bumped on every change to it; only broadcasts someone watches have one.
+    versions: HashMap<String, watch::Sender<u64>>,
+    /// Open assignment subscriptions by session id.
+    assignments: HashMap<String, Vec<mpsc::Sender<Option<EndReason>>>>,
+}
+
+pub struct Live {
+    store: Arc<Store>,
+    inner: Mutex<Inner>,
+    /// Open subscriptions on this node, by kind (for `node` and `/metrics`).
+    pub subscribers: Arc<Subscribers>,
+}
+
+/// Open subscription streams by kind.
+#[derive(Default)]
+pub struct Subscribers(Mutex<BTreeMap<&'static str, i64>>);
+
+impl Subscribers {
+    fn hold(self: &Arc<Self>, kind: &'static str) -> Held {
+        *self.0.lock().expect("subscriber counts").entry(kind).or_default() += 1;
+        Held(self.clone(), kind)
+    }
+
+    pub fn counts(&self) -> BTreeMap<&'static str, i64> {
+        self.0.lock().expect("subscriber counts").clone()
+    }
+
+    pub fn total(&self) -> i64 {
+        self.counts().values().sum()
+    }
+}
+
+/// One open subscription stream, counted until dropped.
+struct Held(Arc<Subscribers>, &'static str);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.0.0.lock().expect("subscriber counts").entry(self.1).or_default() -= 1;
+    }
+}
+
+impl Live {
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
+        let live = Arc::new(Live {
+            store: store.clone(),
+            inner: Mutex::default(),
+            subscribers: Arc::default(),
+        });
+        let bus = store.subscribe();
+        tokio::spawn(run(Arc::downgrade(&live), bus));
+        live
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("live state lock")
+    }
+
+    /// Session ids whose assignment subscription is open here: they are renewed like heartbeats.
+    pub fn open_sessions(&self) -> Vec<String> {
+        self.inner().assignments.keys().cloned().collect()
+    }
+
+    fn watch(&self, broadcast_id: &str) -> watch::Receiver<u64> {
+        self.inner()
+            .versions
+            .entry(broadcast_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// One broadcast's stats now.
+    pub fn stats(&self, broadcast_id: &str) -> LiveStats {
+        let view = self.store.view();
+        let now = now_ms();
+        let (joins_per_second, refusals, changed_at_ms) = {
+            let mut inner = self.inner();
+            match inner.windows.get_mut(broadcast_id) {
+                Some(w) => {
+                    let (j, r) = w.rates(now);
+                    (j, r, w.changed_at_ms)
+                }
+                None => (0.0, BTreeMap::new(), 0),
+            }
+        };
+        LiveStats {
+            broadcast_id: broadcast_id.to_string(),
+            stats: stats::of(&view.fleet, Some(broadcast_id)),
+            joins_per_second,
+            refusals,
+            applied_index: view.last_applied.map_or(0, |l| l.index),
+            changed_at_ms,
+        }
+    }
+
+    /// `stats(broadcastId)`: the current value at once, then each change as soon as `every` has
+    /// passed since the last message (never more often), and only when the value differs from
+    /// the last one sent. After the last join the rates still fall to zero, a second at a time.
+    pub fn stats_stream(self: &Arc<Self>, broadcast_id: &str, every: Duration) -> BoxStream<LiveStats> {
+        let changes = self.watch(broadcast_id);
+        let guard = self.subscribers.hold("stats");
+        let state = (
+            self.clone(),
+            broadcast_id.to_string(),
+            changes,
+            None::<(LiveStats, Instant)>,
+            guard,
+        );
+        Box::pin(stream::unfold(
+            state,
+            move |(live, id, mut changes, last, guard)| async move {
+                let mut last = last;
+                loop {
+                    if let Some((sent, at)) = &last {
+                        let allowed = *at + every;
+                        let moving = sent.joins_per_second != 0.0 || !sent.refusals.is_empty();
+                        if moving {
+                            // The rates move with the clock: look again at the next allowed time.
+                            tokio::select! {
+                                r = changes.changed() => r.ok()?,
+                                () = tokio::time::sleep_until(allowed) => {}
+                            }
+                        } else {
+                            changes.changed().await.ok()?;
+                        }
+                        tokio::time::sleep_until(allowed).await;
+                    }
+                    changes.borrow_and_update();
+                    let now = live.stats(&id);
+                    if last.as_ref().map(|(s, _)| s) != Some(&now) {
+                        let next = Some((now.clone(), Instant::now()));
+                        return Some((now, (live, id, changes, next, guard)));
+                    }
+                    // Unchanged: wait a full interval from here before looking again.
+                    if let Some((_, at)) = &mut last {
+                        *at = Instant::now();
+                    }
+                }
+            },
+        ))
+    }
+
+    /// `broadcast(id)`: the broadcast now, then again whenever its state (or anything of it)
+    /// changed, at most once per `every`; ends when the broadcast is forgotten.
+    pub fn broadcast_stream(self: &Arc<Self>, id: &str, every: Duration) -> BoxStream<crate::fleet::Broadcast> {
+        let changes = self.watch(id);
+        let guard = self.subscribers.hold("broadcast");
+        let state = (
+            self.clone(),
+            id.to_string(),
+            changes,
+            None::<crate::fleet::Broadcast>,
+            guard,
+        );
+        Box::pin(stream::unfold(
+            state,
+            move |(live, id, mut changes, last, guard)| async move {
+                loop {
+                    if last.is_some() {
+                        changes.changed().await.ok()?;
+                        tokio::time::sleep(every).await;
+                    }
+                    changes.borrow_and_update();
+                    let now = live.store.view().fleet.broadcasts.get(&id).cloned()?;
+                    if last.as_ref() != Some(&now) {
+                        return Some((now.clone(), (live, id, changes, Some(now), guard)));
+                    }
+                }
+            },
+        ))
+    }
+
+    /// `stageEvents(broadcastId)`: the broadcast's stages as they are, then every step of every
+    /// stage as it is applied. A subscriber that falls behind the bus gets the stages as they are
+    /// again (marked `current`).
+    pub fn stage_events(self: &Arc<Self>, broadcast_id: &str) -> BoxStream<StageEvent> {
+        let bus = self.store.subscribe();
+        let first = self.current_stages(broadcast_id);
+        let guard = self.subscribers.hold("stage_events");
+        let state = (
+            self.clone(),
+            broadcast_id.to_string(),
+            bus,
+            VecDeque::from(first),
+            guard,
+        );
+        Box::pin(stream::unfold(
+            state,
+            |(live, id, mut bus, mut queue, guard)| async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        return Some((e, (live, id, bus, queue, guard)));
+                    }
+                    match bus.recv().await? {
+                        Applied::Reset { .. } => queue.extend(live.current_stages(&id)),
+                        Applied::Changes(events) => {
+                            let view = live.store.view();
+                            for e in events.iter() {
+                                if let Change::Stage {
+                                    id: stage_id,
+                                    broadcast_id,
+                                    step,
+                                } = &e.change
+                                    && *broadcast_id == id
+                                {
+                                    queue.push_back(StageEvent {
+                                        index: e.index,
+                                        at_ms: e.at_ms,
+                                        stage_id: stage_id.clone(),
+                                        step: step.clone(),
+                                        stage: view.fleet.stages.get(stage_id).cloned(),
+                                        current: false,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        ))
+    }
+
+    fn current_stages(&self, broadcast_id: &str) -> Vec<StageEvent> {
+        let view = self.store.view();
+        let index = view.last_applied.map_or(0, |l| l.index);
+        let mut stages: Vec<&Stage> = view.fleet.stages_of(broadcast_id).collect();
+        stages.sort_by_key(|s| s.slot);
+        stages
+            .into_iter()
+            .map(|s| StageEvent {
+                index,
+                at_ms: now_ms(),
+                stage_id: s.id.clone(),
+                step: match s.state {
+                    StageState::Creating => StageStep::Creating,
+                    StageState::Active => StageStep::Ready,
+                    StageState::Deleting => StageStep::Deleting,
+                },
+                stage: Some(s.clone()),
+                current: true,
+            })
+            .collect()
+    }
+
+    /// Register an open assignment for `session_id`; it hears the session's end, and is
+    /// deregistered when dropped.
+    fn open_assignment(self: &Arc<Self>, session_id: &str) -> OpenAssignment {
+        let (tx, rx) = mpsc::channel(1);
+        self.inner()
+            .assignments
+            .entry(session_id.to_string())
+            .or_default()
+            .push(tx);
+        OpenAssignment {
+            ended: Some(rx),
+            live: self.clone(),
+            session_id: session_id.to_string(),
+            _held: self.subscribers.hold("assignment"),
+        }
+    }
+
+    fn close_assignment(&self, session_id: &str) {
+        let mut inner = self.inner();
+        if let Some(v) = inner.assignments.get_mut(session_id) {
+            v.retain(|tx| !tx.is_closed());
+            if v.is_empty() {
+                inner.assignments.remove(session_id);
+            }
+        }
+    }
+
+    fn apply(&self, applied: Applied) {
+        let mut inner = self.inner();
+        match applied {
+            Applied::Reset { .. } => {
+                for v in inner.versions.values() {
+                    v.send_modify(|n| *n += 1);
+                }
+                // What ended while this node did not see it: the sessions that are gone.
+                let view = self.store.view();
+                let gone: Vec<String> = inner
+                    .assignments
+                    .keys()
+                    .filter(|id| view.session(id).is_none())
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    for tx in inner.assignments.remove(&id).unwrap_or_default() {
+                        let _ = tx.try_send(None);
+                    }
+                }
+            }
+            Applied::Changes(events) => {
+                let mut touched: Vec<&str> = Vec::new();
+                for e in events.iter() {
+                    let broadcast = match &e.change {
+                        Change::Seated {
+                            broadcast_id, count, ..
+                        } => {
+                            let w = inner.windows.entry(broadcast_id.clone()).or_default();
+                            w.slot(e.at_ms).1 += u64::from(*count);
+                            w.changed_at_ms = e.at_ms;
+                            broadcast_id
+                        }
+                        Change::Refused {
+                            broadcast_id,
+                            reason,
+                            count,
+                        } => {
+                            let w = inner.windows.entry(broadcast_id.clone()).or_default();
+                            *w.slot(e.at_ms).2.entry(reason).or_default() += u64::from(*count);
+                            w.changed_at_ms = e.at_ms;
+                            broadcast_id
+                        }
+                        Change::SessionEnded {
+                            session_id,
+                            broadcast_id,
+                            reason,
+                            ..
+                        } => {
+                            if let Some(txs) = inner.assignments.remove(session_id) {
+                                for tx in txs {
+                                    let _ = tx.try_send(Some(*reason));
+                                }
+                            }
+                            inner.windows.entry(broadcast_id.clone()).or_default().changed_at_ms = e.at_ms;
+                            broadcast_id
+                        }
+                        Change::Broadcast { id, .. } | Change::Stage { broadcast_id: id, .. } => {
+                            inner.windows.entry(id.clone()).or_default().changed_at_ms = e.at_ms;
+                            id
+                        }
+                        Change::HostAdded { broadcast_id, .. } => broadcast_id,
+                        Change::Renewed { .. } | Change::Meta => continue,
+                    };
+                    if touched.last() != Some(&broadcast.as_str()) {
+                        touched.push(broadcast);
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                let mut unwatched = Vec::new();
+                for b in touched {
+                    if let Some(v) = inner.versions.get(b) {
+                        if v.receiver_count() == 0 {
+                            unwatched.push(b.to_string());
+                        } else {
+                            v.send_modify(|n| *n += 1);
+                        }
+                    }
+                }
+                for b in unwatched {
+                    inner.versions.remove(&b);
+                }
+                // Windows of broadcasts that are gone and quiet are dropped.
+                let now = now_ms();
+                inner.windows.retain(|_, w| {
+                    w.prune(now);
+                    !w.seconds.is_empty() || now - w.changed_at_ms < WINDOW_SECS * 1000
+                });
+            }
+        }
+    }
+}
+
+/// An open assignment: hears its session's end; deregisters when dropped (the subscriber
+/// completed, left, or its socket closed).
+struct OpenAssignment {
+    ended: Option<mpsc::Receiver<Option<EndReason>>>,
+    live: Arc<Live>,
+    session_id: String,
+    _held: Held,
+}
+
+impl Drop for OpenAssignment {
+    fn drop(&mut self) {
+        drop(self.ended.take());
+        self.live.close_assignment(&self.session_id);
+    }
+}
+
+async fn run(live: std::sync::Weak<Live>, mut bus: Subscription) {
+    while let Some(applied) = bus.recv().await {
+        let Some(live) = live.upgrade() else { return };
+        live.apply(applied);
+    }
+}
+
+impl Node {
+    /// `assignment(sessionId)`: the session's seat with a fresh token at once, then its end (with
+    /// the reason), after which the stream ends. While it is open the session is renewed.
+    pub async fn assignment(&self, session_id: &str) -> Result<BoxStream<AssignmentUpdate>, NodeError> {
+        // Register before looking, so an end applied in between is not missed.
+        let open = self.live.open_assignment(session_id);
+        let view = self.store.view();
+        let Some(session) = view.session(session_id) else {
+            return Err(Refusal::UnknownSession(session_id.into()).into());
+        };
+        let stage = view
+            .fleet
+            .stages
+            .get(&session.stage_id)
+            .cloned()
+            .ok_or_else(|| NodeError::internal("a session's stage is missing"))?;
+        let key = self.signing_key()?;
+        let c = claims(
+            &stage,
+            &session.participant_id,
+            &session.user_id,
+            &session.attributes,
+            TokenCapabilities::VIEWER,
+            self.cfg.token_ttl_minutes,
+            now_ms(),
+        )?;
+        let expires_at = c.exp;
+        let token = self.signer.sign(key, c).await;
+        self.metrics
+            .tokens_minted
+            .get_or_create(&label("kind", "assignment"))
+            .inc();
+        // The seat is renewed with the next batch: opening the subscription counts as being seen.
+        self.presence.touch(session_id);
+        let seated = AssignmentUpdate::Seated {
+            session: session.clone(),
+            stage,
+            token,
+            expires_at,
+        };
+        let state = (Some(seated), Some((session, open)));
+        Ok(Box::pin(stream::unfold(state, |(first, rest)| async move {
+            if let Some(first) = first {
+                return Some((first, (None, rest)));
+            }
+            let (session, mut open) = rest?;
+            let ended = open.ended.as_mut().expect("taken only on drop");
+            // A closed channel (the registration was dropped by a reset that found the session
+            // gone) is an end without a known reason.
+            let reason = ended.recv().await.flatten();
+            drop(open);
+            Some((AssignmentUpdate::Ended { session, reason }, (None, None)))
+        })))
+    }
+}
