@@ -559,3 +559,80 @@ impl Node {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::{Event, StoreConfig};
+
+    async fn store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            node_id: 1,
+            advertise_addr: "127.0.0.1:0".into(),
+            sled_cache_bytes: 1 << 20,
+            snapshot_every: 1_000,
+        })
+        .await
+        .unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn ended(session: &str, reason: EndReason) -> Applied {
+        Applied::Changes(
+            vec![Event {
+                index: 9,
+                at_ms: 1_000,
+                change: Change::SessionEnded {
+                    session_id: session.into(),
+                    broadcast_id: "b".into(),
+                    stage_id: "b:0".into(),
+                    reason,
+                },
+            }]
+            .into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_session_end_reaches_its_open_assignments_only_with_its_reason() {
+        let (_dir, store) = store().await;
+        let live = Live::new(store.clone());
+        let mut a = live.open_assignment("s1");
+        let mut again = live.open_assignment("s1");
+        let mut other = live.open_assignment("s2");
+        assert_eq!(live.open_sessions().len(), 2, "open assignments are renewed, once per session");
+
+        live.apply(ended("s1", EndReason::Expired));
+        for open in [&mut a, &mut again] {
+            let got = open.ended.as_mut().unwrap().recv().await;
+            assert_eq!(got, Some(Some(EndReason::Expired)), "both subscribers of s1 hear why");
+        }
+        assert!(
+            other.ended.as_mut().unwrap().try_recv().is_err(),
+            "another session's subscriber hears nothing"
+        );
+        assert_eq!(live.open_sessions(), vec!["s2".to_string()], "s1 is no longer renewed");
+        drop(other);
+        assert!(live.open_sessions().is_empty(), "a closed assignment stops renewing");
+        store.shutdown().await;
+    }
+
+    #[test]
+    fn rates_count_the_last_ten_seconds_only() {
+        let mut w = Window::default();
+        w.slot(1_000).1 += 20;
+        *w.slot(5_500).2.entry("capacity_exhausted").or_default() += 3;
+        let (jps, refused) = w.rates(5_900);
+        assert_eq!(jps, 2.0, "20 joins over a 10 s window");
+        assert_eq!(refused.get("capacity_exhausted"), Some(&3));
+        let (jps, refused) = w.rates(11_100);
+        assert_eq!(jps, 0.0, "second 1 left the window at 11 s");
+        assert_eq!(refused.get("capacity_exhausted"), Some(&3));
+        let (_, refused) = w.rates(16_000);
+        assert!(refused.is_empty());
+    }
+}
