@@ -294,7 +294,8 @@ impl From<AssignmentUpdate> for Assignment {
     }
 }
 
-fn node_status(n: &crate::node::Node) -> NodeStatus {
+/// This node as `node` shows it (the query and the subscription).
+pub fn node_status(n: &crate::node::Node) -> NodeStatus {
     let c = n.store.cluster_status();
     NodeStatus {
         node_id: c.node_id,

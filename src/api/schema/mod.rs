@@ -126,17 +126,7 @@ impl Query {
 
     /// This node and what it knows of the Raft cluster.
     async fn node(&self, ctx: &Context<'_>) -> NodeStatus {
-        let n = node(ctx);
-        let c = n.store.cluster_status();
-        NodeStatus {
-            node_id: c.node_id,
-            leader_id: c.leader,
-            is_leader: c.is_leader(),
-            term: c.term,
-            last_applied_index: c.last_applied_index,
-            ivs_backend: n.backend_label.clone(),
-            subscribers: n.metrics.subscriptions_open.get().max(0) as u64,
-        }
+        live::node_status(node(ctx))
     }
 
     /// API keys (admin).
