@@ -61,12 +61,14 @@ impl App {
             })
             .await?,
         );
+        let decisions = node.scaler_decisions.clone();
         let supervisor = Supervisor::spawn(store.node_id, store.leadership(), move |term| {
             control::leader_loops(LoopContext {
                 store: store.clone(),
                 backend: backend.clone(),
                 metrics: metrics.clone(),
                 settings: settings.clone(),
+                decisions: decisions.clone(),
                 term,
             })
         });

@@ -89,6 +89,22 @@ settings! {
     reconcile_interval_secs: u64 = 15, "STAGEFLEET_RECONCILE_INTERVAL_SECS";
     /// Subscriptions that follow a changing value (`stats`, `broadcast`, `node`) send at most one message per this many milliseconds, and only when the value changed.
     stats_interval_ms: u64 = 1000, "STAGEFLEET_STATS_INTERVAL_MS";
+    /// Add stages ahead of the crowd on the leader (the scaler). Off by default until stages get the hosts' media by replication before they take viewers (issue 12); `createStage` works either way.
+    autoscale: bool = false, "STAGEFLEET_AUTOSCALE";
+    /// How often the scaler plans, in milliseconds.
+    scaler_interval_ms: u32 = 1000, "STAGEFLEET_SCALER_INTERVAL_MS";
+    /// Free ready seats the scaler keeps per live broadcast whatever the join rate.
+    headroom_floor: u32 = 100, "STAGEFLEET_HEADROOM_FLOOR";
+    /// The scaler keeps free seats for join rate × (stage ready time + scaler interval) × this.
+    headroom_safety: f64 = 1.5, "STAGEFLEET_HEADROOM_SAFETY";
+    /// Ready, empty stages the scaler keeps per live broadcast besides the headroom (pre-warm a launch).
+    warm_pool: u32 = 0, "STAGEFLEET_WARM_POOL";
+    /// Stages the IVS region allows (your account's quota); the scaler never plans past it.
+    region_stage_quota: u32 = 1000, "STAGEFLEET_REGION_STAGE_QUOTA";
+    /// Concurrent subscriptions the IVS region allows (default quota 20,000; accounts raise it): the scaler plans no seats past it.
+    region_subscription_quota: u64 = 20000, "STAGEFLEET_REGION_SUBSCRIPTION_QUOTA";
+    /// The scaler's first guess of how long a new stage takes to become ready, in milliseconds, until it has measured some.
+    stage_ready_ms: u64 = 3000, "STAGEFLEET_STAGE_READY_MS";
     /// Most operations (subscriptions, queries) one WebSocket may have open at once; one more is refused with `SUBSCRIPTION_LIMIT`.
     max_subscriptions_per_connection: usize = 100, "STAGEFLEET_MAX_SUBSCRIPTIONS_PER_CONNECTION";
     /// A WebSocket must send `connection_init` within this many seconds, else it is closed (4408).
@@ -246,6 +262,12 @@ impl Config {
         use crate::ivs::token::{MAX_TTL_MINUTES, MIN_TTL_MINUTES};
         if !(MIN_TTL_MINUTES..=MAX_TTL_MINUTES).contains(&self.token_ttl_minutes) {
             return invalid("token_ttl_minutes", "IVS accepts 1 to 20160 minutes (14 days)");
+        }
+        if !(1.0..=100.0).contains(&self.headroom_safety) {
+            return invalid("headroom_safety", "must be between 1 and 100");
+        }
+        if self.scaler_interval_ms < 50 {
+            return invalid("scaler_interval_ms", "must be at least 50");
         }
         if self.session_lease_secs < 2 * self.presence_interval_secs.max(1) {
             return invalid("session_lease_secs", "must be at least twice presence_interval_secs");

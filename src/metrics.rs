@@ -20,6 +20,8 @@ pub struct Metrics {
     pub graphql_seconds: Family<Labels, Histogram>,
     pub batch_size: Family<Labels, Histogram>,
     pub ivs_calls: Family<Labels, Counter>,
+    /// The scaler's decisions, by action and reason.
+    pub scaler_decisions: Family<Labels, Counter>,
     pub gauges: Family<Labels, Gauge>,
     /// HTTP GraphQL requests answered by a compiled plan (`api::compiled`) instead of the executor.
     pub graphql_compiled: Counter,
@@ -94,6 +96,12 @@ impl Metrics {
             "IVS control-plane calls made by this node, by operation and result",
             ivs_calls.clone(),
         );
+        let scaler_decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "scaler_decisions",
+            "The scaler's decisions, by action (add_replica, add_origin, held) and reason (headroom, warm_pool, or the limit that held it back)",
+            scaler_decisions.clone(),
+        );
         let gauges = Family::<Labels, Gauge>::default();
         registry.register(
             "state",
@@ -154,6 +162,7 @@ impl Metrics {
             graphql_seconds,
             batch_size,
             ivs_calls,
+            scaler_decisions,
             gauges,
         }
     }

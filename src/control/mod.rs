@@ -5,11 +5,13 @@
 //!
 //! - [`stages`]: stage intents in the log → IVS calls → results (fenced by term), woken by the
 //!   store's bus for new intents and by its interval to reconcile what nobody is driving;
-//! - [`expiry`]: ends sessions whose lease ran out.
+//! - [`expiry`]: ends sessions whose lease ran out;
+//! - [`scaler`] (with `autoscale = true`): adds stages ahead of the crowd.
 //!
 //! Renewals are not here: every node writes the renewals it saw (`node::presence`).
 
 pub mod expiry;
+pub mod scaler;
 pub mod stages;
 pub mod supervisor;
 
@@ -32,6 +34,11 @@ pub struct Settings {
     pub reconcile_every: Duration,
     /// How often the leader ends lapsed sessions.
     pub expire_every: Duration,
+    /// Whether the scaler runs.
+    pub autoscale: bool,
+    pub scale: crate::fleet::scaling::ScalePolicy,
+    /// The first guess of how long a stage takes to become ready (ms), until the scaler has seen some.
+    pub stage_ready_ms: f64,
 }
 
 impl Settings {
@@ -40,6 +47,17 @@ impl Settings {
             fleet_id: cfg.fleet_id.clone(),
             reconcile_every: Duration::from_secs(cfg.reconcile_interval_secs.max(1)),
             expire_every: Duration::from_secs(cfg.presence_interval_secs.max(1)),
+            autoscale: cfg.autoscale,
+            scale: crate::fleet::scaling::ScalePolicy {
+                headroom_floor: cfg.headroom_floor,
+                safety: cfg.headroom_safety,
+                warm_pool: cfg.warm_pool,
+                replicas_per_origin: crate::fleet::scaling::ScalePolicy::default().replicas_per_origin,
+                region_stage_quota: cfg.region_stage_quota,
+                region_subscription_quota: cfg.region_subscription_quota,
+                tick_ms: cfg.scaler_interval_ms,
+            },
+            stage_ready_ms: cfg.stage_ready_ms as f64,
         }
     }
 }
@@ -51,6 +69,8 @@ pub struct LoopContext {
     pub backend: Arc<dyn StageBackend>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    /// Where the scaler leaves its last decision for the API.
+    pub decisions: Arc<crate::fleet::scaling::Decisions>,
     /// The term this group runs for: intents of other terms are reclaimed before they are driven.
     pub term: u64,
 }
@@ -59,6 +79,9 @@ pub struct LoopContext {
 pub fn leader_loops(ctx: LoopContext) -> JoinSet<()> {
     let mut group = JoinSet::new();
     group.spawn(stages::run(ctx.clone()));
+    if ctx.settings.autoscale {
+        group.spawn(scaler::run(ctx.clone()));
+    }
     group.spawn(expiry::run(ctx));
     group
 }

@@ -76,6 +76,17 @@ pub enum Limit {
     RegionSubscriptions,
 }
 
+impl Limit {
+    /// The setting that sets this limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Limit::MaxStages => "max_stages",
+            Limit::RegionStages => "region_stage_quota",
+            Limit::RegionSubscriptions => "region_subscription_quota",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Add {
     pub role: StageRole,
@@ -92,6 +103,17 @@ pub struct Plan {
     pub pending: u64,
     pub headroom: u64,
 }
+
+/// One plan with what it was made from, as the scaler leaves it for operators.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub at_ms: super::Millis,
+    pub signals: Signals,
+    pub plan: Plan,
+}
+
+/// The scaler's last decision per broadcast, shared by the leader's scaler (writes) and the API.
+pub type Decisions = std::sync::Mutex<BTreeMap<String, Decision>>;
 
 /// Fleet-wide totals the limits apply to, consumed as stages are planned.
 struct Budget {

@@ -604,7 +604,11 @@ mod tests {
         let mut a = live.open_assignment("s1");
         let mut again = live.open_assignment("s1");
         let mut other = live.open_assignment("s2");
-        assert_eq!(live.open_sessions().len(), 2, "open assignments are renewed, once per session");
+        assert_eq!(
+            live.open_sessions().len(),
+            2,
+            "open assignments are renewed, once per session"
+        );
 
         live.apply(ended("s1", EndReason::Expired));
         for open in [&mut a, &mut again] {

@@ -42,6 +42,8 @@ pub struct Node {
     presence: presence::Presence,
     /// Live views over the applied log, for subscriptions.
     pub live: Arc<live::Live>,
+    /// The scaler's last decisions (filled on the node that leads, while `autoscale` is on).
+    pub scaler_decisions: Arc<crate::fleet::scaling::Decisions>,
     /// Printed once at first start; `None` afterwards.
     pub first_admin_key: Option<String>,
     pub backend_label: String,
@@ -97,6 +99,7 @@ impl Node {
             signer,
             presence: presence::Presence::default(),
             live: live::Live::new(store.clone()),
+            scaler_decisions: Arc::default(),
             cfg,
             store,
             backend,

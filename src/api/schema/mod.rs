@@ -129,6 +129,14 @@ impl Query {
         live::node_status(node(ctx))
     }
 
+    /// The scaler's last decision per live broadcast, with what it was made from: why the fleet
+    /// has the stages it has. Empty on a node that does not lead, or with `autoscale` off. Host or admin.
+    async fn scaler(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ScalerDecision>> {
+        principal(ctx).require(fleet::Role::Host)?;
+        let last = node(ctx).scaler_decisions.lock().expect("decisions lock").clone();
+        Ok(last.into_iter().map(|(id, d)| ScalerDecision::new(id, d)).collect())
+    }
+
     /// API keys (admin).
     async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKey>> {
         principal(ctx).require(fleet::Role::Admin)?;

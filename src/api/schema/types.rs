@@ -94,6 +94,42 @@ pub enum Role {
     Viewer,
 }
 
+/// One scaler decision: what it saw and what it added.
+#[derive(SimpleObject)]
+pub struct ScalerDecision {
+    pub broadcast_id: ID,
+    pub at: String,
+    /// Admitted joins per second, as the scaler measured them.
+    pub join_rate: f64,
+    /// How long a new stage takes to become ready, as the scaler learned it (ms).
+    pub ready_time_ms: f64,
+    /// Free seats on ready stages, and seats on stages being created.
+    pub free_ready_seats: u64,
+    pub pending_seats: u64,
+    /// The seats it keeps free: max(headroom_floor, join rate × (ready time + interval) × safety).
+    pub headroom: u64,
+    /// Stages it added, by role (`ORIGIN` when the origins feed as many replicas as IVS allows).
+    pub added: Vec<StageRole>,
+    /// What held it back, if anything: `max_stages`, `region_stage_quota`, `region_subscription_quota`.
+    pub limited_by: Option<String>,
+}
+
+impl ScalerDecision {
+    pub fn new(broadcast_id: String, d: fleet::scaling::Decision) -> Self {
+        ScalerDecision {
+            broadcast_id: ID(broadcast_id),
+            at: rfc3339(d.at_ms),
+            join_rate: d.signals.join_rate,
+            ready_time_ms: d.signals.ready_time_ms,
+            free_ready_seats: d.plan.free_ready,
+            pending_seats: d.plan.pending,
+            headroom: d.plan.headroom,
+            added: d.plan.add.iter().map(|a| a.role.into()).collect(),
+            limited_by: d.plan.limited_by.map(|l| l.setting().to_string()),
+        }
+    }
+}
+
 /// Where new viewers are seated.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "fleet::placement::Placement")]
