@@ -48,6 +48,18 @@ pub struct LiveStats {
     pub changed_at_ms: Millis,
 }
 
+impl LiveStats {
+    /// Whether a subscriber would see the same numbers: the applied index and the time of the
+    /// last change move with entries that change nothing shown (renewals, a reclaimed intent),
+    /// and a message for those alone would cost every subscriber a frame for nothing.
+    pub fn looks_the_same(&self, other: &LiveStats) -> bool {
+        self.broadcast_id == other.broadcast_id
+            && self.stats == other.stats
+            && self.joins_per_second == other.joins_per_second
+            && self.refusals == other.refusals
+    }
+}
+
 /// A stage's step, as `stageEvents` sends it. The first messages are the stages as they are
 /// (`current: true`), then each change as it is applied.
 #[derive(Clone, Debug)]
@@ -245,7 +257,7 @@ impl Live {
                     }
                     changes.borrow_and_update();
                     let now = live.stats(&id);
-                    if last.as_ref().map(|(s, _)| s) != Some(&now) {
+                    if last.as_ref().is_none_or(|(s, _)| !s.looks_the_same(&now)) {
                         let next = Some((now.clone(), Instant::now()));
                         return Some((now, (live, id, changes, next, guard)));
                     }
