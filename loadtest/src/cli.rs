@@ -31,6 +31,10 @@ pub enum Scenario {
     Crash(CrashArgs),
     /// ES384 signatures per second on this machine, on 1 and on 2 threads.
     Calibrate(CalibrateArgs),
+    /// N subscribers each on its own WebSocket, watching the broadcast's stats and their own
+    /// assignment, through a join storm: delivery delay, lost frames, node RSS per subscriber,
+    /// and admitted joins/s against the same storm without them.
+    Subscribers(SubscribersArgs),
     /// Adversarial GraphQL documents the front gate must refuse (worst-case time to refuse), and
     /// the node's RSS with --stalled WebSockets each stalled mid-frame.
     FrontDoor(FrontDoorArgs),
@@ -169,6 +173,35 @@ pub struct CrashArgs {
     /// Acknowledged users re-joined after each restart (must get the same session back).
     #[arg(long, default_value_t = 100)]
     pub rejoin_sample: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SubscribersArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscribers to attach: each joins, opens its own WebSocket and subscribes to the
+    /// broadcast's `stats` (one document for all) and to its own `assignment`.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: u64,
+    /// Joins in each storm (once without subscribers, once with them), --concurrency in flight.
+    #[arg(long, default_value_t = 20_000)]
+    pub joins: u64,
+    /// Joins offered per second in the storms; omit for open loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Subscribers attaching at once (join, connect, both subscriptions answered).
+    #[arg(long, default_value_t = 200)]
+    pub attach_concurrency: usize,
+    /// WebSockets per loopback source address (127.0.0.2, 127.0.0.3, …): each address has its
+    /// own ~28,000 ephemeral ports towards the node.
+    #[arg(long, default_value_t = 20_000)]
+    pub per_source: u64,
+    /// After the storm, every subscriber must have seen the node's final stats within this.
+    #[arg(long, default_value_t = 10.0)]
+    pub catch_up_secs: f64,
+    /// Skip the storm without subscribers (then there is no join-rate ratio).
+    #[arg(long)]
+    pub no_baseline: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,6 +14,7 @@ use crate::driver::Outcome;
 use crate::percentiles::{Percentiles, percentiles_ms};
 use crate::procstat::ProcUsage;
 use crate::scenario::front_door::summary::FrontDoorSummary;
+use crate::scenario::subscribers::SubscribersSummary;
 use crate::verify::Verdict;
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,13 +65,17 @@ pub struct Report {
     pub verdict: Option<Verdict>,
     /// `front-door`: refusal times, held sockets, and its own verdict.
     pub front_door: Option<FrontDoorSummary>,
+    /// `subscribers`: delivery delay, lost frames, RSS per subscriber, join rates, its failures.
+    pub subscribers: Option<SubscribersSummary>,
     /// Scenario-specific numbers (restart times, connections held…).
     pub facts: BTreeMap<String, Value>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.verdict.as_ref().is_none_or(|v| v.ok) && self.front_door.as_ref().is_none_or(FrontDoorSummary::ok)
+        self.verdict.as_ref().is_none_or(|v| v.ok)
+            && self.front_door.as_ref().is_none_or(FrontDoorSummary::ok)
+            && self.subscribers.as_ref().is_none_or(SubscribersSummary::ok)
     }
 
     pub fn text(&self) -> String {
@@ -87,6 +92,9 @@ impl Report {
         }
         if let Some(f) = &self.front_door {
             s += &f.text();
+        }
+        if let Some(sub) = &self.subscribers {
+            s += &sub.text();
         }
         if let Some(r) = self.signing_ratio {
             s += &format!("admitted joins/s = {:.1}% of the 2-thread signing rate\n", 100.0 * r);

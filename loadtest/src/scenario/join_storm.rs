@@ -3,9 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::api::Api;
 use crate::calibrate;
 use crate::cli::JoinStormArgs;
-use crate::driver::{Load, drive};
+use crate::driver::{Load, Outcome, drive};
 use crate::ledger::Ledger;
 use crate::report::{Phase, Report};
 use crate::setup::Setup;
@@ -24,23 +25,8 @@ pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
         concurrency: args.common.concurrency,
         label: "join-storm".into(),
     };
-    let (api, broadcast, prefix) = (
-        setup.api.clone(),
-        setup.broadcast.clone(),
-        args.common.user_prefix.clone(),
-    );
-    let l = ledger.clone();
     setup.load_begins();
-    let outcome = drive(&load, move |i| {
-        let (api, broadcast, l) = (api.clone(), broadcast.clone(), l.clone());
-        let user = super::user_id(&prefix, i);
-        async move {
-            let join = api.join(&broadcast, &user).await?;
-            l.lock().expect("ledger").record(&join);
-            Ok(())
-        }
-    })
-    .await;
+    let outcome = storm(&setup.api, &setup.broadcast, &args.common.user_prefix, &load, &ledger).await;
     setup.load_ends();
     // Again after the load (nothing else runs now): the ratio uses the better of the two.
     let calibration = calibration.map(|before| {
@@ -60,4 +46,21 @@ pub async fn run(args: &JoinStormArgs) -> anyhow::Result<Report> {
     report.verdict = setup.verify(&ledger).await?;
     setup.finish(&mut report).await?;
     Ok(report)
+}
+
+/// The storm itself: `load.total` users `<prefix>-<n>` join `broadcast` once each, at `load`'s
+/// rate and concurrency; every acknowledged join goes into `ledger`. Also run by `subscribers`,
+/// with and without subscribers attached.
+pub async fn storm(api: &Api, broadcast: &str, prefix: &str, load: &Load, ledger: &Arc<Mutex<Ledger>>) -> Outcome {
+    let (api, broadcast, prefix, l) = (api.clone(), broadcast.to_string(), prefix.to_string(), ledger.clone());
+    drive(load, move |i| {
+        let (api, broadcast, l) = (api.clone(), broadcast.clone(), l.clone());
+        let user = super::user_id(&prefix, i);
+        async move {
+            let join = api.join(&broadcast, &user).await?;
+            l.lock().expect("ledger").record(&join);
+            Ok(())
+        }
+    })
+    .await
 }

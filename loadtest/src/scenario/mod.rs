@@ -7,6 +7,7 @@ pub mod crash;
 pub mod front_door;
 pub mod hold;
 pub mod join_storm;
+pub mod subscribers;
 
 /// The user id of viewer `n` (stable, so a retried join is the same user).
 pub fn user_id(prefix: &str, n: u64) -> String {
