@@ -16,7 +16,6 @@ use std::time::Duration;
 use futures_util::Stream;
 use futures_util::stream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::join::claims;
 use super::{Node, NodeError};
@@ -223,77 +222,87 @@ impl Live {
         }
     }
 
-    /// `stats(broadcastId)`: the current value at once, then each change as soon as `every` has
-    /// passed since the last message (never more often), and only when the value differs from
-    /// the last one sent. After the last join the rates still fall to zero, a second at a time.
+    /// `stats(broadcastId)`: the current value at once, then each change as soon as it is
+    /// applied, but no sooner than `every` after the change the previous message carried first;
+    /// only values a subscriber would see as different are sent. So changes are coalesced to one
+    /// message per `every` on average (two may come closer when the first of them had waited).
+    /// The rates also move with the clock alone (a 10 s window): while they do, they are looked
+    /// at again and sent at most once per `every`, never holding back the next real change.
+    ///
+    /// Spacing messages `every` apart from the previous *send* instead locks a broadcast that
+    /// changes once per `every` into waiting almost a whole interval each time (measured: 0.83 s
+    /// at one join a second with 10,000 subscribers, against 2 ms for one subscriber).
     pub fn stats_stream(self: &Arc<Self>, broadcast_id: &str, every: Duration) -> BoxStream<LiveStats> {
+        let every_ms = (every.as_millis() as i64).max(20);
         let changes = self.watch(broadcast_id);
         let guard = self.subscribers.hold("stats");
+        // (what was sent, when the next real change may go, when it was sent)
         let state = (
             self.clone(),
             broadcast_id.to_string(),
             changes,
-            None::<(LiveStats, Instant)>,
+            None::<(LiveStats, Millis, Millis)>,
             guard,
         );
         Box::pin(stream::unfold(
             state,
             move |(live, id, mut changes, last, guard)| async move {
-                let mut last = last;
                 loop {
-                    if let Some((sent, at)) = &last {
-                        let allowed = *at + every;
-                        let moving = sent.joins_per_second != 0.0 || !sent.refusals.is_empty();
-                        if moving {
-                            // The rates move with the clock: look again at the next allowed time.
-                            tokio::select! {
-                                r = changes.changed() => r.ok()?,
-                                () = tokio::time::sleep_until(allowed) => {}
-                            }
-                        } else {
-                            changes.changed().await.ok()?;
-                        }
-                        tokio::time::sleep_until(allowed).await;
+                    let Some((sent, allowed, sent_at)) = &last else {
+                        let now = live.stats(&id);
+                        let at = now_ms();
+                        return Some((now.clone(), (live, id, changes, Some((now, at + every_ms, at)), guard)));
+                    };
+                    let moving = sent.joins_per_second != 0.0 || !sent.refusals.is_empty();
+                    let look = (sent_at + every_ms).max(now_ms() + every_ms / 4);
+                    let changed = tokio::select! {
+                        r = changes.changed() => { r.ok()?; true }
+                        () = sleep_until_ms(look), if moving => false,
+                    };
+                    let first = now_ms();
+                    if changed {
+                        sleep_until_ms(*allowed).await;
+                        changes.borrow_and_update();
                     }
-                    changes.borrow_and_update();
                     let now = live.stats(&id);
-                    if last.as_ref().is_none_or(|(s, _)| !s.looks_the_same(&now)) {
-                        let next = Some((now.clone(), Instant::now()));
-                        return Some((now, (live, id, changes, next, guard)));
+                    if sent.looks_the_same(&now) {
+                        continue;
                     }
-                    // Unchanged: wait a full interval from here before looking again.
-                    if let Some((_, at)) = &mut last {
-                        *at = Instant::now();
-                    }
+                    let at = now_ms();
+                    // A change of the rates alone does not move when the next real change may go.
+                    let allowed = if changed { first + every_ms } else { *allowed };
+                    return Some((now.clone(), (live, id, changes, Some((now, allowed, at)), guard)));
                 }
             },
         ))
     }
 
-    /// `broadcast(id)`: the broadcast now, then again whenever its state (or anything of it)
-    /// changed, at most once per `every`; ends when the broadcast is forgotten.
+    /// `broadcast(id)`: the broadcast now, then again whenever it changed, at most once per
+    /// window of `every` (as `stats`); ends when the broadcast is forgotten.
     pub fn broadcast_stream(self: &Arc<Self>, id: &str, every: Duration) -> BoxStream<crate::fleet::Broadcast> {
+        let every_ms = (every.as_millis() as i64).max(1);
         let changes = self.watch(id);
         let guard = self.subscribers.hold("broadcast");
         let state = (
             self.clone(),
             id.to_string(),
             changes,
-            None::<crate::fleet::Broadcast>,
+            None::<(crate::fleet::Broadcast, i64)>,
             guard,
         );
         Box::pin(stream::unfold(
             state,
             move |(live, id, mut changes, last, guard)| async move {
                 loop {
-                    if last.is_some() {
+                    if let Some((_, window)) = &last {
                         changes.changed().await.ok()?;
-                        tokio::time::sleep(every).await;
+                        sleep_until_ms((window + 1) * every_ms).await;
                     }
                     changes.borrow_and_update();
                     let now = live.store.view().fleet.broadcasts.get(&id).cloned()?;
-                    if last.as_ref() != Some(&now) {
-                        return Some((now.clone(), (live, id, changes, Some(now), guard)));
+                    if last.as_ref().is_none_or(|(b, _)| *b != now) {
+                        let window = now_ms().div_euclid(every_ms);
+                        return Some((now.clone(), (live, id, changes, Some((now, window)), guard)));
                     }
                 }
             },
@@ -506,6 +515,14 @@ impl Drop for OpenAssignment {
     fn drop(&mut self) {
         drop(self.ended.take());
         self.live.close_assignment(&self.session_id);
+    }
+}
+
+/// Sleep until the wall clock reads `ms` (at once if it already does).
+async fn sleep_until_ms(ms: Millis) {
+    let left = ms - now_ms();
+    if left > 0 {
+        tokio::time::sleep(Duration::from_millis(left as u64)).await;
     }
 }
 
