@@ -137,36 +137,6 @@ struct Inner {
 pub struct Live {
     store: Arc<Store>,
     inner: Mutex<Inner>,
-    /// Open subscriptions on this node, by kind (for `node` and `/metrics`).
-    pub subscribers: Arc<Subscribers>,
-}
-
-/// Open subscription streams by kind.
-#[derive(Default)]
-pub struct Subscribers(Mutex<BTreeMap<&'static str, i64>>);
-
-impl Subscribers {
-    fn hold(self: &Arc<Self>, kind: &'static str) -> Held {
-        *self.0.lock().expect("subscriber counts").entry(kind).or_default() += 1;
-        Held(self.clone(), kind)
-    }
-
-    pub fn counts(&self) -> BTreeMap<&'static str, i64> {
-        self.0.lock().expect("subscriber counts").clone()
-    }
-
-    pub fn total(&self) -> i64 {
-        self.counts().values().sum()
-    }
-}
-
-/// One open subscription stream, counted until dropped.
-struct Held(Arc<Subscribers>, &'static str);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        *self.0.0.lock().expect("subscriber counts").entry(self.1).or_default() -= 1;
-    }
 }
 
 impl Live {
@@ -174,7 +144,6 @@ impl Live {
         let live = Arc::new(Live {
             store: store.clone(),
             inner: Mutex::default(),
-            subscribers: Arc::default(),
         });
         let bus = store.subscribe();
         tokio::spawn(run(Arc::downgrade(&live), bus));
@@ -235,46 +204,41 @@ impl Live {
     pub fn stats_stream(self: &Arc<Self>, broadcast_id: &str, every: Duration) -> BoxStream<LiveStats> {
         let every_ms = (every.as_millis() as i64).max(20);
         let changes = self.watch(broadcast_id);
-        let guard = self.subscribers.hold("stats");
         // (what was sent, when the next real change may go, when it was sent)
         let state = (
             self.clone(),
             broadcast_id.to_string(),
             changes,
             None::<(LiveStats, Millis, Millis)>,
-            guard,
         );
-        Box::pin(stream::unfold(
-            state,
-            move |(live, id, mut changes, last, guard)| async move {
-                loop {
-                    let Some((sent, allowed, sent_at)) = &last else {
-                        let now = live.stats(&id);
-                        let at = now_ms();
-                        return Some((now.clone(), (live, id, changes, Some((now, at + every_ms, at)), guard)));
-                    };
-                    let moving = sent.joins_per_second != 0.0 || !sent.refusals.is_empty();
-                    let look = (sent_at + every_ms).max(now_ms() + every_ms / 4);
-                    let changed = tokio::select! {
-                        r = changes.changed() => { r.ok()?; true }
-                        () = sleep_until_ms(look), if moving => false,
-                    };
-                    let first = now_ms();
-                    if changed {
-                        sleep_until_ms(*allowed).await;
-                        changes.borrow_and_update();
-                    }
+        Box::pin(stream::unfold(state, move |(live, id, mut changes, last)| async move {
+            loop {
+                let Some((sent, allowed, sent_at)) = &last else {
                     let now = live.stats(&id);
-                    if sent.looks_the_same(&now) {
-                        continue;
-                    }
                     let at = now_ms();
-                    // A change of the rates alone does not move when the next real change may go.
-                    let allowed = if changed { first + every_ms } else { *allowed };
-                    return Some((now.clone(), (live, id, changes, Some((now, allowed, at)), guard)));
+                    return Some((now.clone(), (live, id, changes, Some((now, at + every_ms, at)))));
+                };
+                let moving = sent.joins_per_second != 0.0 || !sent.refusals.is_empty();
+                let look = (sent_at + every_ms).max(now_ms() + every_ms / 4);
+                let changed = tokio::select! {
+                    r = changes.changed() => { r.ok()?; true }
+                    () = sleep_until_ms(look), if moving => false,
+                };
+                let first = now_ms();
+                if changed {
+                    sleep_until_ms(*allowed).await;
+                    changes.borrow_and_update();
                 }
-            },
-        ))
+                let now = live.stats(&id);
+                if sent.looks_the_same(&now) {
+                    continue;
+                }
+                let at = now_ms();
+                // A change of the rates alone does not move when the next real change may go.
+                let allowed = if changed { first + every_ms } else { *allowed };
+                return Some((now.clone(), (live, id, changes, Some((now, allowed, at)))));
+            }
+        }))
     }
 
     /// `broadcast(id)`: the broadcast now, then again whenever it changed, at most once per
@@ -282,31 +246,26 @@ impl Live {
     pub fn broadcast_stream(self: &Arc<Self>, id: &str, every: Duration) -> BoxStream<crate::fleet::Broadcast> {
         let every_ms = (every.as_millis() as i64).max(1);
         let changes = self.watch(id);
-        let guard = self.subscribers.hold("broadcast");
         let state = (
             self.clone(),
             id.to_string(),
             changes,
             None::<(crate::fleet::Broadcast, i64)>,
-            guard,
         );
-        Box::pin(stream::unfold(
-            state,
-            move |(live, id, mut changes, last, guard)| async move {
-                loop {
-                    if let Some((_, window)) = &last {
-                        changes.changed().await.ok()?;
-                        sleep_until_ms((window + 1) * every_ms).await;
-                    }
-                    changes.borrow_and_update();
-                    let now = live.store.view().fleet.broadcasts.get(&id).cloned()?;
-                    if last.as_ref().is_none_or(|(b, _)| *b != now) {
-                        let window = now_ms().div_euclid(every_ms);
-                        return Some((now.clone(), (live, id, changes, Some((now, window)), guard)));
-                    }
+        Box::pin(stream::unfold(state, move |(live, id, mut changes, last)| async move {
+            loop {
+                if let Some((_, window)) = &last {
+                    changes.changed().await.ok()?;
+                    sleep_until_ms((window + 1) * every_ms).await;
                 }
-            },
-        ))
+                changes.borrow_and_update();
+                let now = live.store.view().fleet.broadcasts.get(&id).cloned()?;
+                if last.as_ref().is_none_or(|(b, _)| *b != now) {
+                    let window = now_ms().div_euclid(every_ms);
+                    return Some((now.clone(), (live, id, changes, Some((now, window)))));
+                }
+            }
+        }))
     }
 
     /// `stageEvents(broadcastId)`: the broadcast's stages as they are, then every step of every
@@ -315,48 +274,38 @@ impl Live {
     pub fn stage_events(self: &Arc<Self>, broadcast_id: &str) -> BoxStream<StageEvent> {
         let bus = self.store.subscribe();
         let first = self.current_stages(broadcast_id);
-        let guard = self.subscribers.hold("stage_events");
-        let state = (
-            self.clone(),
-            broadcast_id.to_string(),
-            bus,
-            VecDeque::from(first),
-            guard,
-        );
-        Box::pin(stream::unfold(
-            state,
-            |(live, id, mut bus, mut queue, guard)| async move {
-                loop {
-                    if let Some(e) = queue.pop_front() {
-                        return Some((e, (live, id, bus, queue, guard)));
-                    }
-                    match bus.recv().await? {
-                        Applied::Reset { .. } => queue.extend(live.current_stages(&id)),
-                        Applied::Changes(events) => {
-                            let view = live.store.view();
-                            for e in events.iter() {
-                                if let Change::Stage {
-                                    id: stage_id,
-                                    broadcast_id,
-                                    step,
-                                } = &e.change
-                                    && *broadcast_id == id
-                                {
-                                    queue.push_back(StageEvent {
-                                        index: e.index,
-                                        at_ms: e.at_ms,
-                                        stage_id: stage_id.clone(),
-                                        step: step.clone(),
-                                        stage: view.fleet.stages.get(stage_id).cloned(),
-                                        current: false,
-                                    });
-                                }
+        let state = (self.clone(), broadcast_id.to_string(), bus, VecDeque::from(first));
+        Box::pin(stream::unfold(state, |(live, id, mut bus, mut queue)| async move {
+            loop {
+                if let Some(e) = queue.pop_front() {
+                    return Some((e, (live, id, bus, queue)));
+                }
+                match bus.recv().await? {
+                    Applied::Reset { .. } => queue.extend(live.current_stages(&id)),
+                    Applied::Changes(events) => {
+                        let view = live.store.view();
+                        for e in events.iter() {
+                            if let Change::Stage {
+                                id: stage_id,
+                                broadcast_id,
+                                step,
+                            } = &e.change
+                                && *broadcast_id == id
+                            {
+                                queue.push_back(StageEvent {
+                                    index: e.index,
+                                    at_ms: e.at_ms,
+                                    stage_id: stage_id.clone(),
+                                    step: step.clone(),
+                                    stage: view.fleet.stages.get(stage_id).cloned(),
+                                    current: false,
+                                });
                             }
                         }
                     }
                 }
-            },
-        ))
+            }
+        }))
     }
 
     fn current_stages(&self, broadcast_id: &str) -> Vec<StageEvent> {
@@ -394,7 +343,6 @@ impl Live {
             ended: Some(rx),
             live: self.clone(),
             session_id: session_id.to_string(),
-            _held: self.subscribers.hold("assignment"),
         }
     }
 
@@ -508,7 +456,6 @@ struct OpenAssignment {
     ended: Option<mpsc::Receiver<Option<EndReason>>>,
     live: Arc<Live>,
     session_id: String,
-    _held: Held,
 }
 
 impl Drop for OpenAssignment {

@@ -198,10 +198,6 @@ impl Store {
         }
     }
 
-    pub fn current_term(&self) -> u64 {
-        self.raft.metrics().borrow().current_term
-    }
-
     pub fn size_on_disk(&self) -> u64 {
         self.log.size_on_disk()
     }
