@@ -101,7 +101,7 @@ settings! {
     warm_pool: u32 = 0, "STAGEFLEET_WARM_POOL";
     /// Stages the IVS region allows (your account's quota); the scaler never plans past it.
     region_stage_quota: u32 = 1000, "STAGEFLEET_REGION_STAGE_QUOTA";
-    /// Concurrent subscriptions the IVS region allows (default quota 20,000; accounts raise it): the scaler plans no seats past it.
+    /// Concurrent subscriptions (publisher-to-viewer connections) the IVS region allows (default quota 20,000; accounts raise it); 0 = no limit. Joins past it are refused with `REGION_FULL` and the scaler plans no seats past it. Seeds the replicated policy.
     region_subscription_quota: u64 = 20000, "STAGEFLEET_REGION_SUBSCRIPTION_QUOTA";
     /// The scaler's first guess of how long a new stage takes to become ready, in milliseconds, until it has measured some.
     stage_ready_ms: u64 = 3000, "STAGEFLEET_STAGE_READY_MS";
@@ -354,6 +354,7 @@ impl Config {
             max_stages: self.max_stages,
             session_lease_ms: self.session_lease_secs as i64 * 1000,
             max_seats_per_client: self.max_seats_per_client,
+            region_subscription_quota: self.region_subscription_quota,
         }
     }
 

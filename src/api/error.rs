@@ -48,6 +48,13 @@ pub enum ErrorCode {
     /// This client's network holds the most seats one client may hold in the broadcast
     /// (`maxSeatsPerClient`); a user already seated may still join again.
     ClientSeatLimit,
+    /// The IVS region's concurrent-subscriptions quota (`regionSubscriptionQuota`) is in use:
+    /// IVS would refuse another viewer. Retry later, or raise the quota with AWS and the policy.
+    RegionFull,
+    /// The stage is being created or deleted: it cannot be drained (or reported on) now.
+    StageNotActive,
+    /// The participant id is not one of the broadcast's host participants on a live stage.
+    ParticipantNotFound,
     /// An IVS call failed (after retries); nothing was changed.
     IvsError,
     /// The change is in the log but IVS has not answered within `stage_outcome_timeout_secs`;
@@ -83,6 +90,9 @@ impl ErrorCode {
             ErrorCode::OriginStage => "ORIGIN_STAGE",
             ErrorCode::HostLimit => "HOST_LIMIT",
             ErrorCode::ClientSeatLimit => "CLIENT_SEAT_LIMIT",
+            ErrorCode::RegionFull => "REGION_FULL",
+            ErrorCode::StageNotActive => "STAGE_NOT_ACTIVE",
+            ErrorCode::ParticipantNotFound => "PARTICIPANT_NOT_FOUND",
             ErrorCode::IvsError => "IVS_ERROR",
             ErrorCode::StillPending => "STILL_PENDING",
             ErrorCode::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
@@ -111,6 +121,9 @@ fn refusal_code(r: &Refusal) -> ErrorCode {
         Refusal::UnknownSession(_) => ErrorCode::SessionNotFound,
         Refusal::UnknownApiKey(_) => ErrorCode::ApiKeyNotFound,
         Refusal::Fenced(_) => ErrorCode::Unavailable,
+        Refusal::RegionFull(_) => ErrorCode::RegionFull,
+        Refusal::StageNotActive(_) => ErrorCode::StageNotActive,
+        Refusal::UnknownParticipant(..) => ErrorCode::ParticipantNotFound,
     }
 }
 

@@ -169,6 +169,7 @@ async fn create(ctx: &LoopContext, intent: &Stage, adopt: bool) -> Result<(), Pr
                 intent_term: intent.intent_term,
                 endpoints: info.endpoints.as_ref().map(stage_urls).unwrap_or_default(),
                 arn: info.arn,
+                now: now_ms(),
             })
             .await
             .map(|_| ()),
@@ -197,6 +198,7 @@ async fn delete(ctx: &LoopContext, intent: &Stage) -> Result<(), ProposalError> 
     };
     let deleted = match arn {
         Ok(Some(arn)) => {
+            stop_replications_into(ctx, intent, &arn).await;
             let r = ctx.backend.delete_stage(&arn).await;
             count(ctx, "DeleteStage", &r);
             match r {
@@ -229,6 +231,31 @@ async fn delete(ctx: &LoopContext, intent: &Stage) -> Result<(), ProposalError> 
         }
     };
     fenced_is_fine(recorded)
+}
+
+/// Before a replica goes, stop every replication into it, so none is left running into a
+/// deleted stage (best effort: IVS ends them with the stage anyway; a failure is logged).
+async fn stop_replications_into(ctx: &LoopContext, intent: &Stage, arn: &str) {
+    let Some(origin) = intent.media.fed_by else { return };
+    let view = ctx.store.view();
+    let Some(origin_arn) = view
+        .fleet
+        .stages
+        .get(&Stage::key(&intent.broadcast_id, origin))
+        .and_then(|o| o.arn.clone())
+    else {
+        return;
+    };
+    drop(view);
+    for pid in intent.media.replication.keys() {
+        let r = ctx.backend.stop_participant_replication(&origin_arn, arn, pid).await;
+        count(ctx, "StopParticipantReplication", &r);
+        if let Err(e) = r
+            && !matches!(e, BackendError::NotFound(_))
+        {
+            tracing::warn!(stage = %intent.id, participant = %pid, error = %e, "stopping a replication before DeleteStage failed");
+        }
+    }
 }
 
 /// A refusal means the intent is no longer ours (fenced by a newer term, or gone): nothing to do.

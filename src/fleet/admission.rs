@@ -28,6 +28,20 @@ pub struct FleetPolicy {
     /// Absent in records written before the cap existed.
     #[serde(default)]
     pub max_seats_per_client: u32,
+    /// Publisher-to-viewer connections the IVS region allows at once (IVS default 20,000; accounts
+    /// raise it). Joins past it are refused with `RegionFull` rather than handed tokens IVS would
+    /// refuse; 0 = no limit. Absent in records written before it existed.
+    #[serde(default = "default_region_subscriptions")]
+    pub region_subscription_quota: u64,
+}
+
+fn default_region_subscriptions() -> u64 {
+    FleetPolicy::DEFAULT.region_subscription_quota
+}
+
+/// Subscriptions the fleet's seated viewers use now: each viewer one per host stream of its stage.
+pub fn subscriptions_in_use(fleet: &Fleet) -> u64 {
+    fleet.stages.values().map(|s| u64::from(s.viewers) * s.streams()).sum()
 }
 
 impl FleetPolicy {
@@ -38,6 +52,7 @@ impl FleetPolicy {
         max_stages: 1_000,
         session_lease_ms: 90_000,
         max_seats_per_client: 0,
+        region_subscription_quota: 20_000,
     };
 }
 
@@ -61,6 +76,8 @@ pub struct PolicyPatch {
     pub session_lease_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seats_per_client: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_subscription_quota: Option<u64>,
 }
 
 impl PolicyPatch {
@@ -71,6 +88,7 @@ impl PolicyPatch {
             max_stages: self.max_stages.unwrap_or(p.max_stages),
             session_lease_ms: self.session_lease_ms.unwrap_or(p.session_lease_ms),
             max_seats_per_client: self.max_seats_per_client.unwrap_or(p.max_seats_per_client),
+            region_subscription_quota: self.region_subscription_quota.unwrap_or(p.region_subscription_quota),
         }
     }
 }
@@ -106,8 +124,17 @@ pub fn validate_policy(p: &FleetPolicy, min_lease_ms: i64) -> Result<(), InputEr
         p.max_seats_per_client.into(),
         0,
         MAX_SEATS_PER_CLIENT.into(),
+    )?;
+    range(
+        "regionSubscriptionQuota",
+        i64::try_from(p.region_subscription_quota).unwrap_or(i64::MAX),
+        0,
+        MAX_REGION_SUBSCRIPTIONS,
     )
 }
+
+/// Highest region subscription quota a policy may set (0 = no limit).
+pub const MAX_REGION_SUBSCRIPTIONS: i64 = 100_000_000;
 
 /// The seat cap per client network in force for `broadcast` (0 = no cap).
 pub fn client_seat_cap(broadcast: &Broadcast, policy: &FleetPolicy) -> u32 {

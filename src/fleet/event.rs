@@ -3,7 +3,7 @@
 //! Subscriptions, the stage loop and use cases awaiting an outcome read them; nothing here is
 //! stored, so adding a variant changes no log or snapshot format.
 
-use super::model::{BroadcastState, StageFailure};
+use super::model::{BroadcastState, ReplicationState, StageFailure};
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,8 +23,19 @@ pub enum EndReason {
 pub enum StageStep {
     /// The intent to create it is in the log; CreateStage is not yet answered.
     Creating,
-    /// CreateStage answered: it takes viewers.
+    /// CreateStage answered; it takes viewers once the hosts' media reaches it (then `Ready`).
+    Created,
+    /// READY: it takes viewers (created, not draining, every publishing host's media flowing).
     Ready,
+    /// It was READY and no longer is: a host's media does not reach it yet (no new viewers).
+    Waiting,
+    /// It takes no new viewers and is deleted once empty.
+    Draining,
+    /// One host's replication into it changed state.
+    Replication {
+        participant_id: String,
+        state: ReplicationState,
+    },
     /// CreateStage failed: the intent is forgotten (with its origin's broadcast if that never went live).
     CreateFailed(Option<StageFailure>),
     /// The intent to delete it is in the log.
@@ -67,6 +78,18 @@ pub enum Change {
         broadcast_id: String,
         stage_id: String,
         reason: EndReason,
+    },
+    /// A viewer was moved off a draining stage onto another one (its session stays).
+    SessionMoved {
+        session_id: String,
+        broadcast_id: String,
+        from: String,
+        to: String,
+    },
+    /// Who publishes on a stage changed (hosts seen publishing, from IVS or the broadcaster page).
+    Publishers {
+        broadcast_id: String,
+        stage_id: String,
     },
     /// `count` sessions had their leases renewed.
     Renewed {

@@ -51,6 +51,7 @@ impl Harness {
             max_stages: 6,
             session_lease_ms: 30_000,
             max_seats_per_client: client_cap,
+            region_subscription_quota: 0,
         };
         let mut h = Self {
             fleet: Fleet::default(),
@@ -60,7 +61,7 @@ impl Harness {
             next_id: 0,
         };
         for (b, cap) in [("b0", None), ("b1", b1_cap)] {
-            let stage = h.world(|w| w.start_broadcast(b, b, cap, 0, 1)).unwrap();
+            let stage = h.world(|w| w.start_broadcast(b, b, cap, crate::fleet::Fanout::Replication, 0, 1)).unwrap();
             h.create(&stage);
         }
         h
@@ -80,7 +81,7 @@ impl Harness {
     fn create(&mut self, stage: &Stage) {
         let (id, term) = (stage.id.clone(), stage.intent_term);
         let arn = format!("arn:aws:ivs:us-east-1:1:stage/{}", id.replace(':', "x"));
-        self.world(|w| w.stage_created(&id, term, arn, StageUrls::default()))
+        self.world(|w| w.stage_created(&id, term, arn, StageUrls::default(), 0))
             .unwrap();
     }
 

@@ -1,6 +1,6 @@
 //! The fleet's data: what the replicated state holds, in plain serde types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,25 @@ pub struct Broadcast {
     /// [`FleetPolicy::max_seats_per_client`](super::admission::FleetPolicy). Fixed at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seats_per_client: Option<u32>,
+    /// How the hosts' media reaches every stage. Fixed at start.
+    #[serde(default, skip_serializing_if = "Fanout::is_replication")]
+    pub fanout: Fanout,
+}
+
+/// How the hosts' media gets into every stage of a broadcast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Fanout {
+    /// Hosts publish to the origin stages; IVS participant replication copies them into replicas.
+    #[default]
+    Replication,
+    /// Hosts publish to every stage themselves (the broadcaster page publishes several times).
+    Client,
+}
+
+impl Fanout {
+    pub fn is_replication(&self) -> bool {
+        *self == Fanout::Replication
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +95,12 @@ pub struct Stage {
     /// Raft term of the leader that owns the pending side effect; results from any other term are fenced.
     pub intent_term: u64,
     pub created_at: Millis,
+    /// Takes no new viewers: retired once empty (scale-down or `drainStage`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+    /// Whose media this stage carries and whether it flows yet.
+    #[serde(default, skip_serializing_if = "Media::is_empty")]
+    pub media: Media,
 }
 
 impl Stage {
@@ -83,9 +108,73 @@ impl Stage {
         format!("{broadcast_id}:{slot}")
     }
 
+    /// Eligible for a new viewer: created, not draining, the hosts' media flowing, a free seat.
     pub fn has_room(&self) -> bool {
-        self.state == StageState::Active && self.viewers < self.capacity
+        self.is_ready() && self.viewers < self.capacity
     }
+
+    /// READY: created, not draining, and every publishing host's media reaches it.
+    pub fn is_ready(&self) -> bool {
+        self.state == StageState::Active && !self.draining && !self.media.waiting
+    }
+
+    /// Publisher-to-viewer connections one viewer seated here uses in the region's subscription
+    /// quota: one per host stream the stage carries (at least one).
+    pub fn streams(&self) -> u64 {
+        self.media.publishers.len().max(self.media.replication.len()).max(1) as u64
+    }
+
+    /// Free seats a new viewer could take now.
+    pub fn free_ready_seats(&self) -> u32 {
+        if self.is_ready() { self.capacity.saturating_sub(self.viewers) } else { 0 }
+    }
+}
+
+/// A stage's part in getting the hosts' media to its viewers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// A replica's origin: the slot whose hosts are replicated into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fed_by: Option<u32>,
+    /// Some host publishing for this stage is not yet replicated into it (or, with client
+    /// fan-out, not yet seen publishing here): no new viewers until it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
+    /// Host participant ids seen publishing on this stage (origins; every stage with client fan-out).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub publishers: BTreeSet<String>,
+    /// A replica's replications, by the host participant id on its origin.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replication: BTreeMap<String, Replication>,
+}
+
+impl Media {
+    pub fn is_empty(&self) -> bool {
+        *self == Media::default()
+    }
+}
+
+/// One host replicated into one replica stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    pub state: ReplicationState,
+    /// StartParticipantReplication attempts since it last became active.
+    pub attempts: u32,
+    /// The last failure, for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was last reported on (proposer's clock): retries and time-outs count from here.
+    pub since: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicationState {
+    /// Started (or to start); the replica's media is not seen flowing yet.
+    Pending,
+    /// The host's media flows into the stage.
+    Active,
+    /// The last attempt failed; retried with backoff.
+    Failed,
 }
 
 /// Where participants reach a stage: what CreateStage/GetStage answer, cached with the stage
@@ -240,6 +329,12 @@ pub enum Refusal {
     UnknownSession(String),
     #[error("no API key {0}")]
     UnknownApiKey(String),
+    #[error("the region's {0} concurrent subscriptions are in use; IVS would refuse more viewers")]
+    RegionFull(u64),
+    #[error("stage {0} is not active")]
+    StageNotActive(String),
+    #[error("{1} is not a host participant of broadcast {0}")]
+    UnknownParticipant(String, String),
     /// A result reported by a leader that no longer owns the intent.
     #[error("stale result for {0}: the intent now belongs to another term")]
     Fenced(String),
@@ -261,6 +356,9 @@ impl Refusal {
             Refusal::ClientSeatLimit(..) => "client_seat_limit",
             Refusal::UnknownSession(_) => "unknown_session",
             Refusal::UnknownApiKey(_) => "unknown_api_key",
+            Refusal::RegionFull(_) => "region_full",
+            Refusal::StageNotActive(_) => "stage_not_active",
+            Refusal::UnknownParticipant(..) => "unknown_participant",
             Refusal::Fenced(_) => "fenced",
         }
     }

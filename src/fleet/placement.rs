@@ -67,6 +67,8 @@ mod tests {
             endpoints: None,
             intent_term: 0,
             created_at: 0,
+            draining: false,
+            media: Default::default(),
         }
     }
 

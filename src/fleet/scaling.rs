@@ -262,6 +262,7 @@ mod tests {
                 hosts: Default::default(),
                 admitted_total: 0,
                 max_seats_per_client: None,
+                fanout: Default::default(),
             },
         );
         for (slot, (role, state, capacity, viewers)) in stages.iter().enumerate() {
@@ -284,6 +285,8 @@ mod tests {
             endpoints: None,
             intent_term: 1,
             created_at: 0,
+            draining: false,
+            media: Default::default(),
         }
     }
 

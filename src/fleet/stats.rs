@@ -75,6 +75,8 @@ mod tests {
             endpoints: None,
             intent_term: 1,
             created_at: 0,
+            draining: false,
+            media: Default::default(),
         }
     }
 
@@ -89,6 +91,7 @@ mod tests {
             hosts: Default::default(),
             admitted_total,
             max_seats_per_client: None,
+            fanout: Default::default(),
         }
     }
 

@@ -10,6 +10,9 @@ use super::event::{Change, EndReason, StageStep};
 use super::model::*;
 use super::sessions::Sessions;
 
+mod fanout;
+pub use fanout::{REPLICAS_PER_ORIGIN, ReplicationReport, host_participant};
+
 /// What transitions did: the records they touched (so the store persists only those) and the
 /// changes they caused, in order (so the store can publish them).
 #[derive(Debug, Default)]
@@ -135,6 +138,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         id: &str,
         name: &str,
         max_seats_per_client: Option<u32>,
+        fanout: Fanout,
         now: Millis,
         term: u64,
     ) -> Result<Stage, Refusal> {
@@ -152,6 +156,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             hosts: BTreeMap::new(),
             admitted_total: 0,
             max_seats_per_client,
+            fanout,
         };
         self.fleet.broadcasts.insert(id.to_string(), broadcast);
         self.touch_broadcast(id);
@@ -181,6 +186,10 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             .expect("caller checked the broadcast");
         let slot = b.next_slot;
         b.next_slot += 1;
+        let fed_by = match (role, b.fanout) {
+            (StageRole::Replica, Fanout::Replication) => self.pick_origin(broadcast_id),
+            _ => None,
+        };
         let stage = Stage {
             id: Stage::key(broadcast_id, slot),
             broadcast_id: broadcast_id.to_string(),
@@ -193,6 +202,11 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             endpoints: None,
             intent_term: term,
             created_at: now,
+            draining: false,
+            media: Media {
+                fed_by,
+                ..Media::default()
+            },
         };
         self.fleet.stages.insert(stage.id.clone(), stage.clone());
         self.touch_broadcast(broadcast_id);
@@ -213,21 +227,27 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         Ok(stage)
     }
 
-    /// CreateStage answered: the stage takes viewers; an origin makes its broadcast live.
+    /// CreateStage answered: the stage exists, and takes viewers once the hosts' media reaches
+    /// it (READY); an origin makes its broadcast live.
     pub fn stage_created(
         &mut self,
         stage_id: &str,
         intent_term: u64,
         arn: String,
         endpoints: StageUrls,
+        now: Millis,
     ) -> Result<Stage, Refusal> {
-        let stage = self.owned_intent(stage_id, intent_term, StageState::Creating)?;
+        let broadcast_id = self.owned_intent(stage_id, intent_term, StageState::Creating)?.broadcast_id.clone();
+        // Work out what media it waits for while still Creating (no step is announced then).
+        self.refresh_media(&broadcast_id, now);
+        let stage = self.fleet.stages.get_mut(stage_id).expect("owned above");
         stage.state = StageState::Active;
         stage.arn = Some(arn);
         stage.endpoints = Some(endpoints);
         let stage = stage.clone();
         self.touch_stage(stage_id);
-        self.emit_stage(stage_id, &stage.broadcast_id, StageStep::Ready);
+        let step = if stage.is_ready() { StageStep::Ready } else { StageStep::Created };
+        self.emit_stage(stage_id, &stage.broadcast_id, step);
         if stage.role == StageRole::Origin {
             if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id)
                 && b.state == BroadcastState::Starting
@@ -393,7 +413,8 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 
     /// Seat each viewer (or give a seated user the same seat back), in order.
     pub fn admit(&mut self, requests: &[JoinRequest], now: Millis) -> Vec<Result<Seated, Refusal>> {
-        let results: Vec<_> = requests.iter().map(|r| self.admit_one(r, now)).collect();
+        let mut in_use = admission::subscriptions_in_use(self.fleet);
+        let results: Vec<_> = requests.iter().map(|r| self.admit_one(r, now, &mut in_use)).collect();
         // One change per stage that took new viewers, in stage order.
         let mut seated: BTreeMap<&str, (&str, u32)> = BTreeMap::new();
         let mut refused: BTreeMap<(&str, &'static str), u32> = BTreeMap::new();
@@ -425,7 +446,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         results
     }
 
-    fn admit_one(&mut self, r: &JoinRequest, now: Millis) -> Result<Seated, Refusal> {
+    fn admit_one(&mut self, r: &JoinRequest, now: Millis, in_use: &mut u64) -> Result<Seated, Refusal> {
         let existing = self.sessions.by_user(&r.broadcast_id, &r.user_id);
         let client_seats = r
             .client
@@ -451,6 +472,12 @@ impl<S: Sessions + ?Sized> World<'_, S> {
                 })
             }
             Admission::Seat(stage_id) => {
+                let streams = self.fleet.stages[&stage_id].streams();
+                let quota = self.policy.region_subscription_quota;
+                if quota > 0 && *in_use + streams > quota {
+                    return Err(Refusal::RegionFull(quota));
+                }
+                *in_use += streams;
                 let session = Session {
                     id: r.session_id.clone(),
                     broadcast_id: r.broadcast_id.clone(),
@@ -538,6 +565,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         user_id: &str,
         participant_base: &str,
         attributes: BTreeMap<String, String>,
+        now: Millis,
     ) -> Result<(Host, Vec<Stage>), Refusal> {
         let b = self
             .fleet
@@ -564,10 +592,14 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             broadcast_id: broadcast_id.to_string(),
             user_id: user_id.to_string(),
         });
+        // With client fan-out a new host must publish on every stage before it takes viewers.
+        self.refresh_media(broadcast_id, now);
+        // The stages the host publishes to: the origins, or every stage with client fan-out.
+        let client = self.fleet.broadcasts[broadcast_id].fanout == Fanout::Client;
         let origins = self
             .fleet
             .stages_of(broadcast_id)
-            .filter(|s| s.role == StageRole::Origin && s.state == StageState::Active)
+            .filter(|s| (client || s.role == StageRole::Origin) && s.state == StageState::Active)
             .cloned()
             .collect();
         Ok((host, origins))
@@ -594,11 +626,11 @@ mod tests {
             dirty: &mut dirty,
         };
         // --- leader of term 3 writes the intent, then loses leadership before IVS answers
-        let intent = w.start_broadcast("b", "show", None, 0, 3).unwrap();
+        let intent = w.start_broadcast("b", "show", None, Fanout::Replication, 0, 3).unwrap();
         // --- the leader of term 4 takes the intent over
         assert_eq!(w.reclaim_intent(&intent.id, 4).unwrap().intent_term, 4);
         // --- the old leader's late answer is refused and the stage stays as it was
-        let late = w.stage_created(&intent.id, 3, "arn:old".into(), StageUrls::default());
+        let late = w.stage_created(&intent.id, 3, "arn:old".into(), StageUrls::default(), 0);
         assert_eq!(late, Err(Refusal::Fenced(intent.id.clone())));
         assert_eq!(w.fleet.stages[&intent.id].state, StageState::Creating);
         assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Starting);
@@ -608,7 +640,7 @@ mod tests {
         );
         // --- the new owner's answer goes through
         let stage = w
-            .stage_created(&intent.id, 4, "arn:new".into(), StageUrls::default())
+            .stage_created(&intent.id, 4, "arn:new".into(), StageUrls::default(), 0)
             .unwrap();
         assert_eq!(stage.arn.as_deref(), Some("arn:new"));
         assert_eq!(w.fleet.broadcasts["b"].state, BroadcastState::Live);
@@ -639,8 +671,8 @@ mod tests {
             dirty: &mut dirty,
         };
         for (id, cap) in [("capped", None), ("open", Some(0)), ("three", Some(3))] {
-            let origin = w.start_broadcast(id, "", cap, 0, 1).unwrap();
-            w.stage_created(&origin.id, 1, format!("arn:{id}"), StageUrls::default())
+            let origin = w.start_broadcast(id, "", cap, Fanout::Replication, 0, 1).unwrap();
+            w.stage_created(&origin.id, 1, format!("arn:{id}"), StageUrls::default(), 0)
                 .unwrap();
         }
         let (home, office) = (Some("198.51.100.0"), Some("203.0.113.0"));
@@ -701,8 +733,8 @@ mod tests {
             sessions: &mut sessions,
             dirty: &mut dirty,
         };
-        let origin = w.start_broadcast("a", "", None, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:a".into(), StageUrls::default())
+        let origin = w.start_broadcast("a", "", None, Fanout::Replication, 0, 1).unwrap();
+        w.stage_created(&origin.id, 1, "arn:a".into(), StageUrls::default(), 0)
             .unwrap();
         w.add_stage("a", StageRole::Replica, 0, 1).unwrap();
         assert_eq!(
@@ -710,7 +742,7 @@ mod tests {
             Err(Refusal::StageQuotaExceeded(2))
         );
         assert_eq!(
-            w.start_broadcast("b", "", None, 0, 1),
+            w.start_broadcast("b", "", None, Fanout::Replication, 0, 1),
             Err(Refusal::StageQuotaExceeded(2))
         );
         assert!(

@@ -291,11 +291,12 @@ impl Node {
             user_id: user_id.into(),
             participant_base: random_id(12),
             attributes,
+            now: now_ms(),
         };
         let (host, origins) = self.store.propose(add).await?;
         let mut out = Vec::new();
         for stage in origins {
-            let participant_id = format!("{}-s{}", host.participant_base, stage.slot);
+            let participant_id = crate::fleet::transition::host_participant(&host.participant_base, stage.slot);
             let claims = claims(
                 &stage,
                 &participant_id,

@@ -83,6 +83,13 @@ pub enum AssignmentUpdate {
         token: String,
         expires_at: i64,
     },
+    /// The session was moved to another stage (its own was drained): a fresh token for it.
+    Moved {
+        session: Session,
+        stage: Stage,
+        token: String,
+        expires_at: i64,
+    },
     /// The session ended; the subscription completes after this.
     Ended {
         session: Session,
@@ -131,7 +138,7 @@ struct Inner {
     /// Per broadcast, bumped on every change to it; only broadcasts someone watches have one.
     versions: HashMap<String, watch::Sender<u64>>,
     /// Open assignment subscriptions by session id.
-    assignments: HashMap<String, Vec<mpsc::Sender<Option<EndReason>>>>,
+    assignments: HashMap<String, Vec<mpsc::Sender<Notice>>>,
 }
 
 pub struct Live {
@@ -333,7 +340,8 @@ impl Live {
     /// Register an open assignment for `session_id`; it hears the session's end, and is
     /// deregistered when dropped.
     fn open_assignment(self: &Arc<Self>, session_id: &str) -> OpenAssignment {
-        let (tx, rx) = mpsc::channel(1);
+        // A move that finds the queue full is not lost: the queued notice reads the session anew.
+        let (tx, rx) = mpsc::channel(2);
         self.inner()
             .assignments
             .entry(session_id.to_string())
@@ -373,7 +381,13 @@ impl Live {
                     .collect();
                 for id in gone {
                     for tx in inner.assignments.remove(&id).unwrap_or_default() {
-                        let _ = tx.try_send(None);
+                        let _ = tx.try_send(Notice::Ended(None));
+                    }
+                }
+                // The others may have been moved meanwhile: each looks again.
+                for txs in inner.assignments.values() {
+                    for tx in txs {
+                        let _ = tx.try_send(Notice::Moved);
                     }
                 }
             }
@@ -407,7 +421,7 @@ impl Live {
                         } => {
                             if let Some(txs) = inner.assignments.remove(session_id) {
                                 for tx in txs {
-                                    let _ = tx.try_send(Some(*reason));
+                                    let _ = tx.try_send(Notice::Ended(Some(*reason)));
                                 }
                             }
                             inner.windows.entry(broadcast_id.clone()).or_default().changed_at_ms = e.at_ms;
@@ -417,6 +431,18 @@ impl Live {
                             inner.windows.entry(id.clone()).or_default().changed_at_ms = e.at_ms;
                             id
                         }
+                        Change::SessionMoved {
+                            session_id,
+                            broadcast_id,
+                            ..
+                        } => {
+                            for tx in inner.assignments.get(session_id).into_iter().flatten() {
+                                let _ = tx.try_send(Notice::Moved);
+                            }
+                            inner.windows.entry(broadcast_id.clone()).or_default().changed_at_ms = e.at_ms;
+                            broadcast_id
+                        }
+                        Change::Publishers { broadcast_id, .. } => broadcast_id,
                         Change::HostAdded { broadcast_id, .. } => broadcast_id,
                         Change::Renewed { .. } | Change::Meta => continue,
                     };
@@ -450,10 +476,19 @@ impl Live {
     }
 }
 
-/// An open assignment: hears its session's end; deregisters when dropped (the subscriber
-/// completed, left, or its socket closed).
+/// What an open assignment hears about its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Notice {
+    /// It may sit elsewhere now: look again.
+    Moved,
+    /// It ended (`None`: this node did not see why).
+    Ended(Option<EndReason>),
+}
+
+/// An open assignment: hears its session's moves and end; deregisters when dropped (the
+/// subscriber completed, left, or its socket closed).
 struct OpenAssignment {
-    ended: Option<mpsc::Receiver<Option<EndReason>>>,
+    ended: Option<mpsc::Receiver<Notice>>,
     live: Arc<Live>,
     session_id: String,
 }
@@ -481,16 +516,88 @@ async fn run(live: std::sync::Weak<Live>, mut bus: Subscription) {
 }
 
 impl Node {
-    /// `assignment(sessionId)`: the session's seat with a fresh token at once, then its end (with
-    /// the reason), after which the stream ends. While it is open the session is renewed.
-    pub async fn assignment(&self, session_id: &str) -> Result<BoxStream<AssignmentUpdate>, NodeError> {
-        // Register before looking, so an end applied in between is not missed.
+    /// `assignment(sessionId)`: the session's seat with a fresh token at once, then a fresh token
+    /// each time it is moved to another stage, then its end (with the reason), after which the
+    /// stream ends. While it is open the session is renewed.
+    pub async fn assignment(self: &Arc<Self>, session_id: &str) -> Result<BoxStream<AssignmentUpdate>, NodeError> {
+        // Register before looking, so an end or a move applied in between is not missed.
         let open = self.live.open_assignment(session_id);
-        let view = self.store.view();
-        let Some(session) = view.session(session_id) else {
+        let Some(session) = self.store.view().session(session_id) else {
             return Err(Refusal::UnknownSession(session_id.into()).into());
         };
-        let stage = view
+        let (stage, token, expires_at) = self.seat_token(&session).await?;
+        // The seat is renewed with the next batch: opening the subscription counts as being seen.
+        self.presence.touch(session_id);
+        let seated = AssignmentUpdate::Seated {
+            session: session.clone(),
+            stage,
+            token,
+            expires_at,
+        };
+        let state = Following {
+            first: Some(seated),
+            node: self.clone(),
+            session,
+            open: Some(open),
+        };
+        Ok(Box::pin(stream::unfold(state, |mut f| async move {
+            if let Some(first) = f.first.take() {
+                return Some((first, f));
+            }
+            let mut open = f.open.take()?;
+            loop {
+                let notice = open.ended.as_mut().expect("taken only on drop").recv().await;
+                match notice {
+                    Some(Notice::Moved) => {
+                        let Some(now) = f.node.store.view().session(&f.session.id) else {
+                            continue; // it ended too: its notice follows
+                        };
+                        if now.stage_id == f.session.stage_id {
+                            continue;
+                        }
+                        f.session = now.clone();
+                        match f.node.seat_token(&now).await {
+                            Ok((stage, token, expires_at)) => {
+                                f.open = Some(open);
+                                let moved = AssignmentUpdate::Moved {
+                                    session: now,
+                                    stage,
+                                    token,
+                                    expires_at,
+                                };
+                                return Some((moved, f));
+                            }
+                            Err(e) => {
+                                tracing::warn!(session = %now.id, error = %e, "no token for a moved session");
+                                continue;
+                            }
+                        }
+                    }
+                    // A closed channel (the registration was dropped by a reset that found the
+                    // session gone) is an end without a known reason.
+                    notice => {
+                        let reason = match notice {
+                            Some(Notice::Ended(reason)) => reason,
+                            _ => None,
+                        };
+                        drop(open);
+                        let ended = AssignmentUpdate::Ended {
+                            session: f.session.clone(),
+                            reason,
+                        };
+                        // `open` stays taken: the next poll completes the stream.
+                        return Some((ended, f));
+                    }
+                }
+            }
+        })))
+    }
+
+    /// The session's stage and a fresh subscribe-only token for it.
+    async fn seat_token(&self, session: &Session) -> Result<(Stage, String, i64), NodeError> {
+        let stage = self
+            .store
+            .view()
             .fleet
             .stages
             .get(&session.stage_id)
@@ -512,28 +619,17 @@ impl Node {
             .tokens_minted
             .get_or_create(&label("kind", "assignment"))
             .inc();
-        // The seat is renewed with the next batch: opening the subscription counts as being seen.
-        self.presence.touch(session_id);
-        let seated = AssignmentUpdate::Seated {
-            session: session.clone(),
-            stage,
-            token,
-            expires_at,
-        };
-        let state = (Some(seated), Some((session, open)));
-        Ok(Box::pin(stream::unfold(state, |(first, rest)| async move {
-            if let Some(first) = first {
-                return Some((first, (None, rest)));
-            }
-            let (session, mut open) = rest?;
-            let ended = open.ended.as_mut().expect("taken only on drop");
-            // A closed channel (the registration was dropped by a reset that found the session
-            // gone) is an end without a known reason.
-            let reason = ended.recv().await.flatten();
-            drop(open);
-            Some((AssignmentUpdate::Ended { session, reason }, (None, None)))
-        })))
+        Ok((stage, token, expires_at))
     }
+}
+
+/// An `assignment` stream's state between messages.
+struct Following {
+    first: Option<AssignmentUpdate>,
+    node: Arc<Node>,
+    session: Session,
+    /// `None` once ended.
+    open: Option<OpenAssignment>,
 }
 
 #[cfg(test)]
@@ -589,7 +685,7 @@ mod tests {
         live.apply(ended("s1", EndReason::Expired));
         for open in [&mut a, &mut again] {
             let got = open.ended.as_mut().unwrap().recv().await;
-            assert_eq!(got, Some(Some(EndReason::Expired)), "both subscribers of s1 hear why");
+            assert_eq!(got, Some(Notice::Ended(Some(EndReason::Expired))), "both subscribers of s1 hear why");
         }
         assert!(
             other.ended.as_mut().unwrap().try_recv().is_err(),

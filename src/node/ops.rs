@@ -11,7 +11,7 @@ use crate::fleet::admission::{
     FleetPolicy, InputError, PolicyPatch, validate_id, validate_name, validate_policy, validate_seat_cap,
 };
 use crate::fleet::placement::Placement;
-use crate::fleet::{ApiKeyRecord, Broadcast, Refusal, Role, Stage, StageRole};
+use crate::fleet::{ApiKeyRecord, Broadcast, Fanout, Refusal, Role, Stage, StageRole};
 use crate::ivs::token::random_id;
 use crate::state::proposal;
 
@@ -26,6 +26,7 @@ impl Node {
         id: Option<&str>,
         name: &str,
         max_seats_per_client: Option<i64>,
+        fanout: Fanout,
     ) -> Result<Broadcast, NodeError> {
         let id = match id {
             Some(id) => id.to_string(),
@@ -41,6 +42,7 @@ impl Node {
             name: name.to_string(),
             now: now_ms(),
             max_seats_per_client,
+            fanout,
         };
         let mut bus = self.store.subscribe();
         let origin = self.store.propose(start).await?;
@@ -103,6 +105,54 @@ impl Node {
         Ok(evicted)
     }
 
+    /// Stop placing viewers on a stage; it is deleted once its last viewer leaves (at once when
+    /// empty). With `move_viewers`, its viewers are moved now to stages with room (each hears it
+    /// on its `assignment` subscription). Origins of a live broadcast cannot be drained.
+    pub async fn drain_stage(&self, stage_id: &str, move_viewers: bool) -> Result<(Stage, u32), NodeError> {
+        if !self.store.view().fleet.stages.contains_key(stage_id) {
+            return Err(Refusal::UnknownStage(stage_id.into()).into());
+        }
+        let stage = self
+            .store
+            .propose(proposal::DrainStage {
+                stage_id: stage_id.to_string(),
+            })
+            .await?;
+        let moved = if move_viewers && stage.viewers > 0 {
+            let limit = stage.viewers;
+            self.store
+                .propose(proposal::MoveViewers {
+                    stage_id: stage_id.to_string(),
+                    limit,
+                })
+                .await?
+        } else {
+            0
+        };
+        let stage = self.store.view().fleet.stages.get(stage_id).cloned().unwrap_or(stage);
+        Ok((stage, moved))
+    }
+
+    /// The broadcaster page reports that one of its host participants publishes (or stopped):
+    /// with replication, the replicator starts replicating it at once; with client fan-out, a
+    /// stage takes viewers once every host publishes there.
+    pub async fn host_publishing(
+        &self,
+        broadcast_id: &str,
+        participant_id: &str,
+        publishing: bool,
+    ) -> Result<Stage, NodeError> {
+        validate_id("broadcastId", broadcast_id)?;
+        validate_id("participantId", participant_id)?;
+        let report = proposal::HostPublishing {
+            broadcast_id: broadcast_id.to_string(),
+            participant_id: participant_id.to_string(),
+            publishing,
+            now: now_ms(),
+        };
+        Ok(self.store.propose(report).await?)
+    }
+
     /// A new API key; the returned text is the only time the secret is seen.
     pub async fn create_api_key(&self, name: &str, role: Role) -> Result<(ApiKeyRecord, String), NodeError> {
         validate_name(name)?;
@@ -125,6 +175,7 @@ pub struct PolicyChange {
     pub max_stages: Option<i64>,
     pub session_lease_secs: Option<i64>,
     pub max_seats_per_client: Option<i64>,
+    pub region_subscription_quota: Option<i64>,
 }
 
 impl Node {
@@ -148,6 +199,17 @@ impl Node {
             max_seats_per_client: change
                 .max_seats_per_client
                 .map(|v| to_u32("maxSeatsPerClient", v))
+                .transpose()?,
+            region_subscription_quota: change
+                .region_subscription_quota
+                .map(|v| {
+                    u64::try_from(v).map_err(|_| InputError::OutOfRange {
+                        field: "regionSubscriptionQuota",
+                        value: v,
+                        min: 0,
+                        max: crate::fleet::admission::MAX_REGION_SUBSCRIPTIONS,
+                    })
+                })
                 .transpose()?,
         };
         validate_policy(&patch.apply(&self.store.view().policy), self.cfg.min_lease_ms())?;

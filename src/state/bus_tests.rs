@@ -83,6 +83,7 @@ fn start() -> Command {
         name: "b".into(),
         now: 1_000,
         max_seats_per_client: None,
+        fanout: Default::default(),
     }
 }
 
@@ -92,6 +93,7 @@ fn created() -> Command {
         intent_term: TERM,
         arn: "arn:aws:ivs:us-east-1:1:stage/x".into(),
         endpoints: StageUrls::default(),
+        now: 1_000,
     }
 }
 

@@ -1,14 +1,14 @@
 //! The replicated log's vocabulary. Ids and clocks are chosen by the proposer and carried in the
 //! command, so applying it is deterministic on every node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::admission::{FleetPolicy, PolicyPatch};
-use crate::fleet::transition::{JoinRequest, Seated};
+use crate::fleet::transition::{JoinRequest, ReplicationReport, Seated};
 use crate::fleet::{
-    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
+    ApiKeyRecord, Broadcast, Fanout, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
     StageUrls,
 };
 
@@ -30,6 +30,9 @@ pub enum Command {
         /// The broadcast's own per-client seat cap; absent in entries written before it existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_seats_per_client: Option<u32>,
+        /// How hosts' media reaches the stages (absent: replication, as before it was a choice).
+        #[serde(default, skip_serializing_if = "Fanout::is_replication")]
+        fanout: Fanout,
     },
     AddStage {
         broadcast_id: String,
@@ -41,6 +44,9 @@ pub enum Command {
         intent_term: u64,
         arn: String,
         endpoints: StageUrls,
+        /// The proposer's clock (absent in entries written before replication was tracked).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        now: Millis,
     },
     StageCreateFailed {
         stage_id: String,
@@ -94,7 +100,45 @@ pub enum Command {
         user_id: String,
         participant_base: String,
         attributes: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        now: Millis,
     },
+    /// Who publishes on a stage now, as the replicator read it from IVS (the whole set).
+    SetPublishers {
+        stage_id: String,
+        publishers: BTreeSet<String>,
+        now: Millis,
+    },
+    /// `hostPublishing`: the broadcaster page reports one host participant publishing or not.
+    HostPublishing {
+        broadcast_id: String,
+        participant_id: String,
+        publishing: bool,
+        now: Millis,
+    },
+    /// The replicator's outcome for one host into one replica stage.
+    ReplicationReport {
+        stage_id: String,
+        participant_id: String,
+        report: ReplicationReport,
+        now: Millis,
+    },
+    /// No new viewers on the stage; deleted (an intent of the entry's term) once empty.
+    DrainStage {
+        stage_id: String,
+    },
+    UndrainStage {
+        stage_id: String,
+    },
+    /// Move up to `limit` viewers off a draining stage onto stages with room.
+    MoveViewers {
+        stage_id: String,
+        limit: u32,
+    },
+}
+
+fn is_zero(v: &Millis) -> bool {
+    *v == 0
 }
 
 impl Command {
@@ -107,7 +151,10 @@ impl Command {
             | Command::EndBroadcast { now, .. }
             | Command::AdmitViewers { now, .. }
             | Command::Renew { now, .. }
-            | Command::Expire { now, .. } => Some(*now),
+            | Command::Expire { now, .. }
+            | Command::SetPublishers { now, .. }
+            | Command::HostPublishing { now, .. }
+            | Command::ReplicationReport { now, .. } => Some(*now),
             Command::CreateApiKey(k) => Some(k.created_at),
             _ => None,
         }
@@ -135,6 +182,12 @@ impl Command {
             Command::Renew { .. } => "renew",
             Command::Expire { .. } => "expire",
             Command::AddHost { .. } => "add_host",
+            Command::SetPublishers { .. } => "set_publishers",
+            Command::HostPublishing { .. } => "host_publishing",
+            Command::ReplicationReport { .. } => "replication_report",
+            Command::DrainStage { .. } => "drain_stage",
+            Command::UndrainStage { .. } => "undrain_stage",
+            Command::MoveViewers { .. } => "move_viewers",
         }
     }
 }
@@ -165,6 +218,8 @@ pub enum Response {
     },
     ApiKey(ApiKeyRecord),
     Policy(FleetPolicy),
+    /// Viewers moved off a draining stage.
+    Moved(u32),
 }
 
 impl Response {
@@ -184,6 +239,7 @@ impl Response {
             Response::Host { .. } => "host",
             Response::ApiKey(_) => "api_key",
             Response::Policy(_) => "policy",
+            Response::Moved(_) => "moved",
         }
     }
 }
@@ -230,6 +286,7 @@ mod tests {
             intent_term,
             arn,
             endpoints,
+            ..
         } = &cmd
         else {
             panic!("decoded as {cmd:?}");

@@ -173,7 +173,8 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             name,
             now,
             max_seats_per_client,
-        } => w.start_broadcast(&id, &name, max_seats_per_client, now, term).into(),
+            fanout,
+        } => w.start_broadcast(&id, &name, max_seats_per_client, fanout, now, term).into(),
         Command::AddStage {
             broadcast_id,
             role,
@@ -184,7 +185,8 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             intent_term,
             arn,
             endpoints,
-        } => w.stage_created(&stage_id, intent_term, arn, endpoints).into(),
+            now,
+        } => w.stage_created(&stage_id, intent_term, arn, endpoints, now).into(),
         Command::StageCreateFailed {
             stage_id,
             intent_term,
@@ -210,16 +212,48 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             Err(e) => Response::Refused(e),
         },
         Command::AdmitViewers { now, requests } => Response::Admitted(w.admit(&requests, now)),
-        Command::Leave { session_ids } => Response::Left(w.leave(&session_ids)),
+        Command::Leave { session_ids } => {
+            let left = w.leave(&session_ids);
+            w.retire_drained_touched(term);
+            Response::Left(left)
+        }
         Command::Renew { session_ids, now } => Response::Renewed(w.renew(&session_ids, now)),
-        Command::Expire { now, limit } => Response::Expired(w.expire(now, limit)),
+        Command::Expire { now, limit } => {
+            let expired = w.expire(now, limit);
+            w.retire_drained_touched(term);
+            Response::Expired(expired)
+        }
         Command::AddHost {
             broadcast_id,
             user_id,
             participant_base,
             attributes,
-        } => match w.add_host(&broadcast_id, &user_id, &participant_base, attributes) {
+            now,
+        } => match w.add_host(&broadcast_id, &user_id, &participant_base, attributes, now) {
             Ok((host, origins)) => Response::Host { host, origins },
+            Err(e) => Response::Refused(e),
+        },
+        Command::SetPublishers {
+            stage_id,
+            publishers,
+            now,
+        } => w.set_publishers(&stage_id, publishers, now).into(),
+        Command::HostPublishing {
+            broadcast_id,
+            participant_id,
+            publishing,
+            now,
+        } => w.host_publishing(&broadcast_id, &participant_id, publishing, now).into(),
+        Command::ReplicationReport {
+            stage_id,
+            participant_id,
+            report,
+            now,
+        } => w.replication_report(&stage_id, &participant_id, report, now).into(),
+        Command::DrainStage { stage_id } => w.drain_stage(&stage_id, term).into(),
+        Command::UndrainStage { stage_id } => w.undrain_stage(&stage_id).into(),
+        Command::MoveViewers { stage_id, limit } => match w.move_viewers(&stage_id, limit, term) {
+            Ok(n) => Response::Moved(n),
             Err(e) => Response::Refused(e),
         },
     }

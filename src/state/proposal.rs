@@ -4,13 +4,13 @@
 //! one place instead of in every use case. `Command` and `Response` stay the log's (serde) format;
 //! these structs are never stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Command, NodeId, Response};
 use crate::fleet::admission::{FleetPolicy, PolicyPatch};
-use crate::fleet::transition::{JoinRequest, Seated};
+use crate::fleet::transition::{JoinRequest, ReplicationReport, Seated};
 use crate::fleet::{
-    ApiKeyRecord, Broadcast, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
+    ApiKeyRecord, Broadcast, Fanout, Host, Millis, Refusal, Session, SigningKeyRecord, Stage, StageFailure, StageRole,
     StageUrls,
 };
 
@@ -110,12 +110,14 @@ pub struct StartBroadcast {
     pub name: String,
     pub now: Millis,
     pub max_seats_per_client: Option<u32>,
+    pub fanout: Fanout,
 }
 proposal!(StartBroadcast => Stage, Response::Stage(s) => s, |s| Command::StartBroadcast {
     id: s.id,
     name: s.name,
     now: s.now,
     max_seats_per_client: s.max_seats_per_client,
+    fanout: s.fanout,
 });
 
 /// Answers the new stage's intent.
@@ -135,12 +137,14 @@ pub struct StageCreated {
     pub intent_term: u64,
     pub arn: String,
     pub endpoints: StageUrls,
+    pub now: Millis,
 }
 proposal!(StageCreated => Stage, Response::Stage(s) => s, |s| Command::StageCreated {
     stage_id: s.stage_id,
     intent_term: s.intent_term,
     arn: s.arn,
     endpoints: s.endpoints,
+    now: s.now,
 });
 
 pub struct StageCreateFailed {
@@ -246,12 +250,75 @@ pub struct AddHost {
     pub user_id: String,
     pub participant_base: String,
     pub attributes: BTreeMap<String, String>,
+    pub now: Millis,
 }
 proposal!(AddHost => (Host, Vec<Stage>), Response::Host { host, origins } => (host, origins), |s| Command::AddHost {
     broadcast_id: s.broadcast_id,
     user_id: s.user_id,
     participant_base: s.participant_base,
     attributes: s.attributes,
+    now: s.now,
+});
+
+/// Answers the stage as it is after.
+pub struct SetPublishers {
+    pub stage_id: String,
+    pub publishers: BTreeSet<String>,
+    pub now: Millis,
+}
+proposal!(SetPublishers => Stage, Response::Stage(s) => s, |s| Command::SetPublishers {
+    stage_id: s.stage_id,
+    publishers: s.publishers,
+    now: s.now,
+});
+
+/// Answers the stage the participant publishes on, as it is after.
+pub struct HostPublishing {
+    pub broadcast_id: String,
+    pub participant_id: String,
+    pub publishing: bool,
+    pub now: Millis,
+}
+proposal!(HostPublishing => Stage, Response::Stage(s) => s, |s| Command::HostPublishing {
+    broadcast_id: s.broadcast_id,
+    participant_id: s.participant_id,
+    publishing: s.publishing,
+    now: s.now,
+});
+
+/// Answers the replica stage as it is after.
+pub struct ReportReplication {
+    pub stage_id: String,
+    pub participant_id: String,
+    pub report: ReplicationReport,
+    pub now: Millis,
+}
+proposal!(ReportReplication => Stage, Response::Stage(s) => s, |s| Command::ReplicationReport {
+    stage_id: s.stage_id,
+    participant_id: s.participant_id,
+    report: s.report,
+    now: s.now,
+});
+
+/// Answers the stage (draining, or already a delete intent if it was empty).
+pub struct DrainStage {
+    pub stage_id: String,
+}
+proposal!(DrainStage => Stage, Response::Stage(s) => s, |s| Command::DrainStage { stage_id: s.stage_id });
+
+pub struct UndrainStage {
+    pub stage_id: String,
+}
+proposal!(UndrainStage => Stage, Response::Stage(s) => s, |s| Command::UndrainStage { stage_id: s.stage_id });
+
+/// Answers how many viewers moved.
+pub struct MoveViewers {
+    pub stage_id: String,
+    pub limit: u32,
+}
+proposal!(MoveViewers => u32, Response::Moved(n) => n, |s| Command::MoveViewers {
+    stage_id: s.stage_id,
+    limit: s.limit,
 });
 
 #[cfg(test)]

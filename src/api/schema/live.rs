@@ -169,8 +169,16 @@ impl From<NodeLiveStats> for LiveStats {
 pub enum StageStep {
     /// The intent to create it is in the log; IVS has not answered yet.
     Creating,
-    /// IVS created it: it takes viewers.
+    /// IVS created it; it takes viewers once the hosts' media reaches it (`READY`).
+    Created,
+    /// READY: it takes viewers (created, not draining, every publishing host's media flowing).
     Ready,
+    /// It was READY, and a host's media does not reach it yet: no new viewers until it does.
+    Waiting,
+    /// It takes no new viewers and is deleted once empty.
+    Draining,
+    /// One host's replication into it changed state (`participantId`, `replication`).
+    Replication,
     /// IVS could not create it; the intent is dropped (`reason` says why).
     CreateFailed,
     /// The intent to delete it is in the log (no new viewers).
@@ -191,7 +199,7 @@ pub struct StageEvent {
     pub at_ms: i64,
     pub stage_id: ID,
     pub step: StageStep,
-    /// Why, for failures.
+    /// Why, for failures; for `REPLICATION`, the host participant and its new state.
     pub reason: Option<String>,
     /// The stage after the step (absent once deleted).
     pub stage: Option<Stage>,
@@ -204,7 +212,13 @@ impl From<NodeStageEvent> for StageEvent {
         let failure = |f: &fleet::StageFailure| format!("{:?}: {}", f.kind, f.message);
         let (step, reason) = match &e.step {
             event::StageStep::Creating => (StageStep::Creating, None),
+            event::StageStep::Created => (StageStep::Created, None),
             event::StageStep::Ready => (StageStep::Ready, None),
+            event::StageStep::Waiting => (StageStep::Waiting, None),
+            event::StageStep::Draining => (StageStep::Draining, None),
+            event::StageStep::Replication { participant_id, state } => {
+                (StageStep::Replication, Some(format!("{participant_id}: {state:?}")))
+            }
             event::StageStep::CreateFailed(f) => (StageStep::CreateFailed, f.as_ref().map(failure)),
             event::StageStep::Deleting => (StageStep::Deleting, None),
             event::StageStep::DeleteFailed(f) => (StageStep::DeleteFailed, Some(failure(f))),
@@ -227,6 +241,8 @@ impl From<NodeStageEvent> for StageEvent {
 pub enum AssignmentKind {
     /// Where the session sits, with a fresh token.
     Seated,
+    /// The session was moved to another stage (its stage drained): switch to `stage` with `token`.
+    Moved,
     /// The session ended (`reason`); nothing follows.
     Ended,
 }
@@ -270,6 +286,19 @@ impl From<AssignmentUpdate> for Assignment {
                 expires_at,
             } => Assignment {
                 kind: AssignmentKind::Seated,
+                session: Session(session),
+                stage: Some(Stage(stage)),
+                token: Some(token),
+                token_expires_at: Some(rfc3339(expires_at * 1000)),
+                reason: None,
+            },
+            AssignmentUpdate::Moved {
+                session,
+                stage,
+                token,
+                expires_at,
+            } => Assignment {
+                kind: AssignmentKind::Moved,
                 session: Session(session),
                 stage: Some(Stage(stage)),
                 token: Some(token),

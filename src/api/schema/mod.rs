@@ -158,10 +158,15 @@ impl Mutation {
             desc = "Most seats one client network (an IPv4 /24 or IPv6 /64 by default) may hold in this broadcast, 0 to 1,000,000; 0 = no cap. Absent: the node's `max_seats_per_client`. Joins with a host or admin key are not counted."
         )]
         max_seats_per_client: Option<i64>,
+        #[graphql(
+            default_with = "Fanout::Replication",
+            desc = "How hosts' media reaches every stage: REPLICATION (IVS participant replication from origin stages) or CLIENT (hosts publish to every stage)"
+        )]
+        fanout: Fanout,
     ) -> async_graphql::Result<Broadcast> {
         principal(ctx).require(fleet::Role::Admin)?;
         let b = node(ctx)
-            .start_broadcast(id.as_ref().map(|i| i.as_str()), &name, max_seats_per_client)
+            .start_broadcast(id.as_ref().map(|i| i.as_str()), &name, max_seats_per_client, fanout.into())
             .await
             .gql()?;
         wrote(ctx);
@@ -268,6 +273,44 @@ impl Mutation {
         })
     }
 
+    /// Stop placing viewers on a stage; it is deleted once its last viewer leaves (at once when
+    /// empty). `moveViewers` moves its viewers now to stages with room: each open `assignment`
+    /// subscription gets a `MOVED` message with a token for the new stage. Origins of a live
+    /// broadcast cannot be drained. Admin.
+    async fn drain_stage(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default)] move_viewers: bool,
+    ) -> async_graphql::Result<DrainedStage> {
+        principal(ctx).require(fleet::Role::Admin)?;
+        let (stage, moved) = node(ctx).drain_stage(&id, move_viewers).await.gql()?;
+        wrote(ctx);
+        Ok(DrainedStage {
+            stage: Stage(stage),
+            viewers_moved: moved,
+        })
+    }
+
+    /// The broadcaster page reports that a host participant (from `hostTokens`) publishes, or
+    /// stopped: with replication its media is replicated into the replicas at once; with client
+    /// fan-out a stage takes viewers once every host publishes there. Host or admin.
+    async fn host_publishing(
+        &self,
+        ctx: &Context<'_>,
+        broadcast_id: ID,
+        participant_id: String,
+        #[graphql(default = true)] publishing: bool,
+    ) -> async_graphql::Result<Stage> {
+        principal(ctx).require(fleet::Role::Host)?;
+        let stage = node(ctx)
+            .host_publishing(&broadcast_id, &participant_id, publishing)
+            .await
+            .gql()?;
+        wrote(ctx);
+        Ok(Stage(stage))
+    }
+
     /// Change the fleet policy for the whole cluster; only the arguments given change. It is
     /// replicated, survives restarts and wins over the config from then on. Capacity changes
     /// apply to stages created afterwards. Admin.
@@ -279,6 +322,8 @@ impl Mutation {
         #[graphql(desc = "1 to 100,000")] max_stages: Option<i64>,
         #[graphql(desc = "Twice the node's presence_interval_secs up to 86,400")] session_lease_secs: Option<i64>,
         #[graphql(desc = "0 (no cap) to 1,000,000")] max_seats_per_client: Option<i64>,
+        #[graphql(desc = "0 (no limit) to 100,000,000: your IVS account's concurrent-subscriptions quota")]
+        region_subscription_quota: Option<i64>,
     ) -> async_graphql::Result<Policy> {
         principal(ctx).require(fleet::Role::Admin)?;
         let change = crate::node::ops::PolicyChange {
@@ -287,6 +332,7 @@ impl Mutation {
             max_stages,
             session_lease_secs,
             max_seats_per_client,
+            region_subscription_quota,
         };
         let policy = node(ctx).set_policy(change).await.gql()?;
         wrote(ctx);

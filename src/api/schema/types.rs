@@ -153,6 +153,9 @@ pub struct Policy {
     pub session_lease_secs: i64,
     /// Most seats one client network may hold in a broadcast that sets no cap of its own; 0 = no cap.
     pub max_seats_per_client: u32,
+    /// Publisher-to-viewer connections the IVS region allows at once (a viewer uses one per host
+    /// stream on its stage); joins past it get `REGION_FULL`. 0 = no limit.
+    pub region_subscription_quota: u64,
 }
 
 impl From<fleet::admission::FleetPolicy> for Policy {
@@ -163,6 +166,7 @@ impl From<fleet::admission::FleetPolicy> for Policy {
             max_stages: p.max_stages,
             session_lease_secs: p.session_lease_ms / 1000,
             max_seats_per_client: p.max_seats_per_client,
+            region_subscription_quota: p.region_subscription_quota,
         }
     }
 }
@@ -235,6 +239,10 @@ impl Broadcast {
     async fn hosts(&self) -> Vec<String> {
         self.0.hosts.keys().cloned().collect()
     }
+    /// How the hosts' media reaches every stage.
+    async fn fanout(&self) -> Fanout {
+        self.0.fanout.into()
+    }
     #[graphql(complexity = "5 * child_complexity")]
     async fn stages(&self, ctx: &Context<'_>) -> Vec<Stage> {
         let core = view(ctx);
@@ -287,6 +295,82 @@ impl Stage {
     async fn created_at(&self) -> String {
         rfc3339(self.0.created_at)
     }
+    /// READY: created, not draining, and every publishing host's media reaches it; only READY
+    /// stages take new viewers.
+    async fn ready(&self, ctx: &Context<'_>) -> bool {
+        current(ctx, &self.0).is_ready()
+    }
+    /// Takes no new viewers; deleted once empty.
+    async fn draining(&self, ctx: &Context<'_>) -> bool {
+        current(ctx, &self.0).draining
+    }
+    /// For a replica: the slot of the origin stage whose hosts are replicated into it.
+    async fn fed_by(&self) -> Option<u32> {
+        self.0.media.fed_by
+    }
+    /// Host participant ids seen publishing on this stage (origins; every stage with client fan-out).
+    async fn publishers(&self, ctx: &Context<'_>) -> Vec<String> {
+        current(ctx, &self.0).media.publishers.iter().cloned().collect()
+    }
+    /// For a replica: each publishing host's replication into it.
+    async fn replication(&self, ctx: &Context<'_>) -> Vec<HostReplication> {
+        current(ctx, &self.0)
+            .media
+            .replication
+            .iter()
+            .map(|(pid, r)| HostReplication {
+                participant_id: pid.clone(),
+                state: r.state.into(),
+                attempts: r.attempts,
+                last_error: r.error.clone(),
+                since: rfc3339(r.since),
+            })
+            .collect()
+    }
+}
+
+/// The stage as the request's view holds it (the record may be a copy taken earlier).
+fn current<'a>(ctx: &Context<'a>, stage: &'a fleet::Stage) -> std::borrow::Cow<'a, fleet::Stage> {
+    match view(ctx).fleet.stages.get(&stage.id) {
+        Some(s) => std::borrow::Cow::Owned(s.clone()),
+        None => std::borrow::Cow::Borrowed(stage),
+    }
+}
+
+/// How the hosts' media gets into every stage of a broadcast.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::Fanout")]
+pub enum Fanout {
+    /// Hosts publish to the origin stages; IVS participant replication copies them into replicas
+    /// (5 replicas per origin; more stages add origins).
+    Replication,
+    /// Hosts publish to every stage themselves (`hostTokens` returns a token per stage); a stage
+    /// takes viewers once every host publishes there.
+    Client,
+}
+
+/// One host replicated into one replica stage.
+#[derive(SimpleObject)]
+pub struct HostReplication {
+    /// The host's participant id on the origin.
+    pub participant_id: String,
+    pub state: ReplicationState,
+    /// Attempts since it was last active.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When it was last reported on.
+    pub since: String,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "fleet::ReplicationState")]
+pub enum ReplicationState {
+    /// Started or about to be; the host's media is not seen in the stage yet.
+    Pending,
+    /// The host's media flows into the stage.
+    Active,
+    /// The last attempt failed; retried with backoff.
+    Failed,
 }
 
 /// A stage's viewers in `view` (the record may be a copy taken earlier). Shared with the
@@ -414,6 +498,14 @@ pub struct DeletedStage {
     pub id: ID,
     /// Viewer sessions ended because `force` was set.
     pub sessions_ended: u32,
+}
+
+#[derive(SimpleObject)]
+pub struct DrainedStage {
+    /// The stage after: draining, or already being deleted if it was (or became) empty.
+    pub stage: Stage,
+    /// Viewers moved to other stages (`moveViewers`).
+    pub viewers_moved: u32,
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ enum Seen {
 
 fn step_says(step: &StageStep, want: Want) -> Seen {
     match (want, step) {
-        (Want::Created, StageStep::Ready) | (Want::Deleted, StageStep::Deleted) => Seen::Done,
+        (Want::Created, StageStep::Created | StageStep::Ready) | (Want::Deleted, StageStep::Deleted) => Seen::Done,
         (Want::Created, StageStep::CreateFailed(f)) => Seen::Failed(f.clone().unwrap_or_else(|| StageFailure {
             kind: FailureKind::Failed,
             message: "CreateStage failed".into(),
