@@ -158,6 +158,11 @@ async fn backend_config(cfg: &Config) -> anyhow::Result<(AwsConfig, Option<Emula
         listen: cfg.emulator_addr,
         enforce_tps: cfg.emulator_enforce_tps,
         state_file: Some(cfg.data_dir.join("emulator-state.json")),
+        faults: emulator::Faults {
+            create_stage_ms: cfg.emulator_create_stage_ms,
+            replication_active_ms: cfg.emulator_replication_active_ms,
+            ..emulator::Faults::default()
+        },
         ..EmulatorConfig::default()
     })
     .await

@@ -73,6 +73,10 @@ settings! {
     emulator_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0)), "STAGEFLEET_EMULATOR_ADDR";
     /// Whether the emulator enforces IVS's per-operation call rates.
     emulator_enforce_tps: bool = true, "STAGEFLEET_EMULATOR_ENFORCE_TPS";
+    /// How long the built-in emulator takes to answer CreateStage, in milliseconds (AWS takes a few hundred; 0 keeps the demo fast). Changeable at runtime with `POST /_emulator/faults`.
+    emulator_create_stage_ms: u64 = 0, "STAGEFLEET_EMULATOR_CREATE_STAGE_MS";
+    /// How long after StartParticipantReplication the built-in emulator shows the host's media in the replica stage, in milliseconds (0 = at once). Changeable at runtime with `POST /_emulator/faults`.
+    emulator_replication_active_ms: u64 = 0, "STAGEFLEET_EMULATOR_REPLICATION_ACTIVE_MS";
     /// Viewer seats per stage (IVS allows 10,000 subscribers by default; small values make local demos scale).
     seats_per_stage: u32 = FleetPolicy::DEFAULT.seats_per_stage, "STAGEFLEET_SEATS_PER_STAGE";
     /// Most stages the fleet manages at once in the region (IVS default quota: 1,000).
@@ -89,7 +93,7 @@ settings! {
     reconcile_interval_secs: u64 = 15, "STAGEFLEET_RECONCILE_INTERVAL_SECS";
     /// Subscriptions that follow a changing value (`stats`, `broadcast`, `node`) send at most one message per this many milliseconds, and only when the value changed.
     stats_interval_ms: u64 = 1000, "STAGEFLEET_STATS_INTERVAL_MS";
-    /// Add stages ahead of the crowd on the leader (the scaler). Off by default until stages get the hosts' media by replication before they take viewers (issue 12); `createStage` works either way.
+    /// Add stages ahead of the crowd and drain quiet ones (`drain_below`) on the leader (the scaler). Off by default while the orphan reaper and the shared API budget are unfinished; `createStage` and `drainStage` work either way.
     autoscale: bool = false, "STAGEFLEET_AUTOSCALE";
     /// How often the scaler plans, in milliseconds.
     scaler_interval_ms: u32 = 1000, "STAGEFLEET_SCALER_INTERVAL_MS";
@@ -105,6 +109,20 @@ settings! {
     region_subscription_quota: u64 = 20000, "STAGEFLEET_REGION_SUBSCRIPTION_QUOTA";
     /// The scaler's first guess of how long a new stage takes to become ready, in milliseconds, until it has measured some.
     stage_ready_ms: u64 = 3000, "STAGEFLEET_STAGE_READY_MS";
+    /// Scale-down: a replica stage with fewer viewers than this for `cool_down_secs` is drained (no new viewers, deleted once empty) when the others keep the headroom without it; 0 = never.
+    drain_below: u32 = 0, "STAGEFLEET_DRAIN_BELOW";
+    /// How long a replica's audience must stay under `drain_below` before it is drained, in seconds.
+    cool_down_secs: u64 = 60, "STAGEFLEET_COOL_DOWN_SECS";
+    /// Move a drained stage's viewers to stages with room at once (each gets a `MOVED` assignment with a new token), so it is deleted without waiting for them to leave.
+    consolidate: bool = false, "STAGEFLEET_CONSOLIDATE";
+    /// How often the replicator looks at pending replications (start, check the media shows), in milliseconds.
+    replicator_interval_ms: u64 = 250, "STAGEFLEET_REPLICATOR_INTERVAL_MS";
+    /// How often the replicator asks IVS (ListParticipants) who publishes on each origin stage, in seconds; the broadcaster page's `hostPublishing` tells it at once.
+    publisher_poll_secs: u64 = 5, "STAGEFLEET_PUBLISHER_POLL_SECS";
+    /// A replication whose media does not show in the replica within this many seconds is stopped and started again.
+    replication_timeout_secs: u64 = 30, "STAGEFLEET_REPLICATION_TIMEOUT_SECS";
+    /// `reconnectWindowSeconds` of every replication (0 to 300): a host who drops and comes back within it stays replicated.
+    replication_reconnect_window_secs: u32 = 30, "STAGEFLEET_REPLICATION_RECONNECT_WINDOW_SECS";
     /// Most operations (subscriptions, queries) one WebSocket may have open at once; one more is refused with `SUBSCRIPTION_LIMIT`.
     max_subscriptions_per_connection: usize = 100, "STAGEFLEET_MAX_SUBSCRIPTIONS_PER_CONNECTION";
     /// A WebSocket must send `connection_init` within this many seconds, else it is closed (4408).
@@ -266,6 +284,9 @@ impl Config {
         if !(1.0..=100.0).contains(&self.headroom_safety) {
             return invalid("headroom_safety", "must be between 1 and 100");
         }
+        if self.replication_reconnect_window_secs > 300 {
+            return invalid("replication_reconnect_window_secs", "IVS accepts 0 to 300 seconds");
+        }
         if self.scaler_interval_ms < 50 {
             return invalid("scaler_interval_ms", "must be at least 50");
         }
@@ -282,6 +303,10 @@ impl Config {
                     field: "sessionLeaseSecs",
                     ..
                 } => "session_lease_secs",
+                InputError::OutOfRange {
+                    field: "regionSubscriptionQuota",
+                    ..
+                } => "region_subscription_quota",
                 _ => "max_seats_per_client",
             };
             return invalid(name, &e.to_string());

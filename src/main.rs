@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 latency_ms,
                 error_rate,
                 throttle_rate,
+                ..Faults::default()
             };
             let enforce_tps = !no_enforce_tps;
             let cfg = EmulatorConfig {

@@ -6,11 +6,13 @@
 //! - [`stages`]: stage intents in the log → IVS calls → results (fenced by term), woken by the
 //!   store's bus for new intents and by its interval to reconcile what nobody is driving;
 //! - [`expiry`]: ends sessions whose lease ran out;
-//! - [`scaler`] (with `autoscale = true`): adds stages ahead of the crowd.
+//! - [`replicator`]: replicates every publishing host into the replicas its origin feeds;
+//! - [`scaler`] (with `autoscale = true`): adds stages ahead of the crowd and drains them after.
 //!
 //! Renewals are not here: every node writes the renewals it saw (`node::presence`).
 
 pub mod expiry;
+pub mod replicator;
 pub mod scaler;
 pub mod stages;
 pub mod supervisor;
@@ -39,6 +41,14 @@ pub struct Settings {
     pub scale: crate::fleet::scaling::ScalePolicy,
     /// The first guess of how long a stage takes to become ready (ms), until the scaler has seen some.
     pub stage_ready_ms: f64,
+    /// How often the replicator looks while replications are pending.
+    pub replicate_every: Duration,
+    /// How often the replicator asks IVS who publishes on each origin.
+    pub publisher_poll: Duration,
+    /// The replicator's retry backoff and time-out.
+    pub pacing: crate::fleet::replication::Pacing,
+    /// `reconnectWindowSeconds` of each replication: a host who drops for less stays replicated.
+    pub reconnect_window_secs: u32,
 }
 
 impl Settings {
@@ -54,10 +64,19 @@ impl Settings {
                 warm_pool: cfg.warm_pool,
                 replicas_per_origin: crate::fleet::scaling::ScalePolicy::default().replicas_per_origin,
                 region_stage_quota: cfg.region_stage_quota,
-                region_subscription_quota: cfg.region_subscription_quota,
                 tick_ms: cfg.scaler_interval_ms,
+                drain_below: cfg.drain_below,
+                cool_down_ms: cfg.cool_down_secs as i64 * 1000,
+                consolidate: cfg.consolidate,
             },
             stage_ready_ms: cfg.stage_ready_ms as f64,
+            replicate_every: Duration::from_millis(cfg.replicator_interval_ms.max(10)),
+            publisher_poll: Duration::from_secs(cfg.publisher_poll_secs.max(1)),
+            pacing: crate::fleet::replication::Pacing {
+                active_timeout_ms: cfg.replication_timeout_secs.max(1) as i64 * 1000,
+                ..Default::default()
+            },
+            reconnect_window_secs: cfg.replication_reconnect_window_secs,
         }
     }
 }
@@ -79,6 +98,7 @@ pub struct LoopContext {
 pub fn leader_loops(ctx: LoopContext) -> JoinSet<()> {
     let mut group = JoinSet::new();
     group.spawn(stages::run(ctx.clone()));
+    group.spawn(replicator::run(ctx.clone()));
     if ctx.settings.autoscale {
         group.spawn(scaler::run(ctx.clone()));
     }

@@ -77,6 +77,7 @@ pub async fn run(ctx: LoopContext) {
     let mut measured: HashMap<String, Measured> = HashMap::new();
     let mut creating_since: HashMap<String, Millis> = HashMap::new();
     let mut ready_ms = settings.stage_ready_ms;
+    let mut low_since: BTreeMap<String, Millis> = BTreeMap::new();
     let mut next = tokio::time::Instant::now() + jittered(every);
     loop {
         tokio::select! {
@@ -107,15 +108,29 @@ pub async fn run(ctx: LoopContext) {
             },
             () = tokio::time::sleep_until(next) => {
                 next = tokio::time::Instant::now() + jittered(every);
-                tick(&ctx, &scale, &measured, ready_ms).await;
+                tick(&ctx, &scale, &measured, ready_ms, &mut low_since).await;
             }
         }
     }
 }
 
-async fn tick(ctx: &LoopContext, scale: &ScalePolicy, measured: &HashMap<String, Measured>, ready_ms: f64) {
+async fn tick(
+    ctx: &LoopContext,
+    scale: &ScalePolicy,
+    measured: &HashMap<String, Measured>,
+    ready_ms: f64,
+    low_since: &mut BTreeMap<String, Millis>,
+) {
     let now = now_ms();
     let view = ctx.store.view();
+    // Since when each ready stage's audience has been under `drain_below` (this leader's memory:
+    // a new leader waits a whole cool-down again, which only delays a scale-down).
+    low_since.retain(|id, _| view.fleet.stages.get(id).is_some_and(|s| s.is_ready() && s.viewers < scale.drain_below));
+    for s in view.fleet.stages.values() {
+        if s.is_ready() && s.viewers < scale.drain_below {
+            low_since.entry(s.id.clone()).or_insert(now);
+        }
+    }
     let signals: BTreeMap<String, Signals> = view
         .fleet
         .broadcasts
@@ -131,9 +146,33 @@ async fn tick(ctx: &LoopContext, scale: &ScalePolicy, measured: &HashMap<String,
             )
         })
         .collect();
-    let plans = scaling::plan(&view.fleet, &view.policy, scale, &signals);
+    let plans = scaling::plan(&view.fleet, &view.policy, scale, &signals, low_since, now);
     drop(view);
     for (broadcast_id, plan) in &plans {
+        for stage_id in &plan.undrain {
+            tracing::info!(broadcast = %broadcast_id, stage = %stage_id, headroom = plan.headroom, free_ready = plan.free_ready, "scaler takes a draining stage back");
+            count(ctx, "undrain", "headroom");
+            let undrain = proposal::UndrainStage {
+                stage_id: stage_id.clone(),
+            };
+            if let Err(e) = ctx.store.propose(undrain).await {
+                tracing::warn!(stage = %stage_id, error = %e, "undrain not taken");
+            }
+        }
+        if let Some(drain) = &plan.drain {
+            tracing::info!(
+                broadcast = %broadcast_id,
+                stage = %drain.stage_id,
+                viewers = drain.viewers,
+                low_for_ms = now - drain.low_since,
+                free_ready = plan.free_ready,
+                headroom = plan.headroom,
+                consolidate = scale.consolidate,
+                "scaler drains a quiet stage"
+            );
+            count(ctx, "drain", "low_audience");
+            drain_stage(ctx, &drain.stage_id, drain.viewers, scale.consolidate).await;
+        }
         for add in &plan.add {
             let (action, reason) = labels(add.role, &add.reason);
             tracing::info!(
@@ -173,6 +212,27 @@ async fn tick(ctx: &LoopContext, scale: &ScalePolicy, measured: &HashMap<String,
             plan,
         };
         last.insert(id, decision);
+    }
+}
+
+/// Drain a stage and, with `consolidate`, move its viewers now (it is retired once empty).
+async fn drain_stage(ctx: &LoopContext, stage_id: &str, viewers: u32, consolidate: bool) {
+    let drain = proposal::DrainStage {
+        stage_id: stage_id.to_string(),
+    };
+    if let Err(e) = ctx.store.propose(drain).await {
+        tracing::warn!(stage = %stage_id, error = %e, "drain not taken");
+        return;
+    }
+    if consolidate && viewers > 0 {
+        let moves = proposal::MoveViewers {
+            stage_id: stage_id.to_string(),
+            limit: viewers,
+        };
+        match ctx.store.propose(moves).await {
+            Ok(n) => tracing::info!(stage = %stage_id, moved = n, "viewers moved off a draining stage"),
+            Err(e) => tracing::warn!(stage = %stage_id, error = %e, "moving viewers failed; they stay until they leave"),
+        }
     }
 }
 

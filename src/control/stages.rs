@@ -266,7 +266,7 @@ fn fenced_is_fine(r: Result<(), ProposalError>) -> Result<(), ProposalError> {
     }
 }
 
-fn count<T>(ctx: &LoopContext, op: &'static str, r: &Result<T, BackendError>) {
+pub(super) fn count<T>(ctx: &LoopContext, op: &'static str, r: &Result<T, BackendError>) {
     let result = match r {
         Ok(_) => "ok".to_string(),
         Err(e) => e.kind().to_string(),

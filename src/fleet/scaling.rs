@@ -29,11 +29,13 @@ pub struct ScalePolicy {
     pub replicas_per_origin: u32,
     /// Stages the region allows (IVS quota).
     pub region_stage_quota: u32,
-    /// Concurrent subscriptions the region allows (IVS default 20,000): seats beyond it would be
-    /// tokens IVS refuses.
-    pub region_subscription_quota: u64,
     /// How often the scaler plans (ms): viewers keep coming until it looks again.
     pub tick_ms: u32,
+    /// A replica with fewer viewers than this for `cool_down_ms` is drained (0: never).
+    pub drain_below: u32,
+    pub cool_down_ms: i64,
+    /// Move a drained stage's viewers to stages with room at once (else they stay until they leave).
+    pub consolidate: bool,
 }
 
 impl Default for ScalePolicy {
@@ -44,8 +46,10 @@ impl Default for ScalePolicy {
             warm_pool: 0,
             replicas_per_origin: 5,
             region_stage_quota: 1_000,
-            region_subscription_quota: 20_000,
             tick_ms: 1_000,
+            drain_below: 0,
+            cool_down_ms: 60_000,
+            consolidate: false,
         }
     }
 }
@@ -93,10 +97,23 @@ pub struct Add {
     pub reason: Reason,
 }
 
+/// A replica to drain: its audience stayed low and the others have room to spare without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drain {
+    pub stage_id: String,
+    pub viewers: u32,
+    /// Since when it has had fewer than `drain_below` viewers.
+    pub low_since: super::Millis,
+}
+
 /// One broadcast's plan, with its inputs, so an operator can see why.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub add: Vec<Add>,
+    /// Draining stages taken back (cheaper and faster than new ones) because headroom fell short.
+    pub undrain: Vec<String>,
+    /// At most one replica drained per look.
+    pub drain: Option<Drain>,
     /// Set when a limit left the plan short.
     pub limited_by: Option<Limit>,
     pub free_ready: u64,
@@ -142,19 +159,25 @@ impl Budget {
 }
 
 /// Plans for every live broadcast, in id order (the limits are shared: an earlier broadcast may
-/// leave a later one short). `signals` missing for a broadcast count as no joins.
+/// leave a later one short). `signals` missing for a broadcast count as no joins. `low_since`:
+/// since when each stage has had fewer than `drain_below` viewers (the scaler keeps it).
 pub fn plan(
     fleet: &Fleet,
     policy: &FleetPolicy,
     scale: &ScalePolicy,
     signals: &BTreeMap<String, Signals>,
+    low_since: &BTreeMap<String, super::Millis>,
+    now: super::Millis,
 ) -> BTreeMap<String, Plan> {
     let mut budget = Budget {
         stages: fleet.managed_stage_count() as u64,
-        seats: fleet.stages.values().map(|s| u64::from(s.capacity)).sum(),
+        seats: fleet.stages.values().map(|s| u64::from(s.capacity) * s.streams()).sum(),
         max_stages: policy.max_stages.into(),
         region_stages: scale.region_stage_quota.into(),
-        region_seats: scale.region_subscription_quota,
+        region_seats: match policy.region_subscription_quota {
+            0 => u64::MAX,
+            q => q,
+        },
     };
     fleet
         .broadcasts
@@ -162,7 +185,11 @@ pub fn plan(
         .filter(|b| b.state == BroadcastState::Live)
         .map(|b| {
             let s = signals.get(&b.id).copied().unwrap_or_default();
-            (b.id.clone(), plan_one(fleet, policy, scale, &b.id, s, &mut budget))
+            let mut p = plan_one(fleet, policy, scale, &b.id, s, &mut budget);
+            if p.add.is_empty() && p.undrain.is_empty() {
+                p.drain = drain_one(fleet, scale, &b.id, &p, low_since, now);
+            }
+            (b.id.clone(), p)
         })
         .collect()
 }
@@ -177,11 +204,20 @@ fn plan_one(
 ) -> Plan {
     let (mut free, mut pending, mut empty, mut creating) = (0u64, 0u64, 0u32, 0u32);
     let (mut origins, mut replicas) = (0u32, 0u32);
+    let mut draining: Vec<(u32, u32, &str)> = Vec::new();
     for s in fleet.stages_of(broadcast_id) {
         match s.state {
-            StageState::Active => {
+            StageState::Active if s.draining => {
+                draining.push((s.capacity.saturating_sub(s.viewers), s.slot, &s.id));
+            }
+            StageState::Active if s.is_ready() => {
                 free += u64::from(s.capacity.saturating_sub(s.viewers));
                 empty += u32::from(s.viewers == 0);
+            }
+            // Created, the hosts' media on its way: seats soon, like a stage being created.
+            StageState::Active => {
+                pending += u64::from(s.capacity.saturating_sub(s.viewers));
+                creating += u32::from(s.viewers == 0);
             }
             StageState::Creating => {
                 pending += u64::from(s.capacity);
@@ -205,7 +241,16 @@ fn plan_one(
         ..Plan::default()
     };
     let mut want: Vec<Reason> = Vec::new();
-    let short = headroom.saturating_sub(free + pending);
+    let mut short = headroom.saturating_sub(free + pending);
+    // Take draining stages back first, the roomiest first: they are ready now, at no IVS call.
+    draining.sort_by_key(|&(room, slot, _)| (std::cmp::Reverse(room), slot));
+    for (room, _, id) in draining {
+        if short == 0 {
+            break;
+        }
+        plan.undrain.push(id.to_string());
+        short = short.saturating_sub(u64::from(room));
+    }
     let reason = Reason::Headroom {
         free,
         pending,
@@ -229,7 +274,7 @@ fn plan_one(
         } else {
             StageRole::Replica
         };
-        if let Err(limit) = budget.take(seats) {
+        if let Err(limit) = budget.take(seats * streams(fleet, broadcast_id)) {
             plan.limited_by = Some(limit);
             break;
         }
@@ -240,6 +285,50 @@ fn plan_one(
         plan.add.push(Add { role, reason });
     }
     plan
+}
+
+/// Host streams a viewer of this broadcast uses (its origins' publishers; at least one).
+fn streams(fleet: &Fleet, broadcast_id: &str) -> u64 {
+    fleet
+        .stages_of(broadcast_id)
+        .filter(|s| s.role == StageRole::Origin)
+        .map(|s| s.streams())
+        .max()
+        .unwrap_or(1)
+}
+
+/// The replica to drain now, if any: below `drain_below` viewers for `cool_down_ms`, and the
+/// other ready stages keep the headroom without it (and, when its viewers are moved, with them).
+/// The emptiest goes first (ties: the newest). Origins are never drained.
+fn drain_one(
+    fleet: &Fleet,
+    scale: &ScalePolicy,
+    broadcast_id: &str,
+    plan: &Plan,
+    low_since: &BTreeMap<String, super::Millis>,
+    now: super::Millis,
+) -> Option<Drain> {
+    if scale.drain_below == 0 {
+        return None;
+    }
+    fleet
+        .stages_of(broadcast_id)
+        .filter(|s| s.role == StageRole::Replica && s.is_ready() && s.viewers < scale.drain_below)
+        .filter_map(|s| {
+            let since = *low_since.get(&s.id)?;
+            (now - since >= scale.cool_down_ms).then_some((s, since))
+        })
+        .filter(|(s, _)| {
+            let without = plan.free_ready.saturating_sub(u64::from(s.capacity - s.viewers.min(s.capacity)));
+            let moved = if scale.consolidate { u64::from(s.viewers) } else { 0 };
+            without.saturating_sub(moved) >= plan.headroom
+        })
+        .min_by_key(|(s, _)| (s.viewers, std::cmp::Reverse(s.slot)))
+        .map(|(s, since)| Drain {
+            stage_id: s.id.clone(),
+            viewers: s.viewers,
+            low_since: since,
+        })
 }
 
 #[cfg(test)]
@@ -290,6 +379,10 @@ mod tests {
         }
     }
 
+    fn none() -> BTreeMap<String, crate::fleet::Millis> {
+        BTreeMap::new()
+    }
+
     fn policy(seats: u32) -> FleetPolicy {
         FleetPolicy {
             seats_per_stage: seats,
@@ -315,7 +408,7 @@ mod tests {
         let f = fleet_with(&[(Origin, Active, 1000, 900)]);
         // 200 joins/s, 3 s to get a stage ready and 1 s until the next look, safety 1.5: 1,200
         // seats expected meanwhile.
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(200.0, 3000.0))["b"];
+        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(200.0, 3000.0), &none(), 0)["b"];
         assert_eq!((p.free_ready, p.pending, p.headroom), (100, 0, 1200));
         assert_eq!(p.add.len(), 2, "1,100 seats short: two stages of 1,000");
         assert_eq!(p.add[0].role, Replica);
@@ -325,11 +418,11 @@ mod tests {
             (Replica, Creating, 1000, 0),
             (Replica, Creating, 1000, 0),
         ]);
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(200.0, 3000.0))["b"];
+        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(200.0, 3000.0), &none(), 0)["b"];
         assert!(p.add.is_empty(), "{p:?}");
         // A quiet broadcast keeps the floor only.
         let f = fleet_with(&[(Origin, Active, 1000, 950)]);
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(0.0, 3000.0))["b"];
+        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(0.0, 3000.0), &none(), 0)["b"];
         assert_eq!((p.headroom, p.add.len()), (100, 1));
     }
 
@@ -342,6 +435,8 @@ mod tests {
             &policy(100),
             &ScalePolicy::default(),
             &signals(100.0, 3000.0),
+            &none(),
+            0,
         )["b"];
         let roles: Vec<StageRole> = p.add.iter().map(|a| a.role).collect();
         assert_eq!(
@@ -354,18 +449,18 @@ mod tests {
     #[test]
     fn the_limits_stop_the_plan_and_say_which() {
         let f = fleet_with(&[(Origin, Active, 1000, 1000)]);
-        let scale = ScalePolicy {
+        let quota = FleetPolicy {
             region_subscription_quota: 2_500,
-            ..ScalePolicy::default()
+            ..policy(1000)
         };
-        let p = &plan(&f, &policy(1000), &scale, &signals(1000.0, 3000.0))["b"];
+        let p = &plan(&f, &quota, &ScalePolicy::default(), &signals(1000.0, 3000.0), &none(), 0)["b"];
         assert_eq!(p.add.len(), 1, "a second stage would pass 2,500 seats in the region");
         assert_eq!(p.limited_by, Some(Limit::RegionSubscriptions));
         let few = FleetPolicy {
             max_stages: 2,
             ..policy(1000)
         };
-        let p = &plan(&f, &few, &ScalePolicy::default(), &signals(1000.0, 3000.0))["b"];
+        let p = &plan(&f, &few, &ScalePolicy::default(), &signals(1000.0, 3000.0), &none(), 0)["b"];
         assert_eq!((p.add.len(), p.limited_by), (1, Some(Limit::MaxStages)));
     }
 
@@ -376,9 +471,46 @@ mod tests {
             warm_pool: 3,
             ..ScalePolicy::default()
         };
-        let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0))["b"];
+        let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &none(), 0)["b"];
         assert_eq!(p.add.len(), 2, "the empty origin is one of the three");
         assert!(p.add.iter().all(|a| a.reason == Reason::WarmPool { empty: 1, want: 3 }));
+    }
+
+    #[test]
+    fn a_quiet_replica_is_drained_after_the_cool_down_only_if_the_rest_keep_the_headroom() {
+        let scale = ScalePolicy {
+            drain_below: 50,
+            cool_down_ms: 60_000,
+            ..ScalePolicy::default()
+        };
+        let quiet = || BTreeMap::from([("b:2".to_string(), 0), ("b:1".to_string(), 0)]);
+        // Origin half full, b:1 busy, b:2 nearly empty: 1,000 + 1,000 − 980 free, headroom 100.
+        let f = fleet_with(&[
+            (Origin, Active, 1000, 500),
+            (Replica, Active, 1000, 900),
+            (Replica, Active, 1000, 20),
+        ]);
+        let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &quiet(), 59_999)["b"];
+        assert_eq!(p.drain, None, "not before the cool-down");
+        let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &quiet(), 60_000)["b"];
+        assert_eq!(p.drain.as_ref().map(|d| (d.stage_id.as_str(), d.viewers)), Some(("b:2", 20)));
+        // A crowd is coming (headroom 900): draining b:2 would leave 600 free — keep it.
+        let p = &plan(&f, &policy(1000), &scale, &signals(200.0, 2000.0), &quiet(), 60_000)["b"];
+        assert_eq!(p.drain, None, "{p:?}");
+        // Origins are never drained, however quiet.
+        let f = fleet_with(&[(Origin, Active, 1000, 0), (Origin, Active, 1000, 0)]);
+        let quiet = BTreeMap::from([("b:0".to_string(), 0), ("b:1".to_string(), 0)]);
+        let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &quiet, 60_000)["b"];
+        assert_eq!(p.drain, None);
+    }
+
+    #[test]
+    fn a_draining_stage_is_taken_back_before_a_new_one_is_created() {
+        let mut f = fleet_with(&[(Origin, Active, 1000, 1000), (Replica, Active, 1000, 400)]);
+        f.stages.get_mut("b:1").unwrap().draining = true;
+        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(100.0, 3000.0), &none(), 0)["b"];
+        assert_eq!(p.undrain, vec!["b:1".to_string()]);
+        assert!(p.add.is_empty(), "its 600 free seats cover the 600 of headroom: {p:?}");
     }
 
     /// A flash crowd, simulated in 100 ms steps with no I/O: the join rate ramps to 1,000/s over
@@ -387,9 +519,11 @@ mod tests {
     /// scaler never asks for more than 5 stages a second (IVS's CreateStage budget).
     #[test]
     fn a_flash_crowd_never_runs_out_of_ready_seats_within_the_create_budget() {
-        let policy = policy(1000);
-        let scale = ScalePolicy {
+        let policy = FleetPolicy {
             region_subscription_quota: 100_000,
+            ..policy(1000)
+        };
+        let scale = ScalePolicy {
             region_stage_quota: 200,
             ..ScalePolicy::default()
         };
@@ -424,7 +558,7 @@ mod tests {
             admitted += this_step;
             ewma = 0.8 * ewma + 0.2 * (this_step as f64 * 10.0);
             if step % 10 == 0 {
-                let plans = plan(&fleet, &policy, &scale, &signals(ewma, ready_ms as f64));
+                let plans = plan(&fleet, &policy, &scale, &signals(ewma, ready_ms as f64), &none(), now);
                 for add in &plans["b"].add {
                     let b = fleet.broadcasts.get_mut("b").unwrap();
                     let slot = b.next_slot;

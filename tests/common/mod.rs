@@ -182,6 +182,13 @@ impl TestNode {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
+    /// GET a path of the built-in emulator (e.g. `/_emulator/state`).
+    pub async fn get_emulator(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.emulator_url.as_ref().expect("built-in emulator"));
+        let resp = self.http.get(url).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     /// Ask the emulator to admit a participant with `token`, as IVS would at join.
     pub async fn emulator_join(&self, token: &str, publish: bool) -> (u16, Value) {
         let url = format!(

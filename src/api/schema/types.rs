@@ -112,6 +112,10 @@ pub struct ScalerDecision {
     pub added: Vec<StageRole>,
     /// What held it back, if anything: `max_stages`, `region_stage_quota`, `region_subscription_quota`.
     pub limited_by: Option<String>,
+    /// Draining stages it took back because the headroom fell short.
+    pub undrained: Vec<ID>,
+    /// The quiet replica it drained (fewer than `drain_below` viewers for `cool_down_secs`).
+    pub drained: Option<ID>,
 }
 
 impl ScalerDecision {
@@ -126,6 +130,8 @@ impl ScalerDecision {
             headroom: d.plan.headroom,
             added: d.plan.add.iter().map(|a| a.role.into()).collect(),
             limited_by: d.plan.limited_by.map(|l| l.setting().to_string()),
+            undrained: d.plan.undrain.iter().cloned().map(ID).collect(),
+            drained: d.plan.drain.as_ref().map(|d| ID(d.stage_id.clone())),
         }
     }
 }

@@ -34,6 +34,11 @@ pub struct Faults {
     pub error_rate: f64,
     /// Share (0..1) of IVS operations answered 429 ThrottlingException.
     pub throttle_rate: f64,
+    /// Added to CreateStage on top of `latency_ms` (AWS takes a few hundred ms to create a stage).
+    pub create_stage_ms: u64,
+    /// How long after StartParticipantReplication the replica's media shows in the destination
+    /// stage (its replica participant turns `published`); 0 = at once.
+    pub replication_active_ms: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -76,9 +76,10 @@ async fn operation(AxState(shared): AxState<Arc<Shared>>, Path(op): Path<String>
 
 async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Value> {
     let faults = shared.faults.lock().expect("faults lock").clone();
-    if faults.latency_ms > 0 {
+    let latency = faults.latency_ms + if op == "CreateStage" { faults.create_stage_ms } else { 0 };
+    if latency > 0 {
         // Simulated network/service latency, not synchronisation.
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if !ops::OPERATIONS.contains(&op) {
         return Err(ApiError::UnknownOperation(op.to_string()));
@@ -94,13 +95,16 @@ async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Val
     }
     let request: Value = parse(body)?;
     let mut state = shared.state.lock().expect("state lock");
+    let now = unix_now();
+    state.settle(now);
     let outcome = ops::dispatch(
         op,
         request,
         Ctx {
             state: &mut state,
             settings: &shared.settings,
-            now: unix_now(),
+            now,
+            replication_active_ms: faults.replication_active_ms as i64,
         },
     )?;
     if outcome.mutated {
@@ -131,11 +135,15 @@ fn answer(result: ApiResult<Value>) -> Response {
 fn with_state<R: DeserializeOwned>(shared: &Shared, body: &Bytes, op: fn(Ctx<'_>, R) -> ApiResult<Value>) -> Response {
     answer(parse::<R>(body).and_then(|req| {
         let mut state = shared.state.lock().expect("state lock");
+        let now = unix_now();
+        state.settle(now);
+        let replication_active_ms = shared.faults.lock().expect("faults lock").replication_active_ms as i64;
         op(
             Ctx {
                 state: &mut state,
                 settings: &shared.settings,
-                now: unix_now(),
+                now,
+                replication_active_ms,
             },
             req,
         )
@@ -155,7 +163,8 @@ async fn summary(AxState(shared): AxState<Arc<Shared>>) -> Response {
     with_request_id(axum::Json(ops::summary(&state)).into_response())
 }
 
-/// `POST /_emulator/faults {"latencyMs", "errorRate", "throttleRate"}`: change injected faults at
+/// `POST /_emulator/faults {"latencyMs", "errorRate", "throttleRate", "createStageMs",
+/// "replicationActiveMs"}`: change injected faults and latencies at
 /// runtime (tests break IVS after a node has started against it).
 async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
     #[derive(serde::Deserialize)]
@@ -167,6 +176,10 @@ async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Respo
         error_rate: f64,
         #[serde(default)]
         throttle_rate: f64,
+        #[serde(default)]
+        create_stage_ms: u64,
+        #[serde(default)]
+        replication_active_ms: u64,
     }
     answer(parse::<Input>(&body).and_then(|i| {
         let ok = |r: f64| (0.0..=1.0).contains(&r);
@@ -179,6 +192,8 @@ async fn set_faults(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Respo
             latency_ms: i.latency_ms,
             error_rate: i.error_rate,
             throttle_rate: i.throttle_rate,
+            create_stage_ms: i.create_stage_ms,
+            replication_active_ms: i.replication_active_ms,
         };
         Ok(serde_json::json!({}))
     }))

@@ -25,6 +25,9 @@ pub struct State {
     pub issued: BTreeMap<String, IssuedToken>,
     #[serde(skip)]
     pub replications: Vec<Replication>,
+    /// The earliest moment a replica's media starts flowing (`settle` has work only from then).
+    #[serde(skip)]
+    pub settle_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +74,8 @@ pub struct Participant {
     pub replication: ReplType,
     /// For replicas: where the original publishes.
     pub source: Option<(String, String)>,
+    /// For a replica whose media is not flowing yet: when it starts to (then `published`).
+    pub publishes_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +124,18 @@ impl Stage {
             tags,
             active: None,
             past: VecDeque::new(),
+        }
+    }
+
+    /// Replicas whose media's time has come start publishing.
+    fn settle(&mut self, now: i64) {
+        if let Some(session) = self.active.as_mut() {
+            for p in &mut session.participants {
+                if p.publishes_at.is_some_and(|at| at <= now) {
+                    p.publishes_at = None;
+                    p.published = p.state == PState::Connected;
+                }
+            }
         }
     }
 
@@ -203,6 +220,23 @@ impl Stage {
 }
 
 impl State {
+    /// Bring time-driven state up to `now` (replicas whose media starts flowing). Every call
+    /// settles first, so what any call sees is as of its own time.
+    pub fn settle(&mut self, now: i64) {
+        if self.settle_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.settle_at = None;
+        for stage in self.stages.values_mut() {
+            stage.settle(now);
+            let next = stage.active.iter().flat_map(|s| &s.participants).filter_map(|p| p.publishes_at).min();
+            self.settle_at = match (self.settle_at, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+
     pub fn stage_by_arn(&self, arn: &str) -> Option<&Stage> {
         self.stages
             .get(crate::ivs::backend::stage_id_from_arn(arn))
@@ -297,6 +331,7 @@ mod tests {
             first_join_time: 0,
             replication: ReplType::None,
             source: None,
+            publishes_at: None,
         }
     }
 

@@ -141,6 +141,7 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
         first_join_time: ctx.now,
         replication: ReplType::None,
         source: None,
+        publishes_at: None,
     };
     let stage = ctx.state.stage_by_arn_mut(&a.stage_arn).expect("looked up above");
     let session_id = stage.connect(participant);

@@ -115,8 +115,14 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
         first_join_time: ctx.now,
         replication: ReplType::Replica,
         source: Some((src.to_string(), source_session.clone())),
+        // Media takes a moment to flow into the destination (`Faults::replication_active_ms`).
+        published: ctx.replication_active_ms <= 0,
+        publishes_at: (ctx.replication_active_ms > 0).then_some(ctx.now + ctx.replication_active_ms),
         ..original.clone()
     };
+    if let Some(at) = replica.publishes_at {
+        ctx.state.settle_at = Some(ctx.state.settle_at.map_or(at, |t| t.min(at)));
+    }
     let destination_session = ctx.state.stage_by_arn_mut(dst).expect("checked").connect(replica);
     let source = ctx.state.stage_by_arn_mut(src).expect("checked");
     if let Some(session) = source.active.as_mut()

@@ -1,0 +1,224 @@
+//! Getting the hosts' media into every stage, against the real binary and its built-in emulator:
+//! a replica takes viewers only once each publishing host is replicated into it (the replicator
+//! retries a host that is not publishing yet), client fan-out waits for the host on each stage,
+//! drained stages move their viewers with a fresh token on `assignment`, the autoscaler drains
+//! and deletes quiet replicas, and the region's subscription quota refuses with a typed code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ws::Ws;
+use common::{TestNode, decode_jwt, eventually, node};
+use serde_json::{Value, json};
+
+const STAGE: &str = "query($id: ID!) { stage(id: $id) { id ready draining state viewers fedBy publishers
+    replication { participantId state attempts lastError } } }";
+
+async fn stage(n: &TestNode, id: &str) -> Value {
+    n.admin(STAGE, json!({"id": id})).await["stage"].clone()
+}
+
+async fn host_tokens(n: &TestNode, broadcast: &str) -> Vec<Value> {
+    let q = "mutation($b: ID!) { hostTokens(broadcastId: $b, userId: \"alice\") { participantId token stage { id } } }";
+    n.admin(q, json!({"b": broadcast})).await["hostTokens"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn create_replica(n: &TestNode, broadcast: &str) -> String {
+    let q = "mutation($b: ID!) { createStage(broadcastId: $b) { id } }";
+    n.admin(q, json!({"b": broadcast})).await["createStage"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_into_it() {
+    let (_dir, n) = node(&["--seats-per-stage", "2", "--join-rate-per-ip", "0"]);
+    n.start_broadcast("b").await;
+    let tokens = host_tokens(&n, "b").await;
+    let host = tokens[0]["participantId"].as_str().unwrap().to_string();
+    // The host is in the origin but not publishing yet; its page says it publishes (too early).
+    let (status, _) = n.emulator_join(tokens[0]["token"].as_str().unwrap(), false).await;
+    assert_eq!(status, 200);
+    let q = "mutation($p: String!) { hostPublishing(broadcastId: \"b\", participantId: $p) { publishers } }";
+    let origin = n.admin(q, json!({"p": host})).await;
+    assert_eq!(origin["hostPublishing"]["publishers"], json!([host]));
+
+    let replica = create_replica(&n, "b").await;
+    // IVS refuses to replicate a host that does not publish: the replica waits, and no viewer lands there.
+    let s = eventually(Duration::from_secs(20), "a failed replication attempt", || async {
+        let s = stage(&n, &replica).await;
+        (s["replication"][0]["attempts"].as_u64() >= Some(1) && s["replication"][0]["state"] == "FAILED").then_some(s)
+    })
+    .await;
+    assert_eq!((s["ready"].clone(), s["fedBy"].clone()), (json!(false), json!(0)), "{s}");
+    assert!(s["replication"][0]["lastError"].as_str().unwrap().contains("not publishing"), "{s}");
+    for u in ["v1", "v2"] {
+        assert_eq!(n.join("b", u).await.unwrap()["session"]["stageId"], "b:0");
+    }
+    assert_eq!(n.join("b", "v3").await.unwrap_err(), "CAPACITY_EXHAUSTED", "the replica has no media yet");
+
+    // The host really publishes: the retry replicates it, the media shows, the replica is READY.
+    let (status, _) = n.emulator_join(tokens[0]["token"].as_str().unwrap(), true).await;
+    assert_eq!(status, 200);
+    let s = eventually(Duration::from_secs(30), "the replica READY", || async {
+        let s = stage(&n, &replica).await;
+        (s["ready"] == true).then_some(s)
+    })
+    .await;
+    assert_eq!(s["replication"][0]["state"], "ACTIVE", "{s}");
+    let seat = n.join("b", "v3").await.unwrap();
+    assert_eq!(seat["session"]["stageId"], replica.as_str());
+    // What the viewer will see there: the host's replica publishing in IVS.
+    let (_, emu) = n.get_emulator("/_emulator/state").await;
+    assert!(emu.contains(&host), "the emulator holds the host's replica");
+    // The replication's steps are counted as IVS calls of their own.
+    let (_, metrics) = n.get("/metrics").await;
+    assert!(metrics.contains("op=\"StartParticipantReplication\",result=\"ok\""), "counted");
+}
+
+#[tokio::test]
+async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_the_host() {
+    let (_dir, n) = node(&["--seats-per-stage", "1", "--join-rate-per-ip", "0"]);
+    let q = "mutation { startBroadcast(id: \"c\", fanout: CLIENT) { fanout } }";
+    assert_eq!(n.admin(q, json!({})).await["startBroadcast"]["fanout"], "CLIENT");
+    let replica = create_replica(&n, "c").await;
+    let tokens = host_tokens(&n, "c").await;
+    let stages: Vec<&str> = tokens.iter().map(|t| t["stage"]["id"].as_str().unwrap()).collect();
+    assert_eq!(stages, vec!["c:0", replica.as_str()], "a publish token for every stage");
+    let (_, claims) = decode_jwt(tokens[1]["token"].as_str().unwrap());
+    assert!(claims["capabilities"]["allow_publish"].as_bool().unwrap_or(false), "{claims}");
+    assert_eq!(stage(&n, &replica).await["ready"], false, "the host does not publish there yet");
+    n.join("c", "v1").await.unwrap();
+    assert_eq!(n.join("c", "v2").await.unwrap_err(), "CAPACITY_EXHAUSTED");
+
+    let q = "mutation($p: String!) { hostPublishing(broadcastId: \"c\", participantId: $p) { id ready } }";
+    let pid = tokens[1]["participantId"].as_str().unwrap();
+    let s = n.admin(q, json!({"p": pid})).await;
+    assert_eq!(s["hostPublishing"], json!({"id": replica, "ready": true}));
+    assert_eq!(n.join("c", "v2").await.unwrap()["session"]["stageId"], replica.as_str());
+    // A participant id that is not a host's is refused with its own code, and changes nothing.
+    let (_, body) = n.post(q, json!({"p": "nobody-s1"}), n.admin_key.as_deref()).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PARTICIPANT_NOT_FOUND", "{body}");
+}
+
+#[tokio::test]
+async fn draining_with_move_viewers_hands_each_viewer_a_token_for_its_new_stage() {
+    let (_dir, n) = node(&["--seats-per-stage", "3", "--join-rate-per-ip", "0"]);
+    n.start_broadcast("b").await;
+    let replica = create_replica(&n, "b").await;
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        sessions.push(n.join("b", &format!("v{i}")).await.unwrap()["session"].clone());
+    }
+    let on_replica: Vec<&Value> = sessions.iter().filter(|s| s["stageId"] == replica.as_str()).collect();
+    assert_eq!(on_replica.len(), 1, "pack fills the origin first: {sessions:?}");
+    let moved_id = on_replica[0]["id"].as_str().unwrap().to_string();
+    // Its viewer follows its seat; a seat frees on the origin for it.
+    let mut ws = Ws::connect(&n, None).await;
+    let a = "subscription($s: ID!) { assignment(sessionId: $s) { kind token stage { id } session { stageId } } }";
+    ws.subscribe("a", a, json!({"s": moved_id})).await;
+    assert_eq!(ws.data("a", "assignment").await["kind"], "SEATED");
+    let leave = "mutation($s: ID!) { leave(sessionId: $s) { id } }";
+    let origin_session = sessions.iter().find(|s| s["stageId"] == "b:0").unwrap()["id"].clone();
+    n.post(leave, json!({"s": origin_session}), None).await;
+
+    // The origin cannot be drained; the replica can, and its viewer moves at once.
+    let drain = "mutation($id: ID!, $m: Boolean!) { drainStage(id: $id, moveViewers: $m) { viewersMoved stage { state draining } } }";
+    let (_, body) = n.post(drain, json!({"id": "b:0", "m": true}), n.admin_key.as_deref()).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "ORIGIN_STAGE", "{body}");
+    let d = n.admin(drain, json!({"id": replica, "m": true})).await["drainStage"].clone();
+    assert_eq!(d["viewersMoved"], 1, "{d}");
+    assert_eq!(d["stage"]["state"], "DELETING", "emptied, it is retired: {d}");
+    let moved = ws.data("a", "assignment").await;
+    assert_eq!(moved["kind"], "MOVED", "{moved}");
+    assert_eq!(moved["stage"]["id"], "b:0");
+    assert_eq!(moved["session"]["stageId"], "b:0");
+    let (_, claims) = decode_jwt(moved["token"].as_str().unwrap());
+    let origin_topic = n.admin("{ stage(id: \"b:0\") { ivsStageId } }", json!({})).await["stage"]["ivsStageId"].clone();
+    assert_eq!(claims["topic"], origin_topic, "the new token is for the new stage");
+    // The stage goes; the viewer keeps its session.
+    eventually(Duration::from_secs(20), "the drained stage deleted", || async {
+        n.admin(STAGE, json!({"id": replica})).await["stage"].is_null().then_some(())
+    })
+    .await;
+    let q = "query($s: ID!) { session(id: $s) { stageId } }";
+    assert_eq!(n.admin(q, json!({"s": moved_id})).await["session"]["stageId"], "b:0");
+}
+
+#[tokio::test]
+async fn the_autoscaler_drains_quiet_replicas_and_deletes_them_without_losing_a_viewer() {
+    let (_dir, n) = node(&[
+        "--autoscale",
+        "true",
+        "--seats-per-stage",
+        "10",
+        "--headroom-floor",
+        "5",
+        "--scaler-interval-ms",
+        "100",
+        "--drain-below",
+        "5",
+        "--cool-down-secs",
+        "1",
+        "--consolidate",
+        "true",
+        "--join-rate-per-ip",
+        "0",
+    ]);
+    n.start_broadcast("b").await;
+    // Thirty viewers, each admitted as soon as the scaler has made room.
+    let mut sessions = Vec::new();
+    for i in 0..30 {
+        let j = eventually(Duration::from_secs(20), "a seat for the next viewer", || async {
+            n.join("b", &format!("v{i}")).await.ok()
+        })
+        .await;
+        sessions.push(j["session"]["id"].as_str().unwrap().to_string());
+    }
+    let active = || async {
+        n.admin("{ stats(broadcastId: \"b\") { stagesActive viewers } }", json!({})).await["stats"].clone()
+    };
+    let peak = active().await["stagesActive"].as_u64().unwrap();
+    assert!(peak >= 3, "the crowd brought stages: {peak}");
+    // Most of the audience leaves; the few left stay seated through the scale-down.
+    let leave = "mutation($s: ID!) { leave(sessionId: $s) { id } }";
+    let (gone, stay) = sessions.split_at(sessions.len() - 3);
+    for s in gone {
+        n.post(leave, json!({"s": s}), None).await;
+    }
+    let s = eventually(Duration::from_secs(30), "quiet replicas drained and deleted", || async {
+        let s = active().await;
+        (s["stagesActive"].as_u64().unwrap() < peak && s["viewers"] == 3).then_some(s)
+    })
+    .await;
+    assert!(s["stagesActive"].as_u64().unwrap() >= 1, "{s}");
+    let q = "query($s: ID!) { session(id: $s) { stageId } }";
+    for id in stay {
+        assert!(!n.admin(q, json!({"s": id})).await["session"].is_null(), "session {id} kept");
+    }
+    let (_, metrics) = n.get("/metrics").await;
+    assert!(
+        metrics.contains("stagefleet_scaler_decisions_total{action=\"drain\",reason=\"low_audience\"}"),
+        "drains are counted with their reason"
+    );
+}
+
+#[tokio::test]
+async fn joins_past_the_region_subscription_quota_are_refused_until_it_is_raised() {
+    let (_dir, n) = node(&["--region-subscription-quota", "3", "--join-rate-per-ip", "0"]);
+    n.start_broadcast("b").await;
+    for u in ["a", "b", "c"] {
+        n.join("b", u).await.unwrap();
+    }
+    assert_eq!(n.join("b", "d").await.unwrap_err(), "REGION_FULL");
+    let s = n.admin("{ stats(broadcastId: \"b\") { viewers } }", json!({})).await;
+    assert_eq!(s["stats"]["viewers"], 3, "the refusal took no seat");
+    let q = "mutation { setPolicy(regionSubscriptionQuota: 10) { regionSubscriptionQuota } }";
+    assert_eq!(n.admin(q, json!({})).await["setPolicy"]["regionSubscriptionQuota"], 10);
+    n.join("b", "d").await.unwrap();
+}
