@@ -37,7 +37,15 @@ async fn create_replica(n: &TestNode, broadcast: &str) -> String {
 
 #[tokio::test]
 async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_into_it() {
-    let (_dir, n) = node(&["--seats-per-stage", "2", "--join-rate-per-ip", "0"]);
+    // The host's media shows in a replica 300 ms after its replication starts, as in AWS.
+    let (_dir, n) = node(&[
+        "--seats-per-stage",
+        "2",
+        "--join-rate-per-ip",
+        "0",
+        "--emulator-replication-active-ms",
+        "300",
+    ]);
     n.start_broadcast("b").await;
     let tokens = host_tokens(&n, "b").await;
     let host = tokens[0]["participantId"].as_str().unwrap().to_string();

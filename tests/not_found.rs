@@ -70,6 +70,18 @@ fn cases() -> Vec<Case> {
             "STAGE_NOT_FOUND",
         ),
         case(
+            "drainStage",
+            "mutation($id: ID!) { drainStage(id: $id, moveViewers: true) { viewersMoved } }",
+            json!({"id": "show:99"}),
+            "STAGE_NOT_FOUND",
+        ),
+        case(
+            "hostPublishing",
+            "mutation($b: ID!) { hostPublishing(broadcastId: $b, participantId: \"h-s0\") { id } }",
+            json!({"b": "no-such-broadcast"}),
+            "BROADCAST_NOT_FOUND",
+        ),
+        case(
             "revokeApiKey",
             "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
             json!({"id": "no-such-key"}),

@@ -41,10 +41,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn unix_now() -> i64 {
+fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Every answer carries a request id, as AWS's do; the SDK surfaces it in errors.
@@ -95,15 +95,16 @@ async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Val
     }
     let request: Value = parse(body)?;
     let mut state = shared.state.lock().expect("state lock");
-    let now = unix_now();
-    state.settle(now);
+    let now_ms = unix_now_ms();
+    state.settle(now_ms);
     let outcome = ops::dispatch(
         op,
         request,
         Ctx {
             state: &mut state,
             settings: &shared.settings,
-            now,
+            now: now_ms / 1000,
+            now_ms,
             replication_active_ms: faults.replication_active_ms as i64,
         },
     )?;
@@ -135,14 +136,15 @@ fn answer(result: ApiResult<Value>) -> Response {
 fn with_state<R: DeserializeOwned>(shared: &Shared, body: &Bytes, op: fn(Ctx<'_>, R) -> ApiResult<Value>) -> Response {
     answer(parse::<R>(body).and_then(|req| {
         let mut state = shared.state.lock().expect("state lock");
-        let now = unix_now();
-        state.settle(now);
+        let now_ms = unix_now_ms();
+        state.settle(now_ms);
         let replication_active_ms = shared.faults.lock().expect("faults lock").replication_active_ms as i64;
         op(
             Ctx {
                 state: &mut state,
                 settings: &shared.settings,
-                now,
+                now: now_ms / 1000,
+                now_ms,
                 replication_active_ms,
             },
             req,

@@ -74,7 +74,7 @@ pub struct Participant {
     pub replication: ReplType,
     /// For replicas: where the original publishes.
     pub source: Option<(String, String)>,
-    /// For a replica whose media is not flowing yet: when it starts to (then `published`).
+    /// For a replica whose media is not flowing yet: when it starts to (Unix ms; then `published`).
     pub publishes_at: Option<i64>,
 }
 
@@ -220,8 +220,8 @@ impl Stage {
 }
 
 impl State {
-    /// Bring time-driven state up to `now` (replicas whose media starts flowing). Every call
-    /// settles first, so what any call sees is as of its own time.
+    /// Bring time-driven state up to `now` (Unix ms: replicas whose media starts flowing). Every
+    /// call settles first, so what any call sees is as of its own time.
     pub fn settle(&mut self, now: i64) {
         if self.settle_at.is_none_or(|at| now < at) {
             return;

@@ -54,6 +54,8 @@ pub struct Ctx<'a> {
     pub state: &'a mut State,
     pub settings: &'a Settings,
     pub now: i64,
+    /// The same moment in milliseconds (for delays shorter than a second).
+    pub now_ms: i64,
     /// Delay before a new replica participant publishes (`Faults::replication_active_ms`).
     pub replication_active_ms: i64,
 }

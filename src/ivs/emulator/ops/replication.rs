@@ -117,7 +117,7 @@ pub fn start(ctx: Ctx<'_>, req: StartReq) -> ApiResult<Outcome> {
         source: Some((src.to_string(), source_session.clone())),
         // Media takes a moment to flow into the destination (`Faults::replication_active_ms`).
         published: ctx.replication_active_ms <= 0,
-        publishes_at: (ctx.replication_active_ms > 0).then_some(ctx.now + ctx.replication_active_ms),
+        publishes_at: (ctx.replication_active_ms > 0).then_some(ctx.now_ms + ctx.replication_active_ms),
         ..original.clone()
     };
     if let Some(at) = replica.publishes_at {
