@@ -90,7 +90,7 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
 }
 
 #[tokio::test]
-async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_the_host() {
+async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_the_live_host() {
     let (_dir, n) = node(&["--seats-per-stage", "1", "--join-rate-per-ip", "0"]);
     let q = "mutation { startBroadcast(id: \"c\", fanout: CLIENT) { fanout } }";
     assert_eq!(n.admin(q, json!({})).await["startBroadcast"]["fanout"], "CLIENT");
@@ -100,11 +100,14 @@ async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_
     assert_eq!(stages, vec!["c:0", replica.as_str()], "a publish token for every stage");
     let (_, claims) = decode_jwt(tokens[1]["token"].as_str().unwrap());
     assert!(claims["capabilities"]["allow_publish"].as_bool().unwrap_or(false), "{claims}");
+    let q = "mutation($p: String!) { hostPublishing(broadcastId: \"c\", participantId: $p) { id ready } }";
+    // The host goes live on the origin: the other stage waits until the host publishes there too.
+    let on_origin = n.admin(q, json!({"p": tokens[0]["participantId"]})).await;
+    assert_eq!(on_origin["hostPublishing"], json!({"id": "c:0", "ready": true}));
     assert_eq!(stage(&n, &replica).await["ready"], false, "the host does not publish there yet");
     n.join("c", "v1").await.unwrap();
     assert_eq!(n.join("c", "v2").await.unwrap_err(), "CAPACITY_EXHAUSTED");
 
-    let q = "mutation($p: String!) { hostPublishing(broadcastId: \"c\", participantId: $p) { id ready } }";
     let pid = tokens[1]["participantId"].as_str().unwrap();
     let s = n.admin(q, json!({"p": pid})).await;
     assert_eq!(s["hostPublishing"], json!({"id": replica, "ready": true}));

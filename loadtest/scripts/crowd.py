@@ -43,6 +43,21 @@ host = ht["data"]["hostTokens"][0]
 post(emu + "/_emulator/join", {"token": host["token"], "publish": True})
 gql('mutation($p: String!) { hostPublishing(broadcastId: "b", participantId: $p) { id } }', {"p": host["participantId"]}, admin)
 
+# The host publishes on every origin, as the broadcaster page does: new origins appear as the
+# fleet grows past 5 replicas per origin, and their replicas wait until the host publishes there.
+published = {host["participantId"]}
+running = True
+def follow_origins():
+    while running:
+        tokens = gql('mutation { hostTokens(broadcastId: "b", userId: "host") { participantId token } }', key=admin)
+        for t in tokens.get("data", {}).get("hostTokens", []):
+            if t["participantId"] not in published:
+                post(emu + "/_emulator/join", {"token": t["token"], "publish": True})
+                gql('mutation($p: String!) { hostPublishing(broadcastId: "b", participantId: $p) { id } }', {"p": t["participantId"]}, admin)
+                published.add(t["participantId"])
+        time.sleep(0.5)  # polling the API like a page watching for new origins, not synchronisation
+threading.Thread(target=follow_origins, daemon=True).start()
+
 admitted, refused, lock = 0, {}, threading.Lock()
 def join(i):
     global admitted
@@ -67,6 +82,7 @@ for i in range(rate * seconds):
         if any(s["role"] == "REPLICA" and s["ready"] for s in st):
             first_ready = time.monotonic() - start
 time.sleep(2)
+running = False
 stages = gql('{ stages { role ready viewers capacity replication { state } } }', key=admin)["data"]["stages"]
 metrics = urllib.request.urlopen(url + "/metrics").read().decode()
 calls = sum(float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines() if l.startswith("stagefleet_ivs_calls_total{"))
@@ -78,6 +94,7 @@ print(json.dumps({
     "stages": len(stages), "replicas_ready": sum(1 for s in stages if s["role"] == "REPLICA" and s["ready"]),
     "overfilled_stages": len(over),
     "first_replica_ready_s": first_ready,
+    "origins": sum(1 for s in stages if s["role"] == "ORIGIN"),
     "ivs_calls": calls, "ivs_calls_per_1000_admitted": round(1000 * calls / max(1, admitted), 1),
 }))
 node.terminate()

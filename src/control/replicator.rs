@@ -179,11 +179,11 @@ async fn stop(ctx: &LoopContext, job: &Job) {
     super::stages::count(ctx, "StopParticipantReplication", &r);
 }
 
-/// Learn who publishes on each origin from IVS (hosts publishing from OBS, or a page that never
-/// said so; hosts who stopped).
+/// Learn who publishes on each stage hosts publish to from IVS (hosts publishing from OBS, or a
+/// page that never said so; hosts who stopped).
 async fn sample_publishers(ctx: &LoopContext) {
     let view = ctx.store.view();
-    let origins: Vec<(String, String, BTreeSet<String>, BTreeSet<String>)> = replication::origins_to_sample(&view.fleet)
+    let origins: Vec<(String, String, BTreeSet<String>, BTreeSet<String>)> = replication::stages_to_sample(&view.fleet)
         .into_iter()
         .filter_map(|s| {
             let b = view.fleet.broadcasts.get(&s.broadcast_id)?;
@@ -204,7 +204,7 @@ async fn sample_publishers(ctx: &LoopContext) {
         if publishers == known {
             continue;
         }
-        tracing::info!(stage = %stage_id, ?publishers, "hosts publishing on an origin changed");
+        tracing::info!(stage = %stage_id, ?publishers, "hosts publishing on a stage changed");
         let set = proposal::SetPublishers {
             stage_id: stage_id.clone(),
             publishers,

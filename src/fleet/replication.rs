@@ -108,16 +108,18 @@ fn origin_of<'a>(fleet: &'a Fleet, replica: &Stage) -> Option<&'a Stage> {
     (origin.state == StageState::Active).then_some(origin)
 }
 
-/// Origins whose publishers the replicator samples from IVS: active origins of live, replicated
-/// broadcasts that have hosts (nobody can publish without a host token).
-pub fn origins_to_sample(fleet: &Fleet) -> Vec<&Stage> {
+/// Stages whose publishers the replicator samples from IVS: those hosts publish to directly
+/// (origins; every stage with client fan-out), active, of live broadcasts that have hosts (nobody
+/// publishes without a host token).
+pub fn stages_to_sample(fleet: &Fleet) -> Vec<&Stage> {
     fleet
         .stages
         .values()
-        .filter(|s| s.role == StageRole::Origin && s.state == StageState::Active && s.arn.is_some())
+        .filter(|s| s.state == StageState::Active && s.arn.is_some())
         .filter(|s| {
             fleet.broadcasts.get(&s.broadcast_id).is_some_and(|b| {
-                b.state == super::BroadcastState::Live && b.fanout == Fanout::Replication && !b.hosts.is_empty()
+                let direct = s.role == StageRole::Origin || b.fanout == Fanout::Client;
+                direct && b.state == super::BroadcastState::Live && !b.hosts.is_empty()
             })
         })
         .collect()
@@ -130,7 +132,7 @@ mod tests {
     use super::*;
     use crate::fleet::admission::FleetPolicy;
     use crate::fleet::sessions::MemorySessions;
-    use crate::fleet::transition::{Dirty, ReplicationReport, World};
+    use crate::fleet::transition::{Dirty, ReplicationReport, World, host_participant};
     use crate::fleet::{StageUrls, event::Change, event::StageStep};
 
     struct T {
@@ -253,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn with_client_fanout_a_stage_is_ready_once_every_host_publishes_there() {
+    fn with_client_fanout_a_stage_waits_for_every_live_host_to_publish_there() {
         let mut t = T::new();
         let origin = t.w().start_broadcast("c", "", None, Fanout::Client, 0, 1).unwrap();
         t.create(&origin.id);
@@ -261,15 +263,36 @@ mod tests {
         assert_eq!(stages.len(), 1);
         let s = t.w().add_stage("c", StageRole::Replica, 0, 1).unwrap();
         t.create(&s.id);
-        assert!(t.fleet.stages["c:0"].is_ready(), "viewers wait for the host on the origin");
-        assert!(!t.fleet.stages["c:1"].is_ready(), "the host does not publish on c:1 yet");
-        assert!(jobs_of(&t, 0).is_empty(), "no replication with client fan-out");
-        t.w().host_publishing("c", "h-s1", true, 5).unwrap();
+        assert!(t.fleet.stages["c:1"].is_ready(), "nobody is live yet: viewers wait anywhere");
+        t.w().host_publishing("c", "h-s0", true, 5).unwrap();
+        assert!(t.fleet.stages["c:0"].is_ready());
+        assert!(!t.fleet.stages["c:1"].is_ready(), "the live host does not publish on c:1 yet");
+        assert!(jobs_of(&t, 5).is_empty(), "no replication with client fan-out");
+        t.w().host_publishing("c", "h-s1", true, 6).unwrap();
         assert!(t.fleet.stages["c:1"].is_ready());
         assert_eq!(
-            t.w().host_publishing("c", "x-s1", true, 5),
+            t.w().host_publishing("c", "x-s1", true, 7),
             Err(crate::fleet::Refusal::UnknownParticipant("c".into(), "x-s1".into()))
         );
+    }
+
+    #[test]
+    fn a_second_origin_and_its_replicas_wait_until_the_hosts_publish_there_too() {
+        let mut t = broadcast(5);
+        t.w().set_publishers("b:0", BTreeSet::from(["h-s0".to_string()]), 0).unwrap();
+        let second = t.w().add_stage("b", StageRole::Origin, 0, 1).unwrap();
+        t.create(&second.id);
+        let replica = t.w().add_stage("b", StageRole::Replica, 0, 1).unwrap();
+        t.create(&replica.id);
+        assert_eq!(replica.media.fed_by, Some(second.slot));
+        assert!(!t.fleet.stages[&second.id].is_ready(), "the host does not publish on it yet");
+        assert!(!t.fleet.stages[&replica.id].is_ready());
+        let want = host_participant("h", second.slot);
+        assert!(t.fleet.stages[&replica.id].media.replication.contains_key(&want), "replicated from its own origin");
+        t.w().set_publishers(&second.id, BTreeSet::from([want.clone()]), 1).unwrap();
+        assert!(t.fleet.stages[&second.id].is_ready());
+        t.w().replication_report(&replica.id, &want, ReplicationReport::Active, 2).unwrap();
+        assert!(t.fleet.stages[&replica.id].is_ready());
     }
 
     fn jobs_of(t: &T, now: Millis) -> Vec<Job> {

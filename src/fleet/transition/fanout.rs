@@ -30,6 +30,15 @@ pub enum ReplicationReport {
     Failed(String),
 }
 
+/// How a stage gets the hosts' media.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// Hosts publish to it themselves.
+    Direct,
+    /// IVS replicates them in from its origin.
+    Replicated,
+}
+
 impl<S: Sessions + ?Sized> World<'_, S> {
     /// The origin a new replica of `broadcast_id` is fed by: the one feeding fewest replicas,
     /// lowest slot first (deterministic).
@@ -50,38 +59,43 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         fed.into_iter().min_by_key(|&(slot, n)| (n, slot)).map(|(slot, _)| slot)
     }
 
-    /// The host participants whose media stage `s` must carry: on a replica, those publishing
-    /// on its origin; with client fan-out, every registered host's participant for this stage
-    /// (but an origin, where viewers may wait for the hosts).
-    fn wanted_media(&self, s: &Stage) -> BTreeSet<String> {
-        let Some(b) = self.fleet.broadcasts.get(&s.broadcast_id) else {
-            return BTreeSet::new();
+    /// Hosts who are live: publishing on some stage they publish to directly (an origin; any
+    /// stage with client fan-out), by participant base.
+    fn live_hosts(&self, broadcast_id: &str) -> BTreeSet<String> {
+        self.fleet
+            .stages_of(broadcast_id)
+            .filter(|s| s.state != StageState::Deleting)
+            .flat_map(|s| {
+                let suffix = format!("-s{}", s.slot);
+                s.media
+                    .publishers
+                    .iter()
+                    .filter_map(move |pid| pid.strip_suffix(suffix.as_str()).map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The host participants whose media stage `s` must carry, given the live hosts: on a replica,
+    /// each live host's participant on the replica's origin (replicated in); on a stage hosts
+    /// publish to directly (every origin, every stage with client fan-out), each live host's
+    /// participant there. So a second origin waits until the hosts publish there too, and its
+    /// replicas until they are replicated from it.
+    fn wanted_media(&self, s: &Stage, live: &BTreeSet<String>) -> (Feed, BTreeSet<String>) {
+        let fanout = self.fleet.broadcasts.get(&s.broadcast_id).map(|b| b.fanout).unwrap_or_default();
+        let (feed, slot) = match (fanout, s.role, s.media.fed_by) {
+            (Fanout::Replication, StageRole::Replica, Some(origin)) => (Feed::Replicated, origin),
+            (Fanout::Replication, StageRole::Replica, None) => return (Feed::Direct, BTreeSet::new()),
+            _ => (Feed::Direct, s.slot),
         };
-        match b.fanout {
-            // Viewers wait for the hosts on an origin, as with replication.
-            Fanout::Client if s.role == StageRole::Origin => BTreeSet::new(),
-            Fanout::Client => b
-                .hosts
-                .values()
-                .map(|h| host_participant(&h.participant_base, s.slot))
-                .collect(),
-            Fanout::Replication => match (s.role, s.media.fed_by) {
-                (StageRole::Replica, Some(origin)) => self
-                    .fleet
-                    .stages
-                    .get(&Stage::key(&s.broadcast_id, origin))
-                    .map(|o| o.media.publishers.clone())
-                    .unwrap_or_default(),
-                _ => BTreeSet::new(),
-            },
-        }
+        (feed, live.iter().map(|base| host_participant(base, slot)).collect())
     }
 
     /// Bring every stage of `broadcast_id` in line with who publishes: replicas get a pending
     /// replication per host to carry (and lose those of hosts gone), and each stage's `waiting`
     /// follows; a stage that becomes READY or stops being so says it.
     pub(super) fn refresh_media(&mut self, broadcast_id: &str, now: Millis) {
-        let fanout = self.fleet.broadcasts.get(broadcast_id).map(|b| b.fanout).unwrap_or_default();
+        let live = self.live_hosts(broadcast_id);
         let ids: Vec<String> = self
             .fleet
             .stages_of(broadcast_id)
@@ -89,12 +103,12 @@ impl<S: Sessions + ?Sized> World<'_, S> {
             .map(|s| s.id.clone())
             .collect();
         for id in ids {
-            let wanted = self.wanted_media(&self.fleet.stages[&id]);
+            let (feed, wanted) = self.wanted_media(&self.fleet.stages[&id], &live);
             let stage = self.fleet.stages.get_mut(&id).expect("listed above");
             let before = (stage.is_ready(), stage.media.clone());
-            let waiting = match fanout {
-                Fanout::Client => !wanted.is_subset(&stage.media.publishers),
-                Fanout::Replication => {
+            let waiting = match feed {
+                Feed::Direct => !wanted.is_subset(&stage.media.publishers),
+                Feed::Replicated => {
                     let r = &mut stage.media.replication;
                     r.retain(|pid, _| wanted.contains(pid));
                     for pid in &wanted {
