@@ -93,7 +93,7 @@ settings! {
     reconcile_interval_secs: u64 = 15, "STAGEFLEET_RECONCILE_INTERVAL_SECS";
     /// Subscriptions that follow a changing value (`stats`, `broadcast`, `node`) send at most one message per this many milliseconds, and only when the value changed.
     stats_interval_ms: u64 = 1000, "STAGEFLEET_STATS_INTERVAL_MS";
-    /// Add stages ahead of the crowd and drain quiet ones (`drain_below`) on the leader (the scaler). Off by default while the orphan reaper and the shared API budget are unfinished; `createStage` and `drainStage` work either way.
+    /// Add stages ahead of the crowd and drain quiet ones (`drain_below`) on the leader (the scaler). Off by default while the shared API budget is unfinished; `createStage` and `drainStage` work either way.
     autoscale: bool = false, "STAGEFLEET_AUTOSCALE";
     /// How often the scaler plans, in milliseconds.
     scaler_interval_ms: u32 = 1000, "STAGEFLEET_SCALER_INTERVAL_MS";
@@ -123,6 +123,10 @@ settings! {
     replication_timeout_secs: u64 = 30, "STAGEFLEET_REPLICATION_TIMEOUT_SECS";
     /// `reconnectWindowSeconds` of every replication (0 to 300): a host who drops and comes back within it stays replicated.
     replication_reconnect_window_secs: u32 = 30, "STAGEFLEET_REPLICATION_RECONNECT_WINDOW_SECS";
+    /// How often the leader's reaper lists this fleet's stages in IVS (ListStages by the fleet tag) looking for ones the state does not know, in seconds.
+    reaper_interval_secs: u64 = 60, "STAGEFLEET_REAPER_INTERVAL_SECS";
+    /// A stage with this fleet's tag that the state does not know is deleted once it has stayed unknown this long, in seconds (stages of other fleets are never touched).
+    reaper_grace_secs: u64 = 300, "STAGEFLEET_REAPER_GRACE_SECS";
     /// Most operations (subscriptions, queries) one WebSocket may have open at once; one more is refused with `SUBSCRIPTION_LIMIT`.
     max_subscriptions_per_connection: usize = 100, "STAGEFLEET_MAX_SUBSCRIPTIONS_PER_CONNECTION";
     /// A WebSocket must send `connection_init` within this many seconds, else it is closed (4408).

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub gauges: Family<Labels, Gauge>,
     /// HTTP GraphQL requests answered by a compiled plan (`api::compiled`) instead of the executor.
     pub graphql_compiled: Counter,
+    /// Stages of this fleet that the state did not know, deleted by the reaper.
+    pub orphans_deleted: Counter,
     /// Requests and connections the front door refused, by kind (gate, websocket, connection,
     /// media_type, too_large, revoked, ...).
     pub refused: Family<Labels, Counter>,
@@ -108,6 +110,12 @@ impl Metrics {
             "Fleet and Raft state as this node sees it (name label: broadcasts_live, stages, viewers, raft_term, ...)",
             gauges.clone(),
         );
+        let orphans_deleted = Counter::default();
+        registry.register(
+            "orphans_deleted",
+            "Stages carrying this fleet's tag that the state did not know (a crash between CreateStage and its record, a duplicate for one slot), deleted by the leader's reaper after reaper_grace_secs",
+            orphans_deleted.clone(),
+        );
         let graphql_compiled = Counter::default();
         registry.register(
             "graphql_compiled",
@@ -148,6 +156,7 @@ impl Metrics {
             subscription_payloads,
             subscription_frames,
             graphql_compiled,
+            orphans_deleted,
             refused,
             open_connections,
             open_websockets,

@@ -233,3 +233,98 @@ async fn joins_past_the_region_subscription_quota_are_refused_until_it_is_raised
     assert_eq!(n.admin(q, json!({})).await["setPolicy"]["regionSubscriptionQuota"], 10);
     n.join("b", "d").await.unwrap();
 }
+
+/// Stages in the emulator carrying `fleet`'s tag, as (broadcast, slot).
+async fn tagged_stages(n: &TestNode, fleet: &str) -> Vec<(String, String)> {
+    let (_, state) = n.get_emulator("/_emulator/state").await;
+    let state: Value = serde_json::from_str(&state).unwrap();
+    state["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tags"]["stagefleet:fleet"] == fleet)
+        .map(|s| {
+            let tag = |k: &str| s["tags"][k].as_str().unwrap_or("").to_string();
+            (tag("stagefleet:broadcast"), tag("stagefleet:slot"))
+        })
+        .collect()
+}
+
+async fn emulator_create_stage(n: &TestNode, name: &str, tags: Value) {
+    let url = format!("{}/CreateStage", n.emulator_url.as_ref().unwrap());
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"name": name, "tags": tags}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn an_orphan_of_this_fleet_is_deleted_after_the_grace_and_another_fleets_stage_is_not() {
+    let (_dir, n) = node(&["--reaper-interval-secs", "1", "--reaper-grace-secs", "1"]);
+    n.start_broadcast("b").await;
+    // As if a node had crashed between CreateStage and recording it: this fleet's tags, no record.
+    let ours = json!({"stagefleet:fleet": "stagefleet", "stagefleet:broadcast": "b", "stagefleet:slot": "7"});
+    emulator_create_stage(&n, "orphan", ours).await;
+    emulator_create_stage(&n, "theirs", json!({"stagefleet:fleet": "another-fleet"})).await;
+    assert_eq!(tagged_stages(&n, "stagefleet").await.len(), 2);
+    eventually(Duration::from_secs(20), "the orphan deleted", || async {
+        (tagged_stages(&n, "stagefleet").await == vec![("b".to_string(), "0".to_string())]).then_some(())
+    })
+    .await;
+    assert_eq!(tagged_stages(&n, "another-fleet").await.len(), 1, "another fleet's stage is never touched");
+    let (_, metrics) = n.get("/metrics").await;
+    assert!(metrics.contains("stagefleet_orphans_deleted_total 1"), "counted");
+    assert_eq!(n.admin("{ stage(id: \"b:0\") { state } }", json!({})).await["stage"]["state"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_scale_up_finishes_it_on_restart_with_one_stage_per_slot() {
+    let flags = [
+        "--autoscale",
+        "true",
+        "--seats-per-stage",
+        "10",
+        "--headroom-floor",
+        "45",
+        "--scaler-interval-ms",
+        "100",
+        "--emulator-create-stage-ms",
+        "700",
+        "--reaper-interval-secs",
+        "1",
+        "--reaper-grace-secs",
+        "2",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = TestNode::start(dir.path(), &flags);
+    let admin_key = n.admin_key.clone();
+    n.start_broadcast("b").await;
+    // The scaler wants four more stages; kill the node while some are still being created.
+    eventually(Duration::from_secs(20), "a stage being created", || async {
+        let s = n.admin("{ stages { state } }", json!({})).await;
+        s["stages"].as_array().unwrap().iter().any(|s| s["state"] == "CREATING").then_some(())
+    })
+    .await;
+    n.kill9();
+    let mut n = TestNode::start(dir.path(), &flags);
+    n.admin_key = admin_key;
+    let stages = eventually(Duration::from_secs(30), "the scale-up finished", || async {
+        let s = n.admin("{ stages { id state } stats(broadcastId: \"b\") { capacity viewers } }", json!({})).await;
+        let all_active = s["stages"].as_array().unwrap().iter().all(|s| s["state"] == "ACTIVE");
+        let free = s["stats"]["capacity"].as_u64().unwrap() - s["stats"]["viewers"].as_u64().unwrap();
+        (all_active && free >= 45).then_some(s["stages"].as_array().unwrap().len())
+    })
+    .await;
+    // IVS ends up with exactly the fleet's stages: one per slot, no orphan left after the grace.
+    eventually(Duration::from_secs(20), "IVS holding one stage per slot", || async {
+        let mut tagged = tagged_stages(&n, "stagefleet").await;
+        let total = tagged.len();
+        tagged.sort();
+        tagged.dedup();
+        (total == tagged.len() && total == stages).then_some(())
+    })
+    .await;
+}

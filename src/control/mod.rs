@@ -7,11 +7,13 @@
 //!   store's bus for new intents and by its interval to reconcile what nobody is driving;
 //! - [`expiry`]: ends sessions whose lease ran out;
 //! - [`replicator`]: replicates every publishing host into the replicas its origin feeds;
+//! - [`reaper`]: deletes stages of this fleet that the state does not know (after a grace);
 //! - [`scaler`] (with `autoscale = true`): adds stages ahead of the crowd and drains them after.
 //!
 //! Renewals are not here: every node writes the renewals it saw (`node::presence`).
 
 pub mod expiry;
+pub mod reaper;
 pub mod replicator;
 pub mod scaler;
 pub mod stages;
@@ -49,6 +51,9 @@ pub struct Settings {
     pub pacing: crate::fleet::replication::Pacing,
     /// `reconnectWindowSeconds` of each replication: a host who drops for less stays replicated.
     pub reconnect_window_secs: u32,
+    /// How often the reaper lists this fleet's stages, and how long one stays unowned before it goes.
+    pub reaper_every: Duration,
+    pub reaper_grace: Duration,
 }
 
 impl Settings {
@@ -77,6 +82,8 @@ impl Settings {
                 ..Default::default()
             },
             reconnect_window_secs: cfg.replication_reconnect_window_secs,
+            reaper_every: Duration::from_secs(cfg.reaper_interval_secs.max(1)),
+            reaper_grace: Duration::from_secs(cfg.reaper_grace_secs),
         }
     }
 }
@@ -99,6 +106,7 @@ pub fn leader_loops(ctx: LoopContext) -> JoinSet<()> {
     let mut group = JoinSet::new();
     group.spawn(stages::run(ctx.clone()));
     group.spawn(replicator::run(ctx.clone()));
+    group.spawn(reaper::run(ctx.clone()));
     if ctx.settings.autoscale {
         group.spawn(scaler::run(ctx.clone()));
     }

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod event;
 pub mod model;
 pub mod placement;
+pub mod reaping;
 pub mod replication;
 pub mod scaling;
 pub mod sessions;
