@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{LoopContext, jittered};
 use crate::fleet::reaping::{self, Tagged};
-use crate::ivs::BackendError;
+use crate::ivs::{BackendError, ratelimit};
 use crate::ivs::naming::{TAG_BROADCAST, TAG_FLEET, TAG_SLOT};
 
 pub async fn run(ctx: LoopContext) {
@@ -20,7 +20,8 @@ pub async fn run(ctx: LoopContext) {
     let mut unowned: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(jittered(ctx.settings.reaper_every)).await;
-        sweep(&ctx, &mut unowned).await;
+        // The reaper takes only the budget's spare calls.
+        ratelimit::in_background(sweep(&ctx, &mut unowned)).await;
     }
 }
 

@@ -23,7 +23,7 @@ use crate::clock::now_ms;
 use crate::fleet::event::{Change, StageStep};
 use crate::fleet::replication::{self, Job, JobKind, Pacing};
 use crate::fleet::transition::{ReplicationReport, host_participant};
-use crate::ivs::BackendError;
+use crate::ivs::{BackendError, ratelimit};
 use crate::ivs::backend::{ParticipantFilter, ReplicationState};
 use crate::state::{Applied, proposal};
 
@@ -52,7 +52,8 @@ pub async fn run(ctx: LoopContext) {
                 next_work = tokio::time::Instant::now() + jittered(every);
             }
             () = tokio::time::sleep_until(next_sample) => {
-                sample_publishers(&ctx).await;
+                // Sampling takes only the budget's spare calls: replications and creates go first.
+                ratelimit::in_background(sample_publishers(&ctx)).await;
                 next_sample = tokio::time::Instant::now() + jittered(ctx.settings.publisher_poll);
             }
         }
@@ -75,17 +76,22 @@ async fn work(ctx: &LoopContext, pacing: &Pacing) {
     let jobs = replication::jobs(&ctx.store.view().fleet, now_ms(), pacing);
     futures_util::stream::iter(jobs)
         .for_each_concurrent(CONCURRENCY, |job| async move {
-            let report = match job.kind {
-                JobKind::Start => Some(start(ctx, &job).await),
-                JobKind::Check => check(ctx, &job).await,
-                JobKind::GiveUp => {
-                    stop(ctx, &job).await;
-                    Some(ReplicationReport::Failed(format!(
-                        "the host's media did not show in the replica within {} s",
-                        pacing.active_timeout_ms / 1000
-                    )))
+            let act = async {
+                match job.kind {
+                    JobKind::Start => Some(start(ctx, &job).await),
+                    JobKind::Check => check(ctx, &job).await,
+                    JobKind::GiveUp => {
+                        stop(ctx, &job).await;
+                        Some(ReplicationReport::Failed(format!(
+                            "the host's media did not show in the replica within {} s",
+                            pacing.active_timeout_ms / 1000
+                        )))
+                    }
                 }
             };
+            // A replica the crowd waits for goes first; one already seating viewers (a host came
+            // back, a second host joined) takes the budget's spare calls.
+            let report = if job.urgent { act.await } else { ratelimit::in_background(act).await };
             if let Some(report) = report {
                 if let ReplicationReport::Failed(why) = &report {
                     tracing::warn!(replica = %job.replica_id, participant = %job.participant_id, %why, "replication failed; retried after backoff");

@@ -4,6 +4,14 @@
 //! Both sides use the same bucket: [`OpLimiter`] keeps `AwsBackend` under the account's TPS quota,
 //! and the emulator's quota layer answers ThrottlingException when a client does not.
 //! Not a retry policy: retries belong to the SDK.
+//!
+//! One budget per node, shared by every loop, with two classes of caller. Foreground calls (the
+//! stage loop's creates and deletes, replications a replica waits for) reserve their slot in
+//! arrival order. Background calls (publisher sampling, the reaper, checks nobody waits for) run
+//! inside [`in_background`] and only ever take a spare token — one is always left — so they never
+//! delay foreground work. IVS's quotas are per operation, so creates, deletes and replications
+//! never compete with each other; sampling shares GetStage, ListParticipants and ListStages with
+//! them, which is where the classes matter.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -86,6 +94,19 @@ impl TokenBucket {
         }
     }
 
+    /// Take one token only if another stays in the bucket afterwards (background callers leave
+    /// the last token to the foreground); otherwise how long until that is so.
+    pub fn take_spare(&mut self, now: Instant) -> Option<Duration> {
+        self.refill(now);
+        let need = self.capacity.min(2.0);
+        if self.tokens >= need {
+            self.tokens -= 1.0;
+            None
+        } else {
+            Some(Duration::from_secs_f64((need - self.tokens) / self.rate))
+        }
+    }
+
     /// Take one token now, going into debt if needed, and say how long the caller must wait before
     /// its call is within the rate. Reserving (rather than polling) keeps waiters in arrival order.
     pub fn reserve(&mut self, now: Instant) -> Duration {
@@ -97,6 +118,15 @@ impl TokenBucket {
             Duration::from_secs_f64(-self.tokens / self.rate)
         }
     }
+}
+
+tokio::task_local! {
+    static BACKGROUND: bool;
+}
+
+/// Run `work` as background IVS work: its calls take only spare tokens of the node's budget.
+pub async fn in_background<F: std::future::Future>(work: F) -> F::Output {
+    BACKGROUND.scope(true, work).await
 }
 
 /// One bucket per operation name; operations without a configured rate are not limited.
@@ -118,10 +148,23 @@ impl OpLimiter {
     }
 
     /// Wait until `op` may be called. Never fails; cancelling the wait forfeits the reserved slot.
+    /// Inside [`in_background`] it waits for a spare token instead of reserving one.
     pub async fn acquire(&self, op: &str) {
         let Some(bucket) = self.buckets.get(op) else {
             return;
         };
+        if BACKGROUND.try_with(|b| *b).unwrap_or(false) {
+            loop {
+                let wait = bucket
+                    .lock()
+                    .expect("rate bucket poisoned")
+                    .take_spare(tokio::time::Instant::now().into_std());
+                match wait {
+                    None => return,
+                    Some(wait) => tokio::time::sleep(wait).await,
+                }
+            }
+        }
         let wait = bucket
             .lock()
             .expect("rate bucket poisoned")
@@ -201,5 +244,37 @@ mod tests {
         // A burst of 20 is free, then two more at 50 ms each; the unlisted op never waits.
         assert!(limited >= Duration::from_millis(95), "waited only {limited:?}");
         assert!(start.elapsed() - limited < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn background_takes_only_spare_tokens_and_leaves_the_last_to_the_foreground() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(5.0, t0);
+        assert_eq!((0..4).filter(|_| b.take_spare(t0).is_none()).count(), 4);
+        let wait = b.take_spare(t0).expect("the last token is kept");
+        assert_eq!(wait, Duration::from_millis(200), "until a second token is in the bucket");
+        assert_eq!(b.reserve(t0), Duration::ZERO, "the foreground still finds its token at once");
+        assert!(b.take_spare(t0 + Duration::from_millis(200)).is_some(), "the foreground's debt is paid first");
+        assert!(b.take_spare(t0 + Duration::from_millis(400)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_foreground_call_is_not_held_up_by_background_callers_waiting() {
+        use futures_util::FutureExt;
+        let limiter = std::sync::Arc::new(OpLimiter::new(&BTreeMap::from([("GetStage".to_string(), 5.0)])));
+        // Background sampling takes what it may and queues for more.
+        let mut waiting = Vec::new();
+        for _ in 0..20 {
+            let l = limiter.clone();
+            waiting.push(tokio::spawn(in_background(async move { l.acquire("GetStage").await })));
+        }
+        tokio::task::yield_now().await;
+        let done = waiting.iter().filter(|t| t.is_finished()).count();
+        assert_eq!(done, 4, "four spare tokens of five");
+        // The kept token serves a foreground call without waiting.
+        assert!(limiter.acquire("GetStage").now_or_never().is_some());
+        for t in waiting {
+            t.abort();
+        }
     }
 }
