@@ -62,6 +62,7 @@ impl App {
             .await?,
         );
         let decisions = node.scaler_decisions.clone();
+        let drift = node.drift.clone();
         let supervisor = Supervisor::spawn(store.node_id, store.leadership(), move |term| {
             control::leader_loops(LoopContext {
                 store: store.clone(),
@@ -69,6 +70,7 @@ impl App {
                 metrics: metrics.clone(),
                 settings: settings.clone(),
                 decisions: decisions.clone(),
+                drift: drift.clone(),
                 term,
             })
         });

@@ -125,6 +125,14 @@ settings! {
     replication_reconnect_window_secs: u32 = 30, "STAGEFLEET_REPLICATION_RECONNECT_WINDOW_SECS";
     /// How often the leader's reaper lists this fleet's stages in IVS (ListStages by the fleet tag) looking for ones the state does not know, in seconds.
     reaper_interval_secs: u64 = 60, "STAGEFLEET_REAPER_INTERVAL_SECS";
+    /// How often the leader's drift reconciler samples stages (GetStage + ListParticipants, spare budget only) to compare IVS with the ledger, in seconds.
+    drift_interval_secs: u64 = 30, "STAGEFLEET_DRIFT_INTERVAL_SECS";
+    /// Stages sampled per drift sweep (round robin over all stages).
+    drift_stages_per_sweep: usize = 10, "STAGEFLEET_DRIFT_STAGES_PER_SWEEP";
+    /// A seat whose viewer has not joined IVS within this many seconds counts as drift (`never_connected`).
+    connect_grace_secs: u64 = 60, "STAGEFLEET_CONNECT_GRACE_SECS";
+    /// Release seats whose viewer never joined IVS within `connect_grace_secs` (their `assignment` ends with `UNUSED`). Off: they are only reported.
+    release_unused_seats: bool = false, "STAGEFLEET_RELEASE_UNUSED_SEATS";
     /// A stage with this fleet's tag that the state does not know is deleted once it has stayed unknown this long, in seconds (stages of other fleets are never touched).
     reaper_grace_secs: u64 = 300, "STAGEFLEET_REAPER_GRACE_SECS";
     /// Most operations (subscriptions, queries) one WebSocket may have open at once; one more is refused with `SUBSCRIPTION_LIMIT`.

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub graphql_compiled: Counter,
     /// Stages of this fleet that the state did not know, deleted by the reaper.
     pub orphans_deleted: Counter,
+    /// Ledger vs IVS per stage, as last sampled by the drift reconciler.
+    pub drift: Family<Labels, Gauge>,
     /// Requests and connections the front door refused, by kind (gate, websocket, connection,
     /// media_type, too_large, revoked, ...).
     pub refused: Family<Labels, Counter>,
@@ -110,6 +112,12 @@ impl Metrics {
             "Fleet and Raft state as this node sees it (name label: broadcasts_live, stages, viewers, raft_term, ...)",
             gauges.clone(),
         );
+        let drift = Family::<Labels, Gauge>::default();
+        registry.register(
+            "stage_drift",
+            "Ledger vs IVS per stage as the leader last sampled it (kind: never_connected = seats whose viewer never joined IVS within connect_grace_secs; unknown = viewers in IVS holding no seat)",
+            drift.clone(),
+        );
         let orphans_deleted = Counter::default();
         registry.register(
             "orphans_deleted",
@@ -157,6 +165,7 @@ impl Metrics {
             subscription_frames,
             graphql_compiled,
             orphans_deleted,
+            drift,
             refused,
             open_connections,
             open_websockets,

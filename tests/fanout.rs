@@ -328,3 +328,45 @@ async fn a_node_killed_mid_scale_up_finishes_it_on_restart_with_one_stage_per_sl
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_drift_reconciler_reports_ivs_against_the_ledger_and_releases_seats_never_used() {
+    let (_dir, n) = node(&[
+        "--drift-interval-secs",
+        "1",
+        "--connect-grace-secs",
+        "1",
+        "--release-unused-seats",
+        "true",
+        "--join-rate-per-ip",
+        "0",
+    ]);
+    n.start_broadcast("b").await;
+    let mut joined = Vec::new();
+    for u in ["a", "b", "never", "gone"] {
+        joined.push(n.join("b", u).await.unwrap());
+    }
+    // Three viewers connect to IVS with their tokens; "never" does not; "gone" leaves the ledger
+    // but stays connected in IVS.
+    for j in [&joined[0], &joined[1], &joined[3]] {
+        assert_eq!(n.emulator_join(j["token"].as_str().unwrap(), false).await.0, 200);
+    }
+    let leave = "mutation($s: ID!) { leave(sessionId: $s) { id } }";
+    n.post(leave, json!({"s": joined[3]["session"]["id"]}), None).await;
+    let mut ws = Ws::connect(&n, None).await;
+    let a = "subscription($s: ID!) { assignment(sessionId: $s) { kind reason } }";
+    ws.subscribe("a", a, json!({"s": joined[2]["session"]["id"]})).await;
+    assert_eq!(ws.data("a", "assignment").await["kind"], "SEATED");
+    // The unused seat is released (its viewer hears why); the others stay.
+    let ended = ws.data("a", "assignment").await;
+    assert_eq!((ended["kind"].as_str(), ended["reason"].as_str()), (Some("ENDED"), Some("UNUSED")));
+    let d = eventually(Duration::from_secs(20), "a drift report after the release", || async {
+        let s = n.admin("{ stage(id: \"b:0\") { viewers drift { neverConnected unknownParticipants } } }", json!({})).await;
+        (s["stage"]["drift"]["neverConnected"] == 0).then_some(s["stage"].clone())
+    })
+    .await;
+    assert_eq!(d["viewers"], 2, "{d}");
+    assert_eq!(d["drift"]["unknownParticipants"], 1, "the viewer who left the ledger is still in IVS: {d}");
+    let (_, metrics) = n.get("/metrics").await;
+    assert!(metrics.contains("stagefleet_stage_drift{stage=\"b:0\",kind=\"unknown\"} 1"), "in /metrics too");
+}

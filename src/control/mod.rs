@@ -8,10 +8,12 @@
 //! - [`expiry`]: ends sessions whose lease ran out;
 //! - [`replicator`]: replicates every publishing host into the replicas its origin feeds;
 //! - [`reaper`]: deletes stages of this fleet that the state does not know (after a grace);
+//! - [`drift`]: samples ListParticipants and compares it with the ledger;
 //! - [`scaler`] (with `autoscale = true`): adds stages ahead of the crowd and drains them after.
 //!
 //! Renewals are not here: every node writes the renewals it saw (`node::presence`).
 
+pub mod drift;
 pub mod expiry;
 pub mod reaper;
 pub mod replicator;
@@ -51,6 +53,12 @@ pub struct Settings {
     pub pacing: crate::fleet::replication::Pacing,
     /// `reconnectWindowSeconds` of each replication: a host who drops for less stays replicated.
     pub reconnect_window_secs: u32,
+    /// How often the drift reconciler samples, how many stages per sweep, the grace a new seat
+    /// has to connect, and whether seats never used are released.
+    pub drift_every: Duration,
+    pub drift_stages_per_sweep: usize,
+    pub connect_grace: Duration,
+    pub release_unused_seats: bool,
     /// How often the reaper lists this fleet's stages, and how long one stays unowned before it goes.
     pub reaper_every: Duration,
     pub reaper_grace: Duration,
@@ -82,6 +90,10 @@ impl Settings {
                 ..Default::default()
             },
             reconnect_window_secs: cfg.replication_reconnect_window_secs,
+            drift_every: Duration::from_secs(cfg.drift_interval_secs.max(1)),
+            drift_stages_per_sweep: cfg.drift_stages_per_sweep,
+            connect_grace: Duration::from_secs(cfg.connect_grace_secs),
+            release_unused_seats: cfg.release_unused_seats,
             reaper_every: Duration::from_secs(cfg.reaper_interval_secs.max(1)),
             reaper_grace: Duration::from_secs(cfg.reaper_grace_secs),
         }
@@ -97,6 +109,8 @@ pub struct LoopContext {
     pub settings: Arc<Settings>,
     /// Where the scaler leaves its last decision for the API.
     pub decisions: Arc<crate::fleet::scaling::Decisions>,
+    /// Where the drift reconciler leaves its last report per stage for the API.
+    pub drift: Arc<crate::fleet::drift::Reports>,
     /// The term this group runs for: intents of other terms are reclaimed before they are driven.
     pub term: u64,
 }
@@ -107,6 +121,7 @@ pub fn leader_loops(ctx: LoopContext) -> JoinSet<()> {
     group.spawn(stages::run(ctx.clone()));
     group.spawn(replicator::run(ctx.clone()));
     group.spawn(reaper::run(ctx.clone()));
+    group.spawn(drift::run(ctx.clone()));
     if ctx.settings.autoscale {
         group.spawn(scaler::run(ctx.clone()));
     }

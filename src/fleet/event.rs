@@ -16,6 +16,8 @@ pub enum EndReason {
     BroadcastEnded,
     /// Its stage was deleted with `force`.
     Evicted,
+    /// Its viewer never connected to IVS within `connect_grace_secs` (`release_unused_seats`).
+    Unused,
 }
 
 /// A stage's step in its life, as the operator would name it.

@@ -4,6 +4,7 @@
 //! apply the same log to the same state on every node, and lets property tests run it cheaply.
 
 pub mod admission;
+pub mod drift;
 pub mod event;
 pub mod model;
 pub mod placement;

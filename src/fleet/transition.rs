@@ -533,6 +533,15 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         Ok(session)
     }
 
+    /// Release seats whose viewer never connected to IVS (the drift reconciler's finding); ids
+    /// already ended are skipped. Answers how many were released.
+    pub fn release_unused(&mut self, session_ids: &[String]) -> u32 {
+        session_ids
+            .iter()
+            .filter(|id| self.end_session(id, EndReason::Unused).is_ok())
+            .count() as u32
+    }
+
     /// Extend the leases of sessions seen alive; unknown ids (already ended) are skipped.
     pub fn renew(&mut self, session_ids: &[String], now: Millis) -> usize {
         let mut renewed = 0;

@@ -44,6 +44,8 @@ pub struct Node {
     pub live: Arc<live::Live>,
     /// The scaler's last decisions (filled on the node that leads, while `autoscale` is on).
     pub scaler_decisions: Arc<crate::fleet::scaling::Decisions>,
+    /// The drift reconciler's last report per stage (filled on the node that leads).
+    pub drift: Arc<crate::fleet::drift::Reports>,
     /// Printed once at first start; `None` afterwards.
     pub first_admin_key: Option<String>,
     pub backend_label: String,
@@ -100,6 +102,7 @@ impl Node {
             presence: presence::Presence::default(),
             live: live::Live::new(store.clone()),
             scaler_decisions: Arc::default(),
+            drift: Arc::default(),
             cfg,
             store,
             backend,

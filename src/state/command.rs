@@ -130,6 +130,10 @@ pub enum Command {
     UndrainStage {
         stage_id: String,
     },
+    /// End sessions whose viewer never connected to IVS (drift reconciler).
+    ReleaseUnused {
+        session_ids: Vec<String>,
+    },
     /// Move up to `limit` viewers off a draining stage onto stages with room.
     MoveViewers {
         stage_id: String,
@@ -188,6 +192,7 @@ impl Command {
             Command::DrainStage { .. } => "drain_stage",
             Command::UndrainStage { .. } => "undrain_stage",
             Command::MoveViewers { .. } => "move_viewers",
+            Command::ReleaseUnused { .. } => "release_unused",
         }
     }
 }
@@ -220,6 +225,8 @@ pub enum Response {
     Policy(FleetPolicy),
     /// Viewers moved off a draining stage.
     Moved(u32),
+    /// Unused seats released.
+    Released(u32),
 }
 
 impl Response {
@@ -240,6 +247,7 @@ impl Response {
             Response::ApiKey(_) => "api_key",
             Response::Policy(_) => "policy",
             Response::Moved(_) => "moved",
+            Response::Released(_) => "released",
         }
     }
 }

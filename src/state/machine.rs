@@ -252,6 +252,11 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
         } => w.replication_report(&stage_id, &participant_id, report, now).into(),
         Command::DrainStage { stage_id } => w.drain_stage(&stage_id, term).into(),
         Command::UndrainStage { stage_id } => w.undrain_stage(&stage_id).into(),
+        Command::ReleaseUnused { session_ids } => {
+            let n = w.release_unused(&session_ids);
+            w.retire_drained_touched(term);
+            Response::Released(n)
+        }
         Command::MoveViewers { stage_id, limit } => match w.move_viewers(&stage_id, limit, term) {
             Ok(n) => Response::Moved(n),
             Err(e) => Response::Refused(e),

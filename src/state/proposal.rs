@@ -311,6 +311,14 @@ pub struct UndrainStage {
 }
 proposal!(UndrainStage => Stage, Response::Stage(s) => s, |s| Command::UndrainStage { stage_id: s.stage_id });
 
+/// Answers how many seats were released.
+pub struct ReleaseUnused {
+    pub session_ids: Vec<String>,
+}
+proposal!(ReleaseUnused => u32, Response::Released(n) => n, |s| Command::ReleaseUnused {
+    session_ids: s.session_ids,
+});
+
 /// Answers how many viewers moved.
 pub struct MoveViewers {
     pub stage_id: String,

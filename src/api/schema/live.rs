@@ -258,6 +258,8 @@ pub enum EndReason {
     BroadcastEnded,
     /// An operator deleted its stage with `force`.
     Evicted,
+    /// Its viewer never connected to IVS within `connect_grace_secs` (`release_unused_seats`).
+    Unused,
     /// It is gone, and this node did not see why (it caught up from a snapshot).
     Unknown,
 }
@@ -316,6 +318,7 @@ impl From<AssignmentUpdate> for Assignment {
                     Some(event::EndReason::Expired) => EndReason::Expired,
                     Some(event::EndReason::BroadcastEnded) => EndReason::BroadcastEnded,
                     Some(event::EndReason::Evicted) => EndReason::Evicted,
+                    Some(event::EndReason::Unused) => EndReason::Unused,
                     None => EndReason::Unknown,
                 }),
             },

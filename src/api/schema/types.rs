@@ -318,6 +318,16 @@ impl Stage {
     async fn publishers(&self, ctx: &Context<'_>) -> Vec<String> {
         current(ctx, &self.0).media.publishers.iter().cloned().collect()
     }
+    /// The leader's last comparison of this stage with IVS (ListParticipants sampled by the drift
+    /// reconciler); null before the first sample, and on nodes that do not lead.
+    async fn drift(&self, ctx: &Context<'_>) -> Option<StageDrift> {
+        let reports = node(ctx).drift.lock().expect("drift lock");
+        reports.get(&self.0.id).map(|d| StageDrift {
+            never_connected: d.never_connected.len() as u32,
+            unknown_participants: d.unknown,
+            sampled_at: rfc3339(d.sampled_at),
+        })
+    }
     /// For a replica: each publishing host's replication into it.
     async fn replication(&self, ctx: &Context<'_>) -> Vec<HostReplication> {
         current(ctx, &self.0)
@@ -353,6 +363,16 @@ pub enum Fanout {
     /// Hosts publish to every stage themselves (`hostTokens` returns a token per stage); a stage
     /// takes viewers once every host publishes there.
     Client,
+}
+
+/// A stage's ledger compared with IVS.
+#[derive(SimpleObject)]
+pub struct StageDrift {
+    /// Seats whose viewer has not joined IVS within `connect_grace_secs`.
+    pub never_connected: u32,
+    /// Viewers connected in IVS that hold no seat on this stage.
+    pub unknown_participants: u32,
+    pub sampled_at: String,
 }
 
 /// One host replicated into one replica stage.
