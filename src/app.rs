@@ -135,6 +135,7 @@ fn load_keks(cfg: &Config, store: &Store) -> anyhow::Result<kek::Keks> {
 async fn backend_config(cfg: &Config) -> anyhow::Result<(AwsConfig, Option<EmulatorHandle>, String)> {
     let mut aws = AwsConfig {
         max_attempts: cfg.ivs_max_attempts,
+        initial_backoff: std::time::Duration::from_millis(cfg.ivs_retry_backoff_ms.max(1)),
         operation_timeout: Duration::from_secs(cfg.ivs_timeout_secs),
         ..AwsConfig::default()
     };

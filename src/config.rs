@@ -65,6 +65,8 @@ settings! {
     ivs_endpoint_url: String = String::new(), "STAGEFLEET_IVS_ENDPOINT_URL";
     /// Attempts per IVS call (retries use jittered exponential backoff on throttling and 5xx).
     ivs_max_attempts: u32 = 4, "STAGEFLEET_IVS_MAX_ATTEMPTS";
+    /// The first retry's wait after a throttled or failed IVS call, in milliseconds (doubling per attempt, jittered).
+    ivs_retry_backoff_ms: u64 = 200, "STAGEFLEET_IVS_RETRY_BACKOFF_MS";
     /// Upper bound on one IVS call including retries, in seconds.
     ivs_timeout_secs: u64 = 30, "STAGEFLEET_IVS_TIMEOUT_SECS";
     /// Client-side calls/s per IVS operation, overriding the IVS quotas, as `Op=rate,Op=rate` (e.g. `CreateStage=2`).

@@ -33,6 +33,10 @@ pub struct AwsConfig {
     /// Attempts per call, first included (SDK standard retry: jittered exponential backoff on
     /// throttling and 5xx).
     pub max_attempts: u32,
+    /// The first retry's backoff (doubling per attempt, jittered). The SDK's own default is 1 s,
+    /// tuned for clients that do not pace themselves; ours stay under the quota, so a throttle
+    /// means a brief burst elsewhere in the account and a short wait is enough.
+    pub initial_backoff: Duration,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
     pub operation_timeout: Duration,
@@ -47,6 +51,7 @@ impl Default for AwsConfig {
             endpoint_url: None,
             static_credentials: None,
             max_attempts: 4,
+            initial_backoff: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
@@ -74,7 +79,11 @@ impl AwsBackend {
         // The region is always explicit: the region chain would otherwise consult IMDS and stall.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(cfg.region.clone()))
-            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(cfg.max_attempts)
+                    .with_initial_backoff(cfg.initial_backoff),
+            )
             .timeout_config(timeouts)
             .identity_cache(IdentityCache::lazy().load_timeout(CREDENTIALS_LOAD_TIMEOUT).build());
         if let Some(url) = &cfg.endpoint_url {
