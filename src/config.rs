@@ -95,8 +95,8 @@ settings! {
     reconcile_interval_secs: u64 = 15, "STAGEFLEET_RECONCILE_INTERVAL_SECS";
     /// Subscriptions that follow a changing value (`stats`, `broadcast`, `node`) send at most one message per this many milliseconds, and only when the value changed.
     stats_interval_ms: u64 = 1000, "STAGEFLEET_STATS_INTERVAL_MS";
-    /// Add stages ahead of the crowd and drain quiet ones (`drain_below`) on the leader (the scaler). Off by default while the shared API budget is unfinished; `createStage` and `drainStage` work either way.
-    autoscale: bool = false, "STAGEFLEET_AUTOSCALE";
+    /// Add stages ahead of the crowd and drain quiet ones (`drain_below`) on the leader (the scaler). Off: stages come only from `createStage` and go only by `drainStage`/`deleteStage`.
+    autoscale: bool = true, "STAGEFLEET_AUTOSCALE";
     /// How often the scaler plans, in milliseconds.
     scaler_interval_ms: u32 = 1000, "STAGEFLEET_SCALER_INTERVAL_MS";
     /// Free ready seats the scaler keeps per live broadcast whatever the join rate.
@@ -111,7 +111,7 @@ settings! {
     region_subscription_quota: u64 = 20000, "STAGEFLEET_REGION_SUBSCRIPTION_QUOTA";
     /// The scaler's first guess of how long a new stage takes to become ready, in milliseconds, until it has measured some.
     stage_ready_ms: u64 = 3000, "STAGEFLEET_STAGE_READY_MS";
-    /// Scale-down: a replica stage with fewer viewers than this for `cool_down_secs` is drained (no new viewers, deleted once empty) when the others keep the headroom without it; 0 = never.
+    /// Scale-down: a replica stage with fewer viewers than this for `cool_down_secs` is drained (no new viewers, deleted once empty) when the others keep the headroom without it; 0 = never (the default: IVS bills participants, not idle stages, so an empty stage costs only a slot of the stage quota).
     drain_below: u32 = 0, "STAGEFLEET_DRAIN_BELOW";
     /// How long a replica's audience must stay under `drain_below` before it is drained, in seconds.
     cool_down_secs: u64 = 60, "STAGEFLEET_COOL_DOWN_SECS";

@@ -41,6 +41,8 @@ impl TestNode {
             .env_remove("AWS_REGION")
             .env_remove("AWS_DEFAULT_REGION")
             .env("RUST_LOG", "info")
+            // Stages appear only when a test asks for them (`--autoscale true` wins over this).
+            .env("STAGEFLEET_AUTOSCALE", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
