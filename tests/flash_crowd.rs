@@ -68,6 +68,8 @@ struct Outcome {
     admitted: u64,
     refused: u64,
     min_free_ready: u64,
+    /// Host participants the page published (one per origin `hostTokens` named).
+    published: usize,
 }
 
 const STAGES: &str = "{ stages { id role ready viewers capacity replication { state } } }";
@@ -140,6 +142,7 @@ async fn crowd(n: Arc<TestNode>) -> Outcome {
         admitted: admitted.load(Ordering::Relaxed),
         refused: refused.load(Ordering::Relaxed),
         min_free_ready,
+        published: published.lock().await.len(),
     }
 }
 
@@ -175,6 +178,7 @@ async fn a_flash_crowd_is_seated_without_refusals_on_stages_whose_media_flows() 
     let stages = check_fleet(&n).await;
     let origins = stages.iter().filter(|s| s["role"] == "ORIGIN").count();
     assert!(origins >= 4, "2,000 seats of 100 need four origins at five replicas each: {origins}");
+    assert_eq!(out.published, origins, "hostTokens gave the host a token for every origin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
