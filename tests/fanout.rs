@@ -12,7 +12,7 @@ use common::ws::Ws;
 use common::{TestNode, decode_jwt, eventually, node};
 use serde_json::{Value, json};
 
-const STAGE: &str = "query($id: ID!) { stage(id: $id) { id ready draining state viewers fedBy publishers
+const STAGE: &str = "query($id: ID!) { stage(id: $id) { id status ready draining state viewers fedBy publishers
     replication { participantId state attempts lastError } } }";
 
 async fn stage(n: &TestNode, id: &str) -> Value {
@@ -64,6 +64,7 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
     })
     .await;
     assert_eq!((s["ready"].clone(), s["fedBy"].clone()), (json!(false), json!(0)), "{s}");
+    assert_eq!(s["status"], "WAITING", "{s}");
     assert!(s["replication"][0]["lastError"].as_str().unwrap().contains("not publishing"), "{s}");
     for u in ["v1", "v2"] {
         assert_eq!(n.join("b", u).await.unwrap()["session"]["stageId"], "b:0");
@@ -78,7 +79,7 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
         (s["ready"] == true).then_some(s)
     })
     .await;
-    assert_eq!(s["replication"][0]["state"], "ACTIVE", "{s}");
+    assert_eq!((s["replication"][0]["state"].as_str(), s["status"].as_str()), (Some("ACTIVE"), Some("READY")), "{s}");
     let seat = n.join("b", "v3").await.unwrap();
     assert_eq!(seat["session"]["stageId"], replica.as_str());
     // What the viewer will see there: the host's replica publishing in IVS.

@@ -301,6 +301,18 @@ impl Stage {
     async fn created_at(&self) -> String {
         rfc3339(self.0.created_at)
     }
+    /// Where the stage is in its life, as one value: `CREATING`, `WAITING` (created, the hosts'
+    /// media not flowing yet), `READY` (takes viewers), `DRAINING`, `DELETING`.
+    async fn status(&self, ctx: &Context<'_>) -> StageStatus {
+        let s = current(ctx, &self.0);
+        match s.state {
+            fleet::StageState::Creating => StageStatus::Creating,
+            fleet::StageState::Deleting => StageStatus::Deleting,
+            fleet::StageState::Active if s.draining => StageStatus::Draining,
+            fleet::StageState::Active if s.is_ready() => StageStatus::Ready,
+            fleet::StageState::Active => StageStatus::Waiting,
+        }
+    }
     /// READY: created, not draining, and every publishing host's media reaches it; only READY
     /// stages take new viewers.
     async fn ready(&self, ctx: &Context<'_>) -> bool {
@@ -351,6 +363,21 @@ fn current<'a>(ctx: &Context<'a>, stage: &'a fleet::Stage) -> std::borrow::Cow<'
         Some(s) => std::borrow::Cow::Owned(s.clone()),
         None => std::borrow::Cow::Borrowed(stage),
     }
+}
+
+/// A stage's place in its life.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum StageStatus {
+    /// CreateStage not answered yet.
+    Creating,
+    /// Created; a live host's media does not reach it yet, so it takes no viewers.
+    Waiting,
+    /// Takes new viewers.
+    Ready,
+    /// Takes no new viewers; deleted once empty.
+    Draining,
+    /// DeleteStage under way.
+    Deleting,
 }
 
 /// How the hosts' media gets into every stage of a broadcast.
