@@ -61,6 +61,33 @@ pub struct BroadcastCounts {
     pub admitted_total: u64,
 }
 
+/// One of a host's publish tokens (`hostTokens`): one per origin stage.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostToken {
+    pub participant_id: String,
+    pub token: String,
+}
+
+/// A stage as the autoscaler leaves it: whether it takes viewers, and for a replica whether each
+/// publishing host's media reaches it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct FleetStage {
+    pub id: String,
+    /// `ORIGIN` or `REPLICA`.
+    pub role: String,
+    pub ready: bool,
+    pub viewers: u32,
+    pub capacity: u32,
+    pub replication: Vec<Replication>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Replication {
+    /// `PENDING`, `ACTIVE` or `FAILED`.
+    pub state: String,
+}
+
 const SESSION_FIELDS: &str = "id userId stageId participantId";
 const JOIN: &str = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) { \
     session { id userId stageId participantId } \
@@ -213,6 +240,33 @@ impl Api {
         let q = "query($b: ID) { stages(broadcastId: $b) { id viewers capacity arn } }";
         self.typed(self.admin_key(), q, json!({ "b": broadcast }), "stages")
             .await
+    }
+
+    /// A host's publish+subscribe tokens, one per origin (admin).
+    pub async fn host_tokens(&self, broadcast: &str, user: &str) -> Result<Vec<HostToken>, ApiError> {
+        let q = "mutation($b: ID!, $u: String!) { hostTokens(broadcastId: $b, userId: $u) { participantId token } }";
+        self.typed(self.admin_key(), q, json!({ "b": broadcast, "u": user }), "hostTokens")
+            .await
+    }
+
+    /// Tell the node a host participant publishes, as the broadcaster page does (admin).
+    pub async fn host_publishing(&self, broadcast: &str, participant: &str) -> Result<(), ApiError> {
+        let q = "mutation($b: ID!, $p: String!) { hostPublishing(broadcastId: $b, participantId: $p) { id } }";
+        self.gql(self.admin_key(), q, json!({ "b": broadcast, "p": participant }))
+            .await
+            .map(drop)
+    }
+
+    pub async fn fleet_stages(&self, broadcast: &str) -> Result<Vec<FleetStage>, ApiError> {
+        let q = "query($b: ID) { stages(broadcastId: $b) { id role ready viewers capacity replication { state } } }";
+        self.typed(self.admin_key(), q, json!({ "b": broadcast }), "stages")
+            .await
+    }
+
+    /// `GET /metrics` of the first target as text, if it serves it.
+    pub async fn metrics(&self) -> Option<String> {
+        let url = format!("{}/metrics", self.targets.all()[0]);
+        self.http.get(url).send().await.ok()?.text().await.ok()
     }
 
     pub async fn broadcast(&self, id: &str) -> Result<Option<BroadcastCounts>, ApiError> {

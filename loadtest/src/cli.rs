@@ -38,6 +38,10 @@ pub enum Scenario {
     /// Adversarial GraphQL documents the front gate must refuse (worst-case time to refuse), and
     /// the node's RSS with --stalled WebSockets each stalled mid-frame.
     FrontDoor(FrontDoorArgs),
+    /// A steady crowd against one autoscaling node started here, with a host publishing on every
+    /// origin: refusals, time to the first READY replica, the fewest free ready seats, and IVS
+    /// calls per 1,000 admitted viewers.
+    Crowd(CrowdArgs),
 }
 
 /// Which node(s) to load: given by URL, or started here from a binary.
@@ -241,6 +245,60 @@ pub struct FrontDoorArgs {
     /// Skip the comparison run with as many sockets that only completed the upgrade.
     #[arg(long)]
     pub no_idle: bool,
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrowdArgs {
+    /// Only --server-bin, --data-dir and --server-arg: the crowd needs a node with its own flags
+    /// and its built-in IVS emulator, so it always starts one (a --server-arg repeating one of
+    /// those flags stops it: the node refuses a flag given twice).
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The broadcast to start on that node.
+    #[arg(long, default_value = "crowd")]
+    pub broadcast_id: String,
+    /// New viewers per second, each a join of its own user, paced at this fixed rate (a slow
+    /// answer does not hold back the next join).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// How long new viewers keep coming.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seats per stage (the node's --seats-per-stage): few, so the crowd needs many stages.
+    #[arg(long, default_value_t = 50)]
+    pub seats: u32,
+    /// Free ready seats the scaler keeps whatever the join rate (the node's --headroom-floor).
+    #[arg(long, default_value_t = 100)]
+    pub headroom_floor: u32,
+    /// How long the emulator takes to create a stage, in ms (AWS takes a few hundred).
+    #[arg(long, default_value_t = 300)]
+    pub create_stage_ms: u64,
+    /// How long after StartParticipantReplication the emulator shows the host's media in a
+    /// replica, in ms.
+    #[arg(long, default_value_t = 500)]
+    pub replication_ms: u64,
+    /// Concurrent subscriptions the region allows (the node's --region-subscription-quota);
+    /// 0 = no limit.
+    #[arg(long, default_value_t = 0)]
+    pub region_subscription_quota: u64,
+    /// Share (0 to 1) of IVS calls the emulator answers with ThrottlingException, from the
+    /// node's start on; 0 = none.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Start the crowd once the broadcast has --headroom-floor free seats on READY stages, live
+    /// and warmed; `false` starts it as soon as the host publishes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub wait_headroom: bool,
+    /// Joins in flight at most (also the HTTP keep-alive pool size).
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Fail the run if more than this percentage of the joins is refused (without it refusals
+    /// are reported, not judged).
+    #[arg(long, value_name = "PCT")]
+    pub max_refused_pct: Option<f64>,
+    /// Also write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 }

@@ -13,6 +13,7 @@ use crate::calibrate::Calibration;
 use crate::driver::Outcome;
 use crate::percentiles::{Percentiles, percentiles_ms};
 use crate::procstat::ProcUsage;
+use crate::scenario::crowd::CrowdSummary;
 use crate::scenario::front_door::summary::FrontDoorSummary;
 use crate::scenario::subscribers::SubscribersSummary;
 use crate::verify::Verdict;
@@ -67,6 +68,8 @@ pub struct Report {
     pub front_door: Option<FrontDoorSummary>,
     /// `subscribers`: delivery delay, lost frames, RSS per subscriber, join rates, its failures.
     pub subscribers: Option<SubscribersSummary>,
+    /// `crowd`: refusals, stages, readiness, IVS calls, and its own verdict.
+    pub crowd: Option<CrowdSummary>,
     /// Scenario-specific numbers (restart times, connections held…).
     pub facts: BTreeMap<String, Value>,
 }
@@ -76,6 +79,7 @@ impl Report {
         self.verdict.as_ref().is_none_or(|v| v.ok)
             && self.front_door.as_ref().is_none_or(FrontDoorSummary::ok)
             && self.subscribers.as_ref().is_none_or(SubscribersSummary::ok)
+            && self.crowd.as_ref().is_none_or(CrowdSummary::ok)
     }
 
     pub fn text(&self) -> String {
@@ -96,6 +100,9 @@ impl Report {
         if let Some(sub) = &self.subscribers {
             s += &sub.text();
         }
+        if let Some(c) = &self.crowd {
+            s += &c.text();
+        }
         if let Some(r) = self.signing_ratio {
             s += &format!("admitted joins/s = {:.1}% of the 2-thread signing rate\n", 100.0 * r);
         }
@@ -112,8 +119,10 @@ impl Report {
         }
         match &self.verdict {
             Some(v) => s += &v.text(),
-            // calibrate checks nothing; front-door printed its own verdict above.
-            None if self.scenario != "calibrate" && self.front_door.is_none() => s += "verdict: not checked\n",
+            // calibrate checks nothing; front-door and crowd printed their own verdicts above.
+            None if self.scenario != "calibrate" && self.front_door.is_none() && self.crowd.is_none() => {
+                s += "verdict: not checked\n"
+            }
             None => {}
         }
         s

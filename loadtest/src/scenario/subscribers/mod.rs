@@ -343,12 +343,6 @@ async fn ensure_seats(setup: &Setup, seats: u64) -> anyhow::Result<u32> {
     }
 }
 
-/// `/metrics` as text, if the node serves it.
-async fn metrics(api: &Api) -> Option<String> {
-    let url = format!("{}/metrics", api.targets.all()[0]);
-    api.http().get(url).send().await.ok()?.text().await.ok()
-}
-
 fn metric(text: Option<&str>, name: &str) -> Option<u64> {
     crate::scenario::front_door::gauge(text?, name)
 }
@@ -526,7 +520,7 @@ pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
         .all_after
         .map(|at| at.duration_since(attach_started).as_secs_f64() - attach_secs);
     let rss_after = rss_of(pid_now());
-    let after_attach = metrics(&setup.api).await;
+    let after_attach = setup.api.metrics().await;
     let gauges_after_attach = (
         metric(after_attach.as_deref(), "open_websockets"),
         metric(after_attach.as_deref(), "subscriptions_open"),
@@ -534,7 +528,7 @@ pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
 
     // --- 3. the storm with every subscriber attached
     tally.set_phase(RunPhase::Storm);
-    let m0 = metrics(&setup.api).await;
+    let m0 = setup.api.metrics().await;
     setup.load_begins();
     let storm_prefix = format!("{}-storm", args.common.user_prefix);
     let with = storm(
@@ -551,7 +545,7 @@ pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
     // --- 4. every subscriber must see the final stats
     let catch = catch_up(&setup.api, &setup.broadcast, &tally, catch_up_within).await;
     let caught_up_after = catch.all_after.map(|at| at.duration_since(storm_ended).as_secs_f64());
-    let m1 = metrics(&setup.api).await;
+    let m1 = setup.api.metrics().await;
     tally.set_phase(RunPhase::After);
     let counter = |text: &Option<String>, name: &str| metric(text.as_deref(), name);
     let delta = |name: &str| Some(counter(&m1, name)?.saturating_sub(counter(&m0, name)?));
