@@ -120,7 +120,7 @@ settings! {
     /// How often the replicator looks at pending replications (start, check the media shows), in milliseconds.
     replicator_interval_ms: u64 = 250, "STAGEFLEET_REPLICATOR_INTERVAL_MS";
     /// How often the replicator asks IVS (ListParticipants) who publishes on each origin stage, in seconds; the broadcaster page's `hostPublishing` tells it at once.
-    publisher_poll_secs: u64 = 5, "STAGEFLEET_PUBLISHER_POLL_SECS";
+    publisher_poll_secs: u64 = 15, "STAGEFLEET_PUBLISHER_POLL_SECS";
     /// A replication whose media does not show in the replica within this many seconds is stopped and started again.
     replication_timeout_secs: u64 = 30, "STAGEFLEET_REPLICATION_TIMEOUT_SECS";
     /// `reconnectWindowSeconds` of every replication (0 to 300): a host who drops and comes back within it stays replicated.
