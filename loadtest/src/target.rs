@@ -117,6 +117,11 @@ impl LocalNode {
             .args(["--http-addr", addr])
             // Every viewer of a load test comes from this one address.
             .args(["--join-rate-per-ip", "0"])
+            // A benchmark measures the join path unless it asks for more: no scaler
+            // creating stages behind its back, no region quota refusing a 40,000-viewer
+            // storm. Flags (e.g. the crowd scenario's) override these.
+            .env("STAGEFLEET_AUTOSCALE", "false")
+            .env("STAGEFLEET_REGION_SUBSCRIPTION_QUOTA", "0")
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -14,7 +14,7 @@
 //! and at once from the broadcaster page's `hostPublishing`. It wakes on the bus when a stage,
 //! publisher or replication changes, and on its interval while work is pending.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures_util::StreamExt;
 
@@ -36,6 +36,7 @@ pub async fn run(ctx: LoopContext) {
     let pacing = ctx.settings.pacing;
     let mut next_work = tokio::time::Instant::now();
     let mut next_sample = tokio::time::Instant::now() + jittered(ctx.settings.publisher_poll);
+    let mut looked = Looked::default();
     loop {
         tokio::select! {
             applied = bus.recv() => match applied {
@@ -48,7 +49,7 @@ pub async fn run(ctx: LoopContext) {
                 }
             },
             () = tokio::time::sleep_until(next_work) => {
-                work(&ctx, &pacing).await;
+                work(&ctx, &pacing, &mut looked).await;
                 next_work = tokio::time::Instant::now() + jittered(every);
             }
             () = tokio::time::sleep_until(next_sample) => {
@@ -72,8 +73,32 @@ fn wakes(change: &Change) -> bool {
     }
 }
 
-async fn work(ctx: &LoopContext, pacing: &Pacing) {
-    let jobs = replication::jobs(&ctx.store.view().fleet, now_ms(), pacing);
+/// When this leader last looked at each (replica, host) for media: checks thin out while IVS
+/// takes its time (`replication::check_due`). Kept here, not in the log: a new leader simply
+/// looks once more.
+#[derive(Default)]
+struct Looked(HashMap<(String, String), i64>);
+
+async fn work(ctx: &LoopContext, pacing: &Pacing, looked: &mut Looked) {
+    let now = now_ms();
+    let min_gap = ctx.settings.replicate_every.as_millis() as i64;
+    let mut jobs = replication::jobs(&ctx.store.view().fleet, now, pacing);
+    let pending: std::collections::HashSet<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.replica_id.clone(), j.participant_id.clone()))
+        .collect();
+    looked.0.retain(|k, _| pending.contains(k));
+    jobs.retain(|j| {
+        if j.kind != JobKind::Check {
+            return true;
+        }
+        let key = (j.replica_id.clone(), j.participant_id.clone());
+        let due = replication::check_due(j.since, looked.0.get(&key).copied(), now, min_gap);
+        if due {
+            looked.0.insert(key, now);
+        }
+        due
+    });
     futures_util::stream::iter(jobs)
         .for_each_concurrent(CONCURRENCY, |job| async move {
             let act = async {

@@ -20,6 +20,8 @@ pub struct Job {
     pub participant_id: String,
     /// Viewers are waiting on this replica (it is part of the headroom): do it first.
     pub urgent: bool,
+    /// When the replication entered its current state (for a check: when it was started).
+    pub since: Millis,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,12 +89,27 @@ pub fn jobs(fleet: &Fleet, now: Millis, pacing: &Pacing) -> Vec<Job> {
                 origin_arn: origin_arn.clone(),
                 participant_id: pid.clone(),
                 urgent: replica.viewers == 0 && !replica.draining,
+                since: r.since,
             });
         }
     }
     // Stable: within each group, stage order.
     out.sort_by_key(|j| !j.urgent);
     out
+}
+
+/// Whether a started replication is due for another look at the replica (two IVS calls): at
+/// least `min_gap_ms` after the last look, and at least half the time it has been waiting, so
+/// the looks thin out geometrically (¼ s, ½ s, 1 s, 2 s … after the start at the default gap)
+/// instead of costing two calls per interval for as long as IVS takes.
+pub fn check_due(since: Millis, last_checked: Option<Millis>, now: Millis, min_gap_ms: i64) -> bool {
+    let waited = now - since;
+    let gap = match last_checked {
+        Some(last) if last >= since => now - last,
+        // Never looked since this start: the first look waits only the minimum gap.
+        _ => waited,
+    };
+    gap >= min_gap_ms.max(waited / 2)
 }
 
 /// The origin feeding an active replica of a live, replicated broadcast.
@@ -308,5 +325,25 @@ mod tests {
             participant_id: format!("p-{user}"),
             client: None,
         }
+    }
+
+    #[test]
+    fn checks_thin_out_geometrically_while_the_media_does_not_show() {
+        let gap = 250;
+        // Not before the minimum gap after the start.
+        assert!(!check_due(1_000, None, 1_200, gap));
+        assert!(check_due(1_000, None, 1_250, gap));
+        // Then at least half the time waited since the last look.
+        let mut looks = Vec::new();
+        let mut last = None;
+        for now in (1_000..=9_000).step_by(50) {
+            if check_due(1_000, last, now, gap) {
+                looks.push(now - 1_000);
+                last = Some(now);
+            }
+        }
+        assert_eq!(looks, vec![250, 500, 1_000, 2_000, 4_000, 8_000]);
+        // A look from before a restart of the replication does not count.
+        assert!(check_due(5_000, Some(4_900), 5_300, gap));
     }
 }

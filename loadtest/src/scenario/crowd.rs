@@ -113,7 +113,8 @@ pub async fn run(args: &CrowdArgs) -> anyhow::Result<Report> {
     let host = host.await?;
 
     let stages = api.fleet_stages(&broadcast).await.context("stages after the crowd")?;
-    let ivs_calls = api.metrics().await.map(|m| ivs_calls(&m));
+    let ivs_by_op = api.metrics().await.map(|m| ivs_calls(&m));
+    let ivs_calls = ivs_by_op.as_ref().map(|by_op| by_op.values().sum::<u64>());
     let refused: u64 = outcome.errors.values().sum();
     let summary = CrowdSummary {
         rate_per_sec: args.rate,
@@ -134,6 +135,7 @@ pub async fn run(args: &CrowdArgs) -> anyhow::Result<Report> {
         host_failures: host.failures,
         host_last_failure: host.last_failure,
         ivs_calls,
+        ivs_calls_by_op: ivs_by_op.unwrap_or_default(),
         ivs_calls_per_1000_admitted: ivs_calls.map(|c| 1000.0 * c as f64 / outcome.ok.max(1) as f64),
         failures: Vec::new(),
     }
@@ -385,15 +387,23 @@ impl AtEnd {
     }
 }
 
-/// Every IVS call the node made, of any operation and outcome: the sum of the
-/// `stagefleet_ivs_calls_total{…}` series in Prometheus text.
-pub fn ivs_calls(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("stagefleet_ivs_calls_total{"))
-        .filter_map(|l| l.rsplit_once('}')?.1.split_whitespace().next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        .round() as u64
+/// Every IVS call the node made, by operation, of any outcome: the
+/// `stagefleet_ivs_calls_total{op=…}` series in Prometheus text, added up per `op`.
+pub fn ivs_calls(metrics: &str) -> BTreeMap<String, u64> {
+    let mut by_op = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(series) = line.strip_prefix("stagefleet_ivs_calls_total{") else { continue };
+        let Some((labels, value)) = series.rsplit_once('}') else { continue };
+        let Some(value) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let op = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("op=\""))
+            .map_or("?", |v| v.trim_end_matches('"'));
+        *by_op.entry(op.to_string()).or_insert(0) += value.round() as u64;
+    }
+    by_op
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -421,6 +431,7 @@ pub struct CrowdSummary {
     pub host_last_failure: Option<String>,
     /// From `/metrics` (`None`: it could not be read).
     pub ivs_calls: Option<u64>,
+    pub ivs_calls_by_op: BTreeMap<String, u64>,
     pub ivs_calls_per_1000_admitted: Option<f64>,
     pub failures: Vec<String>,
 }
@@ -509,7 +520,10 @@ impl CrowdSummary {
                 .map_or(String::new(), |m| format!(" (last: {m})"))
         );
         s += &match (self.ivs_calls, self.ivs_calls_per_1000_admitted) {
-            (Some(c), Some(per)) => format!("  IVS calls {c}, {per:.1} per 1,000 admitted viewers\n"),
+            (Some(c), Some(per)) => {
+                let ops: Vec<String> = self.ivs_calls_by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
+                format!("  IVS calls {c}, {per:.1} per 1,000 admitted viewers ({})\n", ops.join(", "))
+            }
             _ => "  IVS calls: /metrics could not be read\n".into(),
         };
         if self.ok() {
@@ -630,8 +644,11 @@ mod tests {
                     stagefleet_ivs_calls_total{op=\"GetStage\",result=\"throttled\"} 30\n\
                     stagefleet_ivs_retries_total{op=\"GetStage\"} 7\n\
                     stagefleet_joins_total 3000\n# EOF\n";
-        assert_eq!(ivs_calls(text), 42);
-        assert_eq!(ivs_calls(""), 0);
+        let by_op = ivs_calls(text);
+        assert_eq!(by_op.get("CreateStage"), Some(&12));
+        assert_eq!(by_op.get("GetStage"), Some(&30));
+        assert_eq!(by_op.len(), 2, "retries are not calls of their own: {by_op:?}");
+        assert!(ivs_calls("").is_empty());
     }
 
     #[test]
