@@ -102,7 +102,7 @@ settings! {
     /// Free ready seats the scaler keeps per live broadcast whatever the join rate.
     headroom_floor: u32 = 100, "STAGEFLEET_HEADROOM_FLOOR";
     /// The scaler keeps free seats for join rate × (stage ready time + scaler interval) × this.
-    headroom_safety: f64 = 1.5, "STAGEFLEET_HEADROOM_SAFETY";
+    headroom_safety: f64 = 2.0, "STAGEFLEET_HEADROOM_SAFETY";
     /// Ready, empty stages the scaler keeps per live broadcast besides the headroom (pre-warm a launch).
     warm_pool: u32 = 0, "STAGEFLEET_WARM_POOL";
     /// Stages the IVS region allows (your account's quota); the scaler never plans past it.

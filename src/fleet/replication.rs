@@ -99,9 +99,10 @@ pub fn jobs(fleet: &Fleet, now: Millis, pacing: &Pacing) -> Vec<Job> {
 }
 
 /// Whether a started replication is due for another look at the replica (two IVS calls): at
-/// least `min_gap_ms` after the last look, and at least half the time it has been waiting, so
-/// the looks thin out geometrically (¼ s, ½ s, 1 s, 2 s … after the start at the default gap)
-/// instead of costing two calls per interval for as long as IVS takes.
+/// least `min_gap_ms` after the last look, and at least a quarter of the time it has been
+/// waiting, so the looks come every interval while IVS is as quick as usual (about ½ s) and thin
+/// out geometrically when it is slow, instead of costing two calls per interval (or per wake-up)
+/// for as long as IVS takes.
 pub fn check_due(since: Millis, last_checked: Option<Millis>, now: Millis, min_gap_ms: i64) -> bool {
     let waited = now - since;
     let gap = match last_checked {
@@ -109,7 +110,7 @@ pub fn check_due(since: Millis, last_checked: Option<Millis>, now: Millis, min_g
         // Never looked since this start: the first look waits only the minimum gap.
         _ => waited,
     };
-    gap >= min_gap_ms.max(waited / 2)
+    gap >= min_gap_ms.max(waited / 4)
 }
 
 /// The origin feeding an active replica of a live, replicated broadcast.
@@ -333,7 +334,7 @@ mod tests {
         // Not before the minimum gap after the start.
         assert!(!check_due(1_000, None, 1_200, gap));
         assert!(check_due(1_000, None, 1_250, gap));
-        // Then at least half the time waited since the last look.
+        // Then at least a quarter of the time waited since the last look.
         let mut looks = Vec::new();
         let mut last = None;
         for now in (1_000..=9_000).step_by(50) {
@@ -342,7 +343,7 @@ mod tests {
                 last = Some(now);
             }
         }
-        assert_eq!(looks, vec![250, 500, 1_000, 2_000, 4_000, 8_000]);
+        assert_eq!(looks, vec![250, 500, 750, 1_000, 1_350, 1_800, 2_400, 3_200, 4_300, 5_750, 7_700]);
         // A look from before a restart of the replication does not count.
         assert!(check_due(5_000, Some(4_900), 5_300, gap));
     }

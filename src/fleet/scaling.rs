@@ -42,7 +42,7 @@ impl Default for ScalePolicy {
     fn default() -> Self {
         ScalePolicy {
             headroom_floor: 100,
-            safety: 1.5,
+            safety: 2.0,
             warm_pool: 0,
             replicas_per_origin: 5,
             region_stage_quota: 1_000,
@@ -334,6 +334,11 @@ fn drain_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defaults with the safety factor these numbers were worked out with.
+    fn scale_policy() -> ScalePolicy {
+        ScalePolicy { safety: 1.5, ..ScalePolicy::default() }
+    }
     use crate::fleet::placement::{self, Placement};
     use crate::fleet::{Broadcast, Stage};
 
@@ -408,7 +413,8 @@ mod tests {
         let f = fleet_with(&[(Origin, Active, 1000, 900)]);
         // 200 joins/s, 3 s to get a stage ready and 1 s until the next look, safety 1.5: 1,200
         // seats expected meanwhile.
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(200.0, 3000.0), &none(), 0)["b"];
+        let scale = scale_policy();
+        let p = &plan(&f, &policy(1000), &scale, &signals(200.0, 3000.0), &none(), 0)["b"];
         assert_eq!((p.free_ready, p.pending, p.headroom), (100, 0, 1200));
         assert_eq!(p.add.len(), 2, "1,100 seats short: two stages of 1,000");
         assert_eq!(p.add[0].role, Replica);
@@ -418,11 +424,11 @@ mod tests {
             (Replica, Creating, 1000, 0),
             (Replica, Creating, 1000, 0),
         ]);
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(200.0, 3000.0), &none(), 0)["b"];
+        let p = &plan(&f, &policy(1000), &scale, &signals(200.0, 3000.0), &none(), 0)["b"];
         assert!(p.add.is_empty(), "{p:?}");
         // A quiet broadcast keeps the floor only.
         let f = fleet_with(&[(Origin, Active, 1000, 950)]);
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(0.0, 3000.0), &none(), 0)["b"];
+        let p = &plan(&f, &policy(1000), &scale_policy(), &signals(0.0, 3000.0), &none(), 0)["b"];
         assert_eq!((p.headroom, p.add.len()), (100, 1));
     }
 
@@ -433,7 +439,7 @@ mod tests {
         let p = &plan(
             &fleet_with(&stages),
             &policy(100),
-            &ScalePolicy::default(),
+            &scale_policy(),
             &signals(100.0, 3000.0),
             &none(),
             0,
@@ -453,14 +459,14 @@ mod tests {
             region_subscription_quota: 2_500,
             ..policy(1000)
         };
-        let p = &plan(&f, &quota, &ScalePolicy::default(), &signals(1000.0, 3000.0), &none(), 0)["b"];
+        let p = &plan(&f, &quota, &scale_policy(), &signals(1000.0, 3000.0), &none(), 0)["b"];
         assert_eq!(p.add.len(), 1, "a second stage would pass 2,500 seats in the region");
         assert_eq!(p.limited_by, Some(Limit::RegionSubscriptions));
         let few = FleetPolicy {
             max_stages: 2,
             ..policy(1000)
         };
-        let p = &plan(&f, &few, &ScalePolicy::default(), &signals(1000.0, 3000.0), &none(), 0)["b"];
+        let p = &plan(&f, &few, &scale_policy(), &signals(1000.0, 3000.0), &none(), 0)["b"];
         assert_eq!((p.add.len(), p.limited_by), (1, Some(Limit::MaxStages)));
     }
 
@@ -469,7 +475,7 @@ mod tests {
         let f = fleet_with(&[(Origin, Active, 1000, 0)]);
         let scale = ScalePolicy {
             warm_pool: 3,
-            ..ScalePolicy::default()
+            ..scale_policy()
         };
         let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &none(), 0)["b"];
         assert_eq!(p.add.len(), 2, "the empty origin is one of the three");
@@ -481,7 +487,7 @@ mod tests {
         let scale = ScalePolicy {
             drain_below: 50,
             cool_down_ms: 60_000,
-            ..ScalePolicy::default()
+            ..scale_policy()
         };
         let quiet = || BTreeMap::from([("b:2".to_string(), 0), ("b:1".to_string(), 0)]);
         // Origin half full, b:1 busy, b:2 nearly empty: 1,000 + 1,000 − 980 free, headroom 100.
@@ -508,7 +514,7 @@ mod tests {
     fn a_draining_stage_is_taken_back_before_a_new_one_is_created() {
         let mut f = fleet_with(&[(Origin, Active, 1000, 1000), (Replica, Active, 1000, 400)]);
         f.stages.get_mut("b:1").unwrap().draining = true;
-        let p = &plan(&f, &policy(1000), &ScalePolicy::default(), &signals(100.0, 3000.0), &none(), 0)["b"];
+        let p = &plan(&f, &policy(1000), &scale_policy(), &signals(100.0, 3000.0), &none(), 0)["b"];
         assert_eq!(p.undrain, vec!["b:1".to_string()]);
         assert!(p.add.is_empty(), "its 600 free seats cover the 600 of headroom: {p:?}");
     }
@@ -525,7 +531,7 @@ mod tests {
         };
         let scale = ScalePolicy {
             region_stage_quota: 200,
-            ..ScalePolicy::default()
+            ..scale_policy()
         };
         let ready_ms = 2_000i64;
         let mut fleet = fleet_with(&[(Origin, Active, 1000, 0)]);
