@@ -7,10 +7,10 @@ mod common;
 use common::TestNode;
 use serde_json::{Value, json};
 
-const POLICY: &str = "{ policy { placement seatsPerStage maxStages sessionLeaseSecs maxSeatsPerClient } }";
+const POLICY: &str = "{ fleetPolicy { placement seatsPerStage maxStages sessionLeaseSecs maxSeatsPerClient } }";
 
 async fn policy(n: &TestNode) -> Value {
-    n.ok(POLICY, json!({}), None).await["policy"].clone()
+    n.ok(POLICY, json!({}), None).await["fleetPolicy"].clone()
 }
 
 async fn capacity(n: &TestNode, stage: &str) -> Value {

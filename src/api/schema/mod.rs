@@ -119,8 +119,8 @@ impl Query {
         })
     }
 
-    /// The fleet policy in force.
-    async fn policy(&self, ctx: &Context<'_>) -> Policy {
+    /// The fleet policy in force (`setPolicy` changes it).
+    async fn fleet_policy(&self, ctx: &Context<'_>) -> Policy {
         view(ctx).policy.clone().into()
     }
 
