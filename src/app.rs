@@ -17,7 +17,7 @@ use crate::ivs::aws::{AwsBackend, AwsConfig};
 use crate::ivs::emulator::{self, EmulatorConfig, EmulatorHandle};
 use crate::metrics::Metrics;
 use crate::node::{Node, Parts, datadir, kek};
-use crate::state::{Store, StoreConfig};
+use crate::state::{ClusterConfig, Store, StoreConfig};
 
 pub struct App {
     pub node: Arc<Node>,
@@ -39,15 +39,29 @@ impl App {
             Store::open(&StoreConfig {
                 data_dir: cfg.data_dir.clone(),
                 node_id: cfg.node_id,
-                advertise_addr: cfg.http_addr.to_string(),
+                advertise_addr: if cfg.is_clustered() {
+                    cfg.raft_advertised()
+                } else {
+                    cfg.http_addr.to_string()
+                },
                 sled_cache_bytes: cfg.sled_cache_mb * 1024 * 1024,
                 snapshot_every: cfg.snapshot_every,
+                cluster: cfg.is_clustered().then(|| ClusterConfig {
+                    raft_addr: cfg.raft_addr.parse().expect("validated with the config"),
+                    secret: cfg.cluster_secret.clone(),
+                    bootstrap_expect: cfg.bootstrap_expect,
+                    join: cfg.join_addrs(),
+                }),
             })
             .await?,
         );
-        store.wait_for_leader(Duration::from_secs(30)).await?;
+        // A forming cluster waits for its other nodes (the store says every few seconds which).
+        let leader_within = Duration::from_secs(if cfg.is_clustered() { 600 } else { 30 });
+        store.wait_for_leader(leader_within).await?;
         let keks = load_keks(&cfg, &store)?;
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        metrics.register_raft_rpc_refused(store.rpc_refused_counter());
+        let metrics = Arc::new(metrics);
         let settings = Arc::new(control::Settings::from_config(&cfg));
         let renew_every = Duration::from_secs(cfg.presence_interval_secs.max(1));
         let node = Arc::new(

@@ -53,8 +53,18 @@ settings! {
     http_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "STAGEFLEET_HTTP_ADDR";
     /// Base URL users reach this node at (printed at start). Empty: http://<http_addr>.
     public_url: String = String::new(), "STAGEFLEET_PUBLIC_URL";
-    /// This node's Raft id. Stable across restarts.
+    /// This node's Raft id. Stable across restarts; unique within a cluster.
     node_id: u64 = 1, "STAGEFLEET_NODE_ID";
+    /// Address this node's internode Raft RPC listens on, a port of its own (e.g. `0.0.0.0:7000`). Empty: a single node, no cluster port.
+    raft_addr: String = String::new(), "STAGEFLEET_RAFT_ADDR";
+    /// Address the other nodes reach this node's Raft RPC at (stored in the membership: keep it stable). Empty: `raft_addr`.
+    raft_advertise_addr: String = String::new(), "STAGEFLEET_RAFT_ADVERTISE_ADDR";
+    /// Nodes that form the cluster on first start: each is given the others' Raft addresses in `join`, and the one with the lowest `node_id` initialises the cluster once it has heard from all. 1: a single node. A no-op once the cluster exists.
+    bootstrap_expect: u32 = 1, "STAGEFLEET_BOOTSTRAP_EXPECT";
+    /// Comma-separated Raft addresses of other members (e.g. `10.0.0.1:7000,10.0.0.2:7000`). A node that is not a member asks them to add it; a no-op once it is one.
+    join: String = String::new(), "STAGEFLEET_JOIN";
+    /// Shared secret every internode request carries (at least 16 characters; the same on every node). Required with `raft_addr`. Prefer the environment variable to a flag.
+    cluster_secret: String = String::new(), "STAGEFLEET_CLUSTER_SECRET";
     /// Fleet name written into every managed stage's tags; stages of other fleets are never touched.
     fleet_id: String = "stagefleet".into(), "STAGEFLEET_FLEET_ID";
     /// `emulator` (built-in, in-process), `aws` (real IVS), or `auto` (aws when a region is configured, else emulator).
@@ -284,6 +294,30 @@ impl Config {
         Ok(cfg)
     }
 
+    /// This node is (or is to become) a member of a multi-node cluster.
+    pub fn is_clustered(&self) -> bool {
+        !self.raft_addr.is_empty() || self.bootstrap_expect > 1 || !self.join.trim().is_empty()
+    }
+
+    /// `join`, split and trimmed.
+    pub fn join_addrs(&self) -> Vec<String> {
+        self.join
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The Raft address stored in the membership for this node.
+    pub fn raft_advertised(&self) -> String {
+        if self.raft_advertise_addr.is_empty() {
+            self.raft_addr.clone()
+        } else {
+            self.raft_advertise_addr.clone()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, why: &str| {
             Err(ConfigError::Invalid {
@@ -294,6 +328,25 @@ impl Config {
         use crate::ivs::token::{MAX_TTL_MINUTES, MIN_TTL_MINUTES};
         if !(MIN_TTL_MINUTES..=MAX_TTL_MINUTES).contains(&self.token_ttl_minutes) {
             return invalid("token_ttl_minutes", "IVS accepts 1 to 20160 minutes (14 days)");
+        }
+        if self.is_clustered() {
+            if self.raft_addr.parse::<SocketAddr>().is_err() {
+                return invalid("raft_addr", "a cluster needs the address this node's Raft RPC listens on, as ip:port");
+            }
+            if self.cluster_secret.chars().count() < 16 {
+                return invalid("cluster_secret", "a cluster needs a shared secret of at least 16 characters on every node");
+            }
+            if self.key_encryption_key_file.as_os_str().is_empty() {
+                return invalid(
+                    "key_encryption_key_file",
+                    "every node of a cluster opens the one replicated signing key: give each node the same key-encryption key file",
+                );
+            }
+            if self.bootstrap_expect > 1 && self.join_addrs().is_empty() {
+                return invalid("join", "bootstrap_expect above 1 needs the other nodes' Raft addresses");
+            }
+        } else if self.bootstrap_expect == 0 {
+            return invalid("bootstrap_expect", "must be at least 1");
         }
         if !(1.0..=100.0).contains(&self.headroom_safety) {
             return invalid("headroom_safety", "must be between 1 and 100");

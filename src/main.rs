@@ -149,7 +149,11 @@ fn main() -> anyhow::Result<()> {
             if markdown {
                 print!("{}", stagefleet::config::settings_markdown());
             } else {
-                let cfg = Config::load(serve.settings, serve.config.as_deref())?;
+                let mut cfg = Config::load(serve.settings, serve.config.as_deref())?;
+                if !cfg.cluster_secret.is_empty() {
+                    // Printed settings end up in tickets and chats: never the secret itself.
+                    cfg.cluster_secret = "(set; not shown)".into();
+                }
                 print!("{}", toml::to_string(&cfg)?);
             }
             Ok(())

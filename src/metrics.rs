@@ -185,6 +185,15 @@ impl Metrics {
         }
     }
 
+    /// Count internode requests refused for the cluster secret (the store owns the counter).
+    pub fn register_raft_rpc_refused(&mut self, refused: Counter) {
+        self.registry.register(
+            "raft_rpc_refused",
+            "Internode (Raft port) requests refused for a missing or wrong cluster secret",
+            refused,
+        );
+    }
+
     pub fn set(&self, name: &'static str, extra: Option<(&'static str, String)>, v: i64) {
         let mut labels = vec![("name", name.to_string())];
         labels.extend(extra);

@@ -319,6 +319,7 @@ async fn a_data_dir_from_before_sealing_is_sealed_at_start_and_the_clear_key_lea
             advertise_addr: "127.0.0.1:0".into(),
             sled_cache_bytes: 8 << 20,
             snapshot_every: 100_000,
+            cluster: None,
         })
         .await
         .unwrap();

@@ -61,6 +61,8 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     m.set("raft_last_log_index", None, index(c.last_log_index));
     m.set("raft_last_applied_index", None, index(c.last_applied_index));
     m.set("raft_snapshot_index", None, index(c.snapshot_index));
+    m.set("raft_leader_id", None, c.leader.map_or(-1, |l| l as i64));
+    m.set("raft_voters", None, c.voters.len() as i64);
     m.set("store_bytes_on_disk", None, node.store.size_on_disk() as i64);
     (
         [(

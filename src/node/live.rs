@@ -647,6 +647,7 @@ mod tests {
             advertise_addr: "127.0.0.1:0".into(),
             sled_cache_bytes: 1 << 20,
             snapshot_every: 1_000,
+            cluster: None,
         })
         .await
         .unwrap();

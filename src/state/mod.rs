@@ -12,6 +12,7 @@ pub mod log_store;
 pub mod machine;
 pub mod network;
 pub mod proposal;
+pub mod rpc;
 pub mod sled_sessions;
 pub mod snapshot;
 pub mod store;
@@ -28,7 +29,7 @@ pub use command::{Command, Response};
 pub use machine::{Shared, View};
 pub use proposal::ProposeError;
 pub use proposal::{Proposal, ProposalError};
-pub use store::{ClusterStatus, Leadership, Store, StoreConfig};
+pub use store::{ClusterConfig, ClusterStatus, Leadership, Store, StoreConfig};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for stagefleet.

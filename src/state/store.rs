@@ -19,9 +19,16 @@ use tokio::sync::watch;
 use super::bus::Subscription;
 use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine, View};
-use super::network::Network;
+use super::network::{CallError, Network, Peers};
 use super::proposal::{self, Proposal, ProposalError, ProposeError};
+use super::rpc::{self, Hello, HelloAnswer, JoinRequest, ProposeAnswer, RpcState};
 use super::{Command, LogId, NodeId, Raft, Response};
+
+/// How long a write may wait for a leader (an election, a leader that just died) before it is
+/// answered `Unavailable`.
+const LEADER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a follower waits for the leader's answer to a forwarded write.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -32,6 +39,19 @@ pub struct StoreConfig {
     pub sled_cache_bytes: u64,
     /// Take a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every: u64,
+    /// Member of a multi-node cluster (`None`: a single node, no Raft port).
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Where this node's Raft RPC listens (`advertise_addr` is where peers reach it).
+    pub raft_addr: std::net::SocketAddr,
+    pub secret: String,
+    /// Nodes that form the cluster on first start (the lowest id initialises it).
+    pub bootstrap_expect: u32,
+    /// Raft addresses of other members, asked for hello and join.
+    pub join: Vec<String>,
 }
 
 pub struct Store {
@@ -40,6 +60,10 @@ pub struct Store {
     pub node_id: NodeId,
     log: LogStore,
     leadership: Arc<watch::Sender<Leadership>>,
+    /// The client of the other nodes (`None` on a single node).
+    peers: Option<Peers>,
+    /// Internode requests refused for a wrong or missing cluster secret.
+    rpc_refused: prometheus_client::metrics::counter::Counter,
 }
 
 /// Who leads, in which term, as this node sees it. Control loops watch it to run on the leader
@@ -61,6 +85,10 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    /// Voting members (this node alone on a single node).
+    pub voters: Vec<NodeId>,
+    /// Internode requests refused for a wrong or missing cluster secret.
+    pub rpc_refused: u64,
 }
 
 impl ClusterStatus {
@@ -115,22 +143,60 @@ impl Store {
             election_timeout_min: 300,
             election_timeout_max: 600,
             install_snapshot_timeout: 2_000,
+            // One chunk per request, well under the Raft port's body limit.
+            snapshot_max_chunk_size: 1 << 20,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             max_in_snapshot_log_to_keep: 1_000,
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network, log.clone(), sm).await?;
-        if !raft.is_initialized().await? {
-            let members = BTreeMap::from([(
-                cfg.node_id,
-                BasicNode {
+        // The Raft port first: a port in use is a clear error before anything starts.
+        let listener = match &cfg.cluster {
+            Some(c) => Some(
+                tokio::net::TcpListener::bind(c.raft_addr)
+                    .await
+                    .with_context(|| format!("binding raft_addr {} (is another process using it?)", c.raft_addr))?,
+            ),
+            None => None,
+        };
+        let peers = cfg.cluster.as_ref().map(|c| Peers::new(&c.secret));
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(raft_config),
+            Network::new(peers.clone()),
+            log.clone(),
+            sm,
+        )
+        .await?;
+        let rpc_refused = prometheus_client::metrics::counter::Counter::default();
+        match (&cfg.cluster, listener, &peers) {
+            (Some(c), Some(listener), Some(peers)) => {
+                let state = RpcState {
+                    raft: raft.clone(),
+                    node_id: cfg.node_id,
                     addr: cfg.advertise_addr.clone(),
-                },
-            )]);
-            raft.initialize(members)
-                .await
-                .context("bootstrapping the one-member cluster")?;
+                    secret: c.secret.as_str().into(),
+                    peers: peers.clone(),
+                    refused: rpc_refused.clone(),
+                };
+                tokio::spawn(rpc::serve(listener, state.clone()));
+                if !raft.is_initialized().await? {
+                    tokio::spawn(form_or_join(state, c.bootstrap_expect, c.join.clone()));
+                }
+            }
+            _ => {
+                if !raft.is_initialized().await? {
+                    let members = BTreeMap::from([(
+                        cfg.node_id,
+                        BasicNode {
+                            addr: cfg.advertise_addr.clone(),
+                        },
+                    )]);
+                    raft.initialize(members)
+                        .await
+                        .context("bootstrapping the one-member cluster")?;
+                }
+            }
         }
         let leadership = Arc::new(watch::Sender::new(Leadership { leader: None, term: 0 }));
         follow_leadership(raft.metrics(), leadership.clone());
@@ -140,6 +206,8 @@ impl Store {
             node_id: cfg.node_id,
             log,
             leadership,
+            peers,
+            rpc_refused,
         })
     }
 
@@ -195,7 +263,14 @@ impl Store {
             last_log_index: m.last_log_index,
             last_applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
+            voters: m.membership_config.membership().voter_ids().collect(),
+            rpc_refused: self.rpc_refused.get(),
         }
+    }
+
+    /// Internode requests refused for the cluster secret, as a Prometheus counter.
+    pub fn rpc_refused_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.rpc_refused.clone()
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -216,14 +291,80 @@ impl Store {
     }
 
     async fn write(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Ok((r.log_id, r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
-                leader: f.leader_id,
-                leader_addr: f.leader_node.map(|n| n.addr),
-            }),
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        let forward = self.peers.is_some() && !self.is_leader();
+        if !forward {
+            return match self.raft.client_write(cmd).await {
+                Ok(r) => Ok((r.log_id, r.data)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                }),
+                Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+            };
         }
+        self.forward(&cmd).await
+    }
+
+    /// A follower's write: sent to the leader (one request per write, so a batch of joins
+    /// stays one request), answered once this node has applied it too, so what the caller reads
+    /// next here includes it. Waits up to [`LEADER_WITHIN`] for a leader; a write that was sent
+    /// but not answered is not sent again (it may have been applied).
+    async fn forward(&self, cmd: &Command) -> Result<(LogId, Response), ProposeError> {
+        let peers = self.peers.as_ref().expect("only a cluster member forwards");
+        let deadline = tokio::time::Instant::now() + LEADER_WITHIN;
+        let mut leadership = self.leadership();
+        let mut last_problem = String::from("no leader is known");
+        loop {
+            let leader_addr = self.leader_addr();
+            if let Some((leader, addr)) = leader_addr {
+                if leader == self.node_id {
+                    // Became the leader meanwhile.
+                    return match self.raft.client_write(cmd.clone()).await {
+                        Ok(r) => Ok((r.log_id, r.data)),
+                        Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+                    };
+                }
+                match peers.call::<_, ProposeAnswer>(&addr, "/raft/propose", cmd, FORWARD_TIMEOUT).await {
+                    Ok(ProposeAnswer::Applied { log_id, response }) => {
+                        let applied = self
+                            .raft
+                            .wait(Some(FORWARD_TIMEOUT))
+                            .applied_index_at_least(Some(log_id.index), "a forwarded write is applied here")
+                            .await;
+                        if let Err(e) = applied {
+                            tracing::warn!(index = log_id.index, error = %e, "a write the leader applied is not applied here yet");
+                        }
+                        return Ok((log_id, response));
+                    }
+                    Ok(ProposeAnswer::Unavailable(why)) => return Err(ProposeError::Unavailable(why)),
+                    // The leader changed or died before it took the write: try the next one.
+                    Ok(ProposeAnswer::NotLeader { .. }) => last_problem = format!("node {leader} no longer leads"),
+                    Err(e @ CallError::Unreachable { .. }) => last_problem = e.to_string(),
+                    Err(e) => {
+                        return Err(ProposeError::Unavailable(format!(
+                            "the leader (node {leader}) did not answer a forwarded write: {e}"
+                        )));
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ProposeError::Unavailable(format!(
+                    "no leader took the write within {} s ({last_problem}); this node may be cut off from the majority",
+                    LEADER_WITHIN.as_secs()
+                )));
+            }
+            // Until the leadership changes, or a moment passes (a dead leader is still named).
+            let _ = tokio::time::timeout(Duration::from_millis(100).min(deadline - now), leadership.changed()).await;
+        }
+    }
+
+    /// The leader this node knows of and its Raft address.
+    fn leader_addr(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
     }
 
     /// Snapshot the state now and purge the log through `index`, so what entries up to it said
@@ -271,6 +412,81 @@ impl Store {
     }
 }
 
+/// Bring an uninitialised cluster member in: hello every address in `join`; once one of them
+/// is in a cluster, ask it to add this node; with `bootstrap_expect` above 1 and no cluster yet,
+/// the lowest node id of the `bootstrap_expect` nodes heard from initialises the cluster. Runs
+/// until this node is a member, saying every few seconds what it waits for.
+async fn form_or_join(s: RpcState, expect: u32, join: Vec<String>) {
+    let mut said = tokio::time::Instant::now();
+    loop {
+        if s.raft.is_initialized().await.unwrap_or(false) {
+            tracing::info!(node = s.node_id, "member of the cluster");
+            return;
+        }
+        let me = HelloAnswer {
+            node_id: s.node_id,
+            addr: s.addr.clone(),
+            initialized: false,
+            leader: None,
+            leader_addr: None,
+        };
+        let mut heard = BTreeMap::from([(s.node_id, me.clone())]);
+        let mut silent = Vec::new();
+        for addr in join.iter().filter(|a| **a != s.addr) {
+            let hello = Hello {
+                node_id: s.node_id,
+                addr: s.addr.clone(),
+            };
+            match s.peers.call::<_, HelloAnswer>(addr, "/raft/hello", &hello, Duration::from_secs(2)).await {
+                Ok(h) => {
+                    heard.insert(h.node_id, h);
+                }
+                Err(e) => silent.push(format!("{addr} ({e})")),
+            }
+        }
+        let waiting_for = if let Some(member) = heard.values().find(|h| h.initialized).cloned() {
+            let req = JoinRequest {
+                node_id: s.node_id,
+                addr: s.addr.clone(),
+            };
+            match s.peers.call::<_, Result<(), String>>(&member.addr, "/raft/join", &req, rpc::JOIN_TIMEOUT).await {
+                Ok(Ok(())) => {
+                    tracing::info!(via = %member.addr, "added to the cluster");
+                    continue;
+                }
+                Ok(Err(why)) => format!("the cluster to add this node ({why})"),
+                Err(e) => format!("the cluster to add this node ({e})"),
+            }
+        } else if expect > 1 && heard.len() >= expect as usize {
+            if heard.keys().next() == Some(&s.node_id) {
+                let members: BTreeMap<NodeId, BasicNode> = heard
+                    .iter()
+                    .map(|(id, h)| (*id, BasicNode { addr: h.addr.clone() }))
+                    .collect();
+                tracing::info!(?members, "forming the cluster");
+                match s.raft.initialize(members).await {
+                    Ok(()) => continue,
+                    Err(e) => format!("the cluster to form ({e})"),
+                }
+            } else {
+                format!("node {} (the lowest id) to form the cluster", heard.keys().next().unwrap_or(&0))
+            }
+        } else {
+            format!(
+                "{} of {} nodes to answer (heard from nodes {:?})",
+                (expect as usize).max(2).saturating_sub(heard.len()),
+                expect.max(2),
+                heard.keys().collect::<Vec<_>>()
+            )
+        };
+        if said.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(%waiting_for, silent = ?silent, "not a cluster member yet; waiting for {waiting_for}");
+            said = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(rand::random_range(300..500))).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +500,7 @@ mod tests {
             advertise_addr: "127.0.0.1:0".into(),
             sled_cache_bytes: 1 << 20,
             snapshot_every: 1_000,
+            cluster: None,
         })
         .await
         .unwrap();

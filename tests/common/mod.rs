@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};

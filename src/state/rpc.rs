@@ -1,0 +1,212 @@
+//! Internode RPC, the server side: the routes a node serves on its Raft port (`raft_addr`),
+//! separate from the public HTTP port. Every request must carry the cluster secret
+//! ([`network::SECRET_HEADER`]); one without it, or with another, is refused (401) and counted.
+//!
+//! - `/raft/append`, `/raft/vote`, `/raft/snapshot`: openraft's RPCs (snapshots in chunks);
+//! - `/raft/propose`: a follower's write, applied here if this node leads;
+//! - `/raft/hello`: who this node is (id, address, whether it is in a cluster), for bootstrap;
+//! - `/raft/join`: add a node to the cluster (as a learner, then a voter), forwarded to the leader.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Json, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::post;
+use openraft::BasicNode;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::{Deserialize, Serialize};
+
+use super::network::{Peers, SECRET_HEADER};
+use super::{Command, LogId, NodeId, Raft, Response, TypeConfig};
+
+/// Largest internode request body: a batch of entries, or one snapshot chunk (1 MiB, see
+/// `Store::open`) with room to spare.
+const BODY_LIMIT: usize = 64 << 20;
+/// How long a join forwarded to the leader may take (adding a learner waits until it caught up).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct RpcState {
+    pub raft: Raft,
+    pub node_id: NodeId,
+    pub addr: String,
+    pub secret: Arc<str>,
+    pub peers: Peers,
+    /// Internode requests refused for a missing or wrong cluster secret.
+    pub refused: prometheus_client::metrics::counter::Counter,
+}
+
+/// A follower's write as the leader answers it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ProposeAnswer {
+    Applied { log_id: LogId, response: Response },
+    /// This node does not lead (any more); the leader it knows of, if any.
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    Unavailable(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub node_id: NodeId,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloAnswer {
+    pub node_id: NodeId,
+    pub addr: String,
+    /// Member of a cluster already (it has a membership in its log).
+    pub initialized: bool,
+    pub leader: Option<NodeId>,
+    pub leader_addr: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node_id: NodeId,
+    pub addr: String,
+}
+
+pub fn router(state: RpcState) -> axum::Router {
+    axum::Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/propose", post(propose))
+        .route("/raft/hello", post(hello))
+        .route("/raft/join", post(join))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serve the Raft port until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: RpcState) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!(error = %e, "the Raft port stopped serving");
+    }
+}
+
+async fn authenticate(State(s): State<RpcState>, req: Request, next: Next) -> HttpResponse {
+    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !same_secret(given, s.secret.as_bytes()) {
+        s.refused.inc();
+        tracing::warn!(path = %req.uri().path(), "internode request refused: wrong or missing cluster secret");
+        return (StatusCode::UNAUTHORIZED, "cluster secret refused\n").into_response();
+    }
+    next.run(req).await
+}
+
+/// Compare in time that depends on the length only, not on where the bytes differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn append(State(s): State<RpcState>, Json(req): Json<AppendEntriesRequest<TypeConfig>>) -> impl IntoResponse {
+    Json(s.raft.append_entries(req).await)
+}
+
+async fn vote(State(s): State<RpcState>, Json(req): Json<VoteRequest<NodeId>>) -> impl IntoResponse {
+    Json(s.raft.vote(req).await)
+}
+
+async fn snapshot(State(s): State<RpcState>, Json(req): Json<InstallSnapshotRequest<TypeConfig>>) -> impl IntoResponse {
+    Json(s.raft.install_snapshot(req).await)
+}
+
+async fn propose(State(s): State<RpcState>, Json(cmd): Json<Command>) -> Json<ProposeAnswer> {
+    Json(match s.raft.client_write(cmd).await {
+        Ok(r) => ProposeAnswer::Applied {
+            log_id: r.log_id,
+            response: r.data,
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ProposeAnswer::NotLeader {
+            leader: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        Err(e) => ProposeAnswer::Unavailable(e.to_string()),
+    })
+}
+
+pub async fn hello_answer(s: &RpcState) -> HelloAnswer {
+    let m = s.raft.metrics().borrow().clone();
+    let leader_addr = m
+        .current_leader
+        .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+    HelloAnswer {
+        node_id: s.node_id,
+        addr: s.addr.clone(),
+        initialized: s.raft.is_initialized().await.unwrap_or(false),
+        leader: m.current_leader,
+        leader_addr,
+    }
+}
+
+async fn hello(State(s): State<RpcState>, Json(from): Json<Hello>) -> Json<HelloAnswer> {
+    tracing::debug!(node = from.node_id, addr = %from.addr, "hello from a peer");
+    Json(hello_answer(&s).await)
+}
+
+async fn join(State(s): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<Result<(), String>> {
+    Json(add_member(&s, req).await)
+}
+
+/// Add `req` as a voter: on the leader, as a learner first (waiting until it caught up), then
+/// as a voter; elsewhere, forwarded to the leader. A node that already votes is left as it is.
+pub async fn add_member(s: &RpcState, req: JoinRequest) -> Result<(), String> {
+    let (leader, leader_addr, voters) = {
+        let m = s.raft.metrics().borrow().clone();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        (m.current_leader, leader_addr, voters)
+    };
+    if voters.contains(&req.node_id) {
+        return Ok(());
+    }
+    match leader {
+        Some(l) if l == s.node_id => {
+            tracing::info!(node = req.node_id, addr = %req.addr, "adding a node: learner first");
+            s.raft
+                .add_learner(req.node_id, BasicNode { addr: req.addr.clone() }, true)
+                .await
+                .map_err(|e| format!("adding node {} as a learner: {e}", req.node_id))?;
+            s.raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])), false)
+                .await
+                .map_err(|e| format!("making node {} a voter: {e}", req.node_id))?;
+            tracing::info!(node = req.node_id, "node added as a voter");
+            Ok(())
+        }
+        Some(_) => {
+            let addr = leader_addr.ok_or("the leader's address is unknown")?;
+            s.peers
+                .call::<_, Result<(), String>>(&addr, "/raft/join", &req, JOIN_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => Err("no leader right now (an election is under way); retry".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn only_the_same_secret_passes() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeX", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
+}
