@@ -120,7 +120,7 @@ fn refusal_code(r: &Refusal) -> ErrorCode {
         Refusal::BroadcastExists(_) => ErrorCode::BroadcastExists,
         Refusal::UnknownSession(_) => ErrorCode::SessionNotFound,
         Refusal::UnknownApiKey(_) => ErrorCode::ApiKeyNotFound,
-        Refusal::Fenced(_) => ErrorCode::Unavailable,
+        Refusal::Fenced(_) | Refusal::StaleLeader(..) => ErrorCode::Unavailable,
         Refusal::RegionFull(_) => ErrorCode::RegionFull,
         Refusal::StageNotActive(_) => ErrorCode::StageNotActive,
         Refusal::UnknownParticipant(..) => ErrorCode::ParticipantNotFound,

@@ -92,7 +92,7 @@ async fn report(ctx: &LoopContext, stage_id: &str, listed: &Listed) {
         let release = proposal::ReleaseUnused {
             session_ids: d.never_connected.clone(),
         };
-        match ctx.store.propose(release).await {
+        match ctx.propose(release).await {
             Ok(n) => tracing::warn!(stage = %stage_id, released = n, "released seats whose viewer never connected"),
             Err(e) => tracing::warn!(stage = %stage_id, error = %e, "releasing unused seats failed"),
         }

@@ -26,7 +26,7 @@ pub async fn once(ctx: &LoopContext) {
         now,
         limit: EXPIRE_BATCH,
     };
-    match ctx.store.propose(expire).await {
+    match ctx.propose(expire).await {
         Ok(v) => tracing::info!(count = v.len(), "expired lapsed sessions"),
         Err(e) => tracing::warn!(error = %e, "expiring sessions failed"),
     }

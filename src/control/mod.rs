@@ -115,6 +115,14 @@ pub struct LoopContext {
     pub term: u64,
 }
 
+impl LoopContext {
+    /// Write for this leader's term: refused if this node no longer leads in it, or if the log
+    /// takes it in a later term (so a deposed leader's loop cannot act on the new leader's fleet).
+    pub async fn propose<P: crate::state::Proposal>(&self, p: P) -> Result<P::Output, crate::state::ProposalError> {
+        self.store.propose_fenced(self.term, p).await
+    }
+}
+
 /// The loops a leader runs for its term, as one group.
 pub fn leader_loops(ctx: LoopContext) -> JoinSet<()> {
     let mut group = JoinSet::new();

@@ -121,9 +121,7 @@ async fn work(ctx: &LoopContext, pacing: &Pacing, looked: &mut Looked) {
                 if let ReplicationReport::Failed(why) = &report {
                     tracing::warn!(replica = %job.replica_id, participant = %job.participant_id, %why, "replication failed; retried after backoff");
                 }
-                let outcome = ctx
-                    .store
-                    .propose(proposal::ReportReplication {
+                let outcome = ctx.propose(proposal::ReportReplication {
                         stage_id: job.replica_id.clone(),
                         participant_id: job.participant_id.clone(),
                         report,
@@ -241,7 +239,7 @@ async fn sample_publishers(ctx: &LoopContext) {
             publishers,
             now: now_ms(),
         };
-        if let Err(e) = ctx.store.propose(set).await {
+        if let Err(e) = ctx.propose(set).await {
             tracing::debug!(stage = %stage_id, error = %e, "publishers not recorded");
         }
     }

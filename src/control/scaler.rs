@@ -155,7 +155,7 @@ async fn tick(
             let undrain = proposal::UndrainStage {
                 stage_id: stage_id.clone(),
             };
-            if let Err(e) = ctx.store.propose(undrain).await {
+            if let Err(e) = ctx.propose(undrain).await {
                 tracing::warn!(stage = %stage_id, error = %e, "undrain not taken");
             }
         }
@@ -192,7 +192,7 @@ async fn tick(
                 role: add.role,
                 now: now_ms(),
             };
-            if let Err(e) = ctx.store.propose(add_stage).await {
+            if let Err(e) = ctx.propose(add_stage).await {
                 tracing::warn!(broadcast = %broadcast_id, error = %e, "the scaler's stage intent was not taken");
                 break;
             }
@@ -220,7 +220,7 @@ async fn drain_stage(ctx: &LoopContext, stage_id: &str, viewers: u32, consolidat
     let drain = proposal::DrainStage {
         stage_id: stage_id.to_string(),
     };
-    if let Err(e) = ctx.store.propose(drain).await {
+    if let Err(e) = ctx.propose(drain).await {
         tracing::warn!(stage = %stage_id, error = %e, "drain not taken");
         return;
     }
@@ -229,7 +229,7 @@ async fn drain_stage(ctx: &LoopContext, stage_id: &str, viewers: u32, consolidat
             stage_id: stage_id.to_string(),
             limit: viewers,
         };
-        match ctx.store.propose(moves).await {
+        match ctx.propose(moves).await {
             Ok(n) => tracing::info!(stage = %stage_id, moved = n, "viewers moved off a draining stage"),
             Err(e) => tracing::warn!(stage = %stage_id, error = %e, "moving viewers failed; they stay until they leave"),
         }

@@ -128,7 +128,7 @@ async fn drive_intent(ctx: &LoopContext, stage: Stage, adopt: bool) {
         let reclaim = proposal::ReclaimIntent {
             stage_id: stage.id.clone(),
         };
-        match ctx.store.propose(reclaim).await {
+        match ctx.propose(reclaim).await {
             Ok(s) => (s, true),
             Err(e) => {
                 tracing::warn!(stage = %stage.id, error = %e, "taking over a stage intent failed; will retry");
@@ -162,9 +162,7 @@ async fn create(ctx: &LoopContext, intent: &Stage, adopt: bool) -> Result<(), Pr
     };
     count(ctx, "CreateStage", &created);
     let recorded = match created {
-        Ok(info) => ctx
-            .store
-            .propose(proposal::StageCreated {
+        Ok(info) => ctx.propose(proposal::StageCreated {
                 stage_id: intent.id.clone(),
                 intent_term: intent.intent_term,
                 endpoints: info.endpoints.as_ref().map(stage_urls).unwrap_or_default(),
@@ -175,8 +173,7 @@ async fn create(ctx: &LoopContext, intent: &Stage, adopt: bool) -> Result<(), Pr
             .map(|_| ()),
         Err(e) => {
             tracing::warn!(stage = %intent.id, error = %e, "CreateStage failed");
-            ctx.store
-                .propose(proposal::StageCreateFailed {
+            ctx.propose(proposal::StageCreateFailed {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
                     failure: failure(&e),
@@ -211,8 +208,7 @@ async fn delete(ctx: &LoopContext, intent: &Stage) -> Result<(), ProposalError> 
     };
     let recorded = match deleted {
         Ok(()) => {
-            ctx.store
-                .propose(proposal::StageDeleted {
+            ctx.propose(proposal::StageDeleted {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
                     now: now_ms(),
@@ -221,8 +217,7 @@ async fn delete(ctx: &LoopContext, intent: &Stage) -> Result<(), ProposalError> 
         }
         Err(e) => {
             tracing::warn!(stage = %intent.id, error = %e, "DeleteStage failed; the reconciler will retry");
-            ctx.store
-                .propose(proposal::StageDeleteFailed {
+            ctx.propose(proposal::StageDeleteFailed {
                     stage_id: intent.id.clone(),
                     intent_term: intent.intent_term,
                     failure: failure(&e),

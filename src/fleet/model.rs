@@ -338,6 +338,10 @@ pub enum Refusal {
     /// A result reported by a leader that no longer owns the intent.
     #[error("stale result for {0}: the intent now belongs to another term")]
     Fenced(String),
+    /// A leader's loop proposed it in its term, and the log took it in a later one: that leader
+    /// was deposed meanwhile, and what it decided is not the new leader's to do.
+    #[error("proposed by the leader of term {0} and logged in term {1}: that leader was deposed")]
+    StaleLeader(u64, u64),
 }
 
 impl Refusal {
@@ -360,6 +364,7 @@ impl Refusal {
             Refusal::StageNotActive(_) => "stage_not_active",
             Refusal::UnknownParticipant(..) => "unknown_participant",
             Refusal::Fenced(_) => "fenced",
+            Refusal::StaleLeader(..) => "stale_leader",
         }
     }
 }

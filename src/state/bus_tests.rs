@@ -223,3 +223,47 @@ async fn a_subscriber_that_falls_behind_is_told_to_start_over() {
     // Then it goes on with what is still buffered.
     assert!(matches!(next(&mut sub).await, Applied::Reset { lagged: false }));
 }
+
+#[tokio::test]
+async fn a_deposed_leaders_command_logged_in_a_later_term_changes_nothing() {
+    let mut m = Machine::open();
+    let start = |id: &str| Command::StartBroadcast {
+        id: id.into(),
+        name: id.into(),
+        now: 1_000,
+        max_seats_per_client: None,
+        fanout: Default::default(),
+    };
+    let entry = |index: u64, cmd: Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(TERM, 1), index),
+        payload: EntryPayload::Normal(cmd),
+    };
+    let answers = m
+        .sm
+        .apply(vec![
+            entry(
+                1,
+                Command::Fenced {
+                    term: TERM,
+                    command: Box::new(start("current")),
+                },
+            ),
+            entry(
+                2,
+                Command::Fenced {
+                    term: TERM - 1,
+                    command: Box::new(start("stale")),
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(answers[0], super::Response::Stage(_)), "the origin's intent: {:?}", answers[0]);
+    assert_eq!(
+        answers[1],
+        super::Response::Refused(crate::fleet::Refusal::StaleLeader(TERM - 1, TERM))
+    );
+    let view = m.sm.shared().view();
+    assert!(view.fleet.broadcasts.contains_key("current"));
+    assert!(!view.fleet.broadcasts.contains_key("stale"), "the stale command changed nothing");
+}

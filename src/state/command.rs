@@ -14,6 +14,12 @@ use crate::fleet::{
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// A leader's loop's command, applied only if the log took it in the term it was proposed
+    /// in (`term`); otherwise refused `StaleLeader`, whatever it says.
+    Fenced {
+        term: u64,
+        command: Box<Command>,
+    },
     SetPolicy(FleetPolicy),
     /// `setPolicy`: only the fields it names change.
     PatchPolicy(PolicyPatch),
@@ -167,6 +173,7 @@ impl Command {
     /// Short label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
+            Command::Fenced { command, .. } => command.label(),
             Command::SetPolicy(_) => "set_policy",
             Command::PatchPolicy(_) => "patch_policy",
             Command::SetSigningKey(_) => "set_signing_key",

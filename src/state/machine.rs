@@ -157,6 +157,13 @@ pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>>
 /// Route one command to its transition. `term` is the entry's term: intents belong to it.
 fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term: u64) -> Response {
     match cmd {
+        Command::Fenced { term: proposed, command } => {
+            if proposed == term {
+                apply_command(w, *command, term)
+            } else {
+                Response::Refused(crate::fleet::Refusal::StaleLeader(proposed, term))
+            }
+        }
         Command::SetPolicy(p) => {
             w.set_policy(p);
             Ok::<_, crate::fleet::Refusal>(()).into()

@@ -282,6 +282,35 @@ impl Store {
         Ok(self.propose_logged(p).await?.1)
     }
 
+    /// A leader's loop's write for its `term`: taken only while this node leads in that term
+    /// (never forwarded), and applied only if the log takes it in that term (a leader deposed
+    /// and re-elected in between does not count) — otherwise refused, and nothing changes.
+    pub async fn propose_fenced<P: Proposal>(&self, term: u64, p: P) -> Result<P::Output, ProposalError> {
+        let now = *self.leadership.borrow();
+        if now.leader != Some(self.node_id) || now.term != term {
+            return Err(ProposalError::NotApplied(ProposeError::NotLeader {
+                leader: now.leader,
+                leader_addr: None,
+            }));
+        }
+        let cmd = Command::Fenced {
+            term,
+            command: Box::new(p.into_command()),
+        };
+        let label = cmd.label();
+        let (_, response) = match self.raft.client_write(cmd).await {
+            Ok(r) => (r.log_id, r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return Err(ProposalError::NotApplied(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                }));
+            }
+            Err(e) => return Err(ProposalError::NotApplied(ProposeError::Unavailable(e.to_string()))),
+        };
+        Ok(proposal::answer::<P>(label, response)?)
+    }
+
     /// [`Store::propose`], also answering the entry's log id.
     pub async fn propose_logged<P: Proposal>(&self, p: P) -> Result<(LogId, P::Output), ProposalError> {
         let cmd = p.into_command();
@@ -515,6 +544,19 @@ mod tests {
         assert!(status.is_leader() && status.running, "{status:?}");
         assert_eq!((status.leader, status.term), (led.leader, led.term));
         assert!(status.last_applied_index.is_some(), "the membership entry is applied");
+
+        // A leader's loop writes only for the term it leads in.
+        let key = |id: &str| proposal::RevokeApiKey { id: id.to_string() };
+        let stale = store.propose_fenced(led.term + 1, key("k1")).await;
+        assert!(
+            matches!(stale, Err(ProposalError::NotApplied(ProposeError::NotLeader { .. }))),
+            "{stale:?}"
+        );
+        let current = store.propose_fenced(led.term, key("k1")).await;
+        assert!(
+            matches!(current, Err(ProposalError::Refused(crate::fleet::Refusal::UnknownApiKey(_)))),
+            "applied in its term and answered by the state machine: {current:?}"
+        );
         store.shutdown().await;
     }
 }
