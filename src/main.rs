@@ -38,6 +38,31 @@ struct ServeArgs {
     settings: ConfigArgs,
 }
 
+#[derive(clap::Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    action: ClusterAction,
+    /// The node to ask (its public HTTP address).
+    #[arg(long, global = true, env = "STAGEFLEET_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An admin API key.
+    #[arg(long, global = true, env = "STAGEFLEET_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum ClusterAction {
+    /// The node's view: leader, term, log indexes, members and how far each is behind.
+    Status,
+    /// Take the node at --url out of the cluster (it then serves no writes; stop it afterwards).
+    Leave,
+    /// Hand leadership to another voter (--to, or the most caught-up one), e.g. before upgrading the leader.
+    TransferLeader {
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (the default when no subcommand is given).
@@ -62,6 +87,8 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         throttle_rate: f64,
     },
+    /// Ask a running node about its cluster, or act on it (admin key).
+    Cluster(ClusterArgs),
     /// Print the GraphQL schema (SDL) this build serves.
     Sdl,
     /// Print the resolved settings as TOML, or the settings table as Markdown.
@@ -137,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             };
             tokio::runtime::Runtime::new()?.block_on(emulator::run_standalone(cfg))
         }
+        Command::Cluster(args) => tokio::runtime::Runtime::new()?.block_on(cluster_command(args)),
         Command::Sdl => {
             let d = Config::default();
             print!(
@@ -159,6 +187,32 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `stagefleet cluster …`: one call to the node's `/v1/cluster/*`, its answer printed as JSON.
+async fn cluster_command(args: ClusterArgs) -> anyhow::Result<()> {
+    let key = args
+        .admin_key
+        .context("an admin key is needed: --admin-key or STAGEFLEET_ADMIN_KEY")?;
+    let base = args.url.trim_end_matches('/').trim_end_matches("/graphql");
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(70)).build()?;
+    let request = match args.action {
+        ClusterAction::Status => http.get(format!("{base}/v1/cluster/status")),
+        ClusterAction::Leave => http.post(format!("{base}/v1/cluster/leave")),
+        ClusterAction::TransferLeader { to } => http
+            .post(format!("{base}/v1/cluster/transfer-leader"))
+            .json(&serde_json::json!({ "to": to })),
+    };
+    let response = request
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the node's answer")?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    anyhow::ensure!(status.is_success(), "the node answered HTTP {status}");
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {

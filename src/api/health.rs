@@ -22,10 +22,12 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         Err(crate::node::NodeError::NoSigningKey) => Err("missing"),
         Err(_) => Err("does not open with key_encryption_key_file (see the log)"),
     };
-    let ready = store_ok && leader.is_some() && key.is_ok();
+    let member = app.node.store.not_a_member();
+    let ready = store_ok && leader.is_some() && key.is_ok() && member.is_none();
     let body = format!(
-        "store: {}\nleader: {}\nsigning_key: {}\n",
+        "store: {}\nmember: {}\nleader: {}\nsigning_key: {}\n",
         if store_ok { "ok" } else { "failed" },
+        member.unwrap_or("ok"),
         leader.map_or("none".to_string(), |l| format!("node {l}")),
         key.err().unwrap_or("ok"),
     );
@@ -63,6 +65,14 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     m.set("raft_snapshot_index", None, index(c.snapshot_index));
     m.set("raft_leader_id", None, c.leader.map_or(-1, |l| l as i64));
     m.set("raft_voters", None, c.voters.len() as i64);
+    if c.is_leader() {
+        for member in c.members.iter().filter(|x| x.node_id != c.node_id) {
+            let lag = member.lag(c.last_log_index).map_or(-1, |l| l as i64);
+            m.set("raft_follower_lag_entries", Some(("node", member.node_id.to_string())), lag);
+        }
+        let ack = c.millis_since_quorum_ack.map_or(-1, |a| a as i64);
+        m.set("raft_millis_since_quorum_ack", None, ack);
+    }
     m.set("store_bytes_on_disk", None, node.store.size_on_disk() as i64);
     (
         [(

@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod auth;
 pub mod client_ip;
+pub mod cluster;
 pub mod compiled;
 pub mod enum_literals;
 pub mod error;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::{Semaphore, watch};
 
 use crate::node::Node;
@@ -111,6 +112,9 @@ pub fn router(node: Arc<Node>) -> Edge {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/transfer-leader", post(cluster::transfer_leader))
+        .route("/v1/cluster/leave", post(cluster::leave))
         .fallback(assets::serve)
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::layer))
         .with_state(state);

@@ -226,16 +226,21 @@ impl Node {
         validate_id("broadcastId", broadcast_id)?;
         validate_user_id(user_id)?;
         let attributes = validate_attributes(attributes)?;
-        // Refuse what is certain to be refused without writing a log entry.
+        // Refuse what is certain to be refused without writing a log entry. Only the leader is
+        // certain: a follower's state may be a few entries behind (a broadcast that went live
+        // a moment ago), so there the state machine decides.
         let capped = {
             let core = self.store.view();
-            let Some(b) = core.fleet.broadcasts.get(broadcast_id) else {
-                return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into());
-            };
-            if b.state != BroadcastState::Live {
-                return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into());
+            let current = self.store.is_leader();
+            match core.fleet.broadcasts.get(broadcast_id) {
+                None if current => return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into()),
+                Some(b) if current && b.state != BroadcastState::Live => {
+                    return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into());
+                }
+                Some(b) => client_seat_cap(b, &core.policy) > 0,
+                // Not known here yet: name the client, in case its seats are capped.
+                None => true,
             }
-            client_seat_cap(b, &core.policy) > 0
         };
         // Fail fast (and write nothing) while the node has no key to sign with.
         self.signing_key()?;

@@ -29,7 +29,7 @@ pub use command::{Command, Response};
 pub use machine::{Shared, View};
 pub use proposal::ProposeError;
 pub use proposal::{Proposal, ProposalError};
-pub use store::{ClusterConfig, ClusterStatus, Leadership, Store, StoreConfig};
+pub use store::{ClusterConfig, ClusterStatus, Leadership, MemberStatus, Store, StoreConfig};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for stagefleet.

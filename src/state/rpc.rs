@@ -51,6 +51,15 @@ pub enum ProposeAnswer {
         leader_addr: Option<String>,
     },
     Unavailable(String),
+    /// The sender is not a member of the cluster (it left or was removed).
+    NotMember,
+}
+
+/// A follower's write, sent to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forwarded<C> {
+    pub from: NodeId,
+    pub command: C,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,6 +92,9 @@ pub fn router(state: RpcState) -> axum::Router {
         .route("/raft/propose", post(propose))
         .route("/raft/hello", post(hello))
         .route("/raft/join", post(join))
+        .route("/raft/remove", post(remove))
+        .route("/raft/elect", post(elect))
+        .route("/raft/timers", post(timers))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -122,8 +134,29 @@ async fn snapshot(State(s): State<RpcState>, Json(req): Json<InstallSnapshotRequ
     Json(s.raft.install_snapshot(req).await)
 }
 
-async fn propose(State(s): State<RpcState>, Json(cmd): Json<Command>) -> Json<ProposeAnswer> {
-    Json(match s.raft.client_write(cmd).await {
+/// How long the leader waits for a majority to take a forwarded write.
+const COMMIT_WITHIN: Duration = Duration::from_secs(5);
+
+async fn propose(State(s): State<RpcState>, Json(req): Json<Forwarded<Command>>) -> Json<ProposeAnswer> {
+    let member = s
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&req.from)
+        .is_some();
+    if !member {
+        return Json(ProposeAnswer::NotMember);
+    }
+    let cmd = req.command;
+    let Ok(written) = tokio::time::timeout(COMMIT_WITHIN, s.raft.client_write(cmd)).await else {
+        return Json(ProposeAnswer::Unavailable(format!(
+            "not committed within {} s: the leader cannot reach a majority of the cluster",
+            COMMIT_WITHIN.as_secs()
+        )));
+    };
+    Json(match written {
         Ok(r) => ProposeAnswer::Applied {
             log_id: r.log_id,
             response: r.data,
@@ -196,6 +229,82 @@ pub async fn add_member(s: &RpcState, req: JoinRequest) -> Result<(), String> {
         }
         None => Err("no leader right now (an election is under way); retry".into()),
     }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    pub node_id: NodeId,
+}
+
+async fn remove(State(s): State<RpcState>, Json(req): Json<RemoveRequest>) -> Json<Result<(), String>> {
+    Json(remove_member(&s, req.node_id).await)
+}
+
+/// Remove `node_id` from the cluster (voter or learner): on the leader, or forwarded to it.
+pub async fn remove_member(s: &RpcState, node_id: NodeId) -> Result<(), String> {
+    let (leader, leader_addr, members) = {
+        let m = s.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        (m.current_leader, leader_addr, members)
+    };
+    if !members.contains(&node_id) {
+        return Ok(());
+    }
+    match leader {
+        Some(l) if l == s.node_id => {
+            tracing::info!(node = node_id, "removing a node from the cluster");
+            s.raft
+                .change_membership(openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
+                .await
+                .map_err(|e| format!("removing node {node_id}: {e}"))?;
+            // A learner left over (not a voter any more) goes too.
+            s.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                .await
+                .map_err(|e| format!("removing node {node_id}: {e}"))?;
+            Ok(())
+        }
+        Some(_) => {
+            let addr = leader_addr.ok_or("the leader's address is unknown")?;
+            s.peers
+                .call::<_, Result<(), String>>(&addr, "/raft/remove", &RemoveRequest { node_id }, JOIN_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => Err("no leader right now (an election is under way); retry".into()),
+    }
+}
+
+/// Switch this node's heartbeats (sent while it leads) and elections (started when a leader is
+/// not heard from) on or off: how a leadership hand-over keeps everyone but the chosen node quiet.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Timers {
+    pub heartbeat: Option<bool>,
+    pub elect: Option<bool>,
+}
+
+pub fn set_timers(raft: &Raft, t: &Timers) {
+    if let Some(on) = t.heartbeat {
+        raft.runtime_config().heartbeat(on);
+    }
+    if let Some(on) = t.elect {
+        raft.runtime_config().elect(on);
+    }
+}
+
+async fn timers(State(s): State<RpcState>, Json(t): Json<Timers>) -> Json<Result<(), String>> {
+    set_timers(&s.raft, &t);
+    Json(Ok(()))
+}
+
+/// Start an election here: with a log as current as the others' (a voter that is caught up),
+/// this node becomes the leader — how leadership is handed over.
+async fn elect(State(s): State<RpcState>) -> Json<Result<(), String>> {
+    Json(s.raft.trigger().elect().await.map_err(|e| e.to_string()))
 }
 
 #[cfg(test)]

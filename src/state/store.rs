@@ -21,12 +21,16 @@ use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine, View};
 use super::network::{CallError, Network, Peers};
 use super::proposal::{self, Proposal, ProposalError, ProposeError};
-use super::rpc::{self, Hello, HelloAnswer, JoinRequest, ProposeAnswer, RpcState};
+use super::rpc::{self, Hello, HelloAnswer, JoinRequest, ProposeAnswer, RpcState, Timers};
 use super::{Command, LogId, NodeId, Raft, Response};
 
 /// How long a write may wait for a leader (an election, a leader that just died) before it is
 /// answered `Unavailable`.
 const LEADER_WITHIN: Duration = Duration::from_secs(5);
+/// Raft's election time-out, upper bound (also the followers' leader lease), in ms.
+const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// How long a cluster's leader waits for a majority to take a write.
+const COMMIT_WITHIN: Duration = Duration::from_secs(5);
 /// How long a follower waits for the leader's answer to a forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +66,10 @@ pub struct Store {
     leadership: Arc<watch::Sender<Leadership>>,
     /// The client of the other nodes (`None` on a single node).
     peers: Option<Peers>,
+    /// What the Raft port serves, for the operator's cluster actions (`None` on a single node).
+    rpc: Option<RpcState>,
+    /// This node left the cluster, or the leader said it is not a member: it takes no writes.
+    not_member: std::sync::atomic::AtomicBool,
     /// Internode requests refused for a wrong or missing cluster secret.
     rpc_refused: prometheus_client::metrics::counter::Counter,
 }
@@ -75,7 +83,7 @@ pub struct Leadership {
 }
 
 /// What the API shows of the replicated store, read in one place (health, metrics, GraphQL).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterStatus {
     pub node_id: NodeId,
     pub leader: Option<NodeId>,
@@ -87,8 +95,29 @@ pub struct ClusterStatus {
     pub snapshot_index: Option<u64>,
     /// Voting members (this node alone on a single node).
     pub voters: Vec<NodeId>,
+    /// Every member (voters and learners) with its Raft address and, as the leader sees it, the
+    /// last log index it holds (`None` on a follower, or for a member not yet reached).
+    pub members: Vec<MemberStatus>,
+    /// On the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
     /// Internode requests refused for a wrong or missing cluster secret.
     pub rpc_refused: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberStatus {
+    pub node_id: NodeId,
+    pub raft_addr: String,
+    pub voter: bool,
+    /// The leader's view of the member's log: the last index it holds.
+    pub matched_index: Option<u64>,
+}
+
+impl MemberStatus {
+    /// Entries the member is behind the leader's log (known on the leader only).
+    pub fn lag(&self, last_log_index: Option<u64>) -> Option<u64> {
+        Some(last_log_index?.saturating_sub(self.matched_index.unwrap_or(0)))
+    }
 }
 
 impl ClusterStatus {
@@ -141,7 +170,7 @@ impl Store {
             cluster_name: "stagefleet".into(),
             heartbeat_interval: 100,
             election_timeout_min: 300,
-            election_timeout_max: 600,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
             install_snapshot_timeout: 2_000,
             // One chunk per request, well under the Raft port's body limit.
             snapshot_max_chunk_size: 1 << 20,
@@ -169,6 +198,7 @@ impl Store {
         )
         .await?;
         let rpc_refused = prometheus_client::metrics::counter::Counter::default();
+        let mut rpc_state = None;
         match (&cfg.cluster, listener, &peers) {
             (Some(c), Some(listener), Some(peers)) => {
                 let state = RpcState {
@@ -180,6 +210,7 @@ impl Store {
                     refused: rpc_refused.clone(),
                 };
                 tokio::spawn(rpc::serve(listener, state.clone()));
+                rpc_state = Some(state.clone());
                 if !raft.is_initialized().await? {
                     tokio::spawn(form_or_join(state, c.bootstrap_expect, c.join.clone()));
                 }
@@ -207,8 +238,126 @@ impl Store {
             log,
             leadership,
             peers,
+            rpc: rpc_state,
+            not_member: std::sync::atomic::AtomicBool::new(false),
             rpc_refused,
         })
+    }
+
+    /// Hand leadership to `to` (or to the most caught-up other voter): that node starts an
+    /// election, which it wins with a log as current as the others'. Answers the node asked.
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId, String> {
+        let rpc = self.rpc.as_ref().ok_or("a single node has no one to hand leadership to")?;
+        let status = self.cluster_status();
+        let target = match to {
+            Some(t) => t,
+            None => status
+                .members
+                .iter()
+                .filter(|m| m.voter && Some(m.node_id) != status.leader)
+                .max_by_key(|m| (m.matched_index, std::cmp::Reverse(m.node_id)))
+                .map(|m| m.node_id)
+                .ok_or("no other voter to hand leadership to")?,
+        };
+        let member = status
+            .members
+            .iter()
+            .find(|m| m.node_id == target && m.voter)
+            .ok_or_else(|| format!("node {target} is not a voting member"))?;
+        if status.leader == Some(target) {
+            return Ok(target);
+        }
+        let target_addr = member.raft_addr.clone();
+        let others: Vec<(NodeId, String)> = status
+            .members
+            .iter()
+            .filter(|m| m.voter && m.node_id != target)
+            .map(|m| (m.node_id, m.raft_addr.clone()))
+            .collect();
+        // Everyone but the target stays quiet: the leader stops its heartbeats and nobody else
+        // starts an election, so once the followers' leader lease (election_timeout_max) has run
+        // out, the target's election is the only one. Writes pause meanwhile.
+        let quiet = Timers {
+            heartbeat: Some(false),
+            elect: Some(false),
+        };
+        let outcome = async {
+            for (id, addr) in &others {
+                self.timers_of(rpc, *id, addr, &quiet).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(ELECTION_TIMEOUT_MAX_MS + 100)).await;
+            if target == self.node_id {
+                self.raft.trigger().elect().await.map_err(|e| e.to_string())?;
+            } else {
+                rpc.peers
+                    .call::<_, Result<(), String>>(&target_addr, "/raft/elect", &(), Duration::from_secs(5))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            }
+            self.raft
+                .wait(Some(Duration::from_secs(5)))
+                .metrics(|m| m.current_leader == Some(target), "the target leads")
+                .await
+                .map_err(|e| format!("node {target} did not take over: {e}"))?;
+            Ok::<_, String>(())
+        }
+        .await;
+        // Whatever happened, everyone's timers run again.
+        let normal = Timers {
+            heartbeat: Some(true),
+            elect: Some(true),
+        };
+        for (id, addr) in &others {
+            if let Err(e) = self.timers_of(rpc, *id, addr, &normal).await {
+                tracing::warn!(node = id, error = %e, "could not switch a node's Raft timers back on");
+            }
+        }
+        outcome.map(|()| target)
+    }
+
+    async fn timers_of(&self, rpc: &RpcState, id: NodeId, addr: &str, t: &Timers) -> Result<(), String> {
+        if id == self.node_id {
+            rpc::set_timers(&self.raft, t);
+            return Ok(());
+        }
+        rpc.peers
+            .call::<_, Result<(), String>>(addr, "/raft/timers", t, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Take this node out of the cluster (through the leader). It then serves no writes.
+    pub async fn leave(&self) -> Result<(), String> {
+        let rpc = self.rpc.as_ref().ok_or("a single node is not in a cluster")?;
+        rpc::remove_member(rpc, self.node_id).await?;
+        self.not_member.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("this node left the cluster: it takes no more writes; stop it");
+        Ok(())
+    }
+
+    /// `Some(why)` when this cluster node is known not to be a member (it left, was removed,
+    /// or has not joined yet): it serves no writes and is not ready.
+    pub fn not_a_member(&self) -> Option<&'static str> {
+        if self.not_member.load(std::sync::atomic::Ordering::Relaxed) {
+            Some("this node left or was removed from the cluster")
+        } else if self.removed() {
+            Some("this node is not a member of the cluster yet")
+        } else {
+            None
+        }
+    }
+
+    /// Whether this cluster member has been removed from the membership it knows.
+    fn removed(&self) -> bool {
+        self.peers.is_some()
+            && !self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id == self.node_id)
     }
 
     /// Wait until some node leads (a restarted single node elects itself within an election timeout).
@@ -264,6 +413,24 @@ impl Store {
             last_applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
+            members: {
+                let membership = m.membership_config.membership();
+                let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+                membership
+                    .nodes()
+                    .map(|(id, node)| MemberStatus {
+                        node_id: *id,
+                        raft_addr: node.addr.clone(),
+                        voter: voters.contains(id),
+                        matched_index: if *id == self.node_id {
+                            m.last_log_index
+                        } else {
+                            m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map(|l| l.index)
+                        },
+                    })
+                    .collect()
+            },
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
             rpc_refused: self.rpc_refused.get(),
         }
     }
@@ -320,18 +487,33 @@ impl Store {
     }
 
     async fn write(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
-        let forward = self.peers.is_some() && !self.is_leader();
-        if !forward {
-            return match self.raft.client_write(cmd).await {
-                Ok(r) => Ok((r.log_id, r.data)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                }),
-                Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        if self.peers.is_none() {
+            return self.write_here(cmd).await;
+        }
+        if self.is_leader() {
+            // A leader cut off from the majority never commits: answer within a bound instead of
+            // holding the request (the entry may still commit once the cluster heals, so a
+            // client retries — joins are idempotent per user).
+            return match tokio::time::timeout(COMMIT_WITHIN, self.write_here(cmd)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProposeError::Unavailable(format!(
+                    "not committed within {} s: this node cannot reach a majority of the cluster",
+                    COMMIT_WITHIN.as_secs()
+                ))),
             };
         }
         self.forward(&cmd).await
+    }
+
+    async fn write_here(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok((r.log_id, r.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            }),
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
     }
 
     /// A follower's write: sent to the leader (one request per write, so a batch of joins
@@ -340,6 +522,13 @@ impl Store {
     /// but not answered is not sent again (it may have been applied).
     async fn forward(&self, cmd: &Command) -> Result<(LogId, Response), ProposeError> {
         let peers = self.peers.as_ref().expect("only a cluster member forwards");
+        if let Some(why) = self.not_a_member() {
+            return Err(ProposeError::Unavailable(format!("{why}: it takes no writes; send them to a member")));
+        }
+        let forwarded = rpc::Forwarded {
+            from: self.node_id,
+            command: cmd,
+        };
         let deadline = tokio::time::Instant::now() + LEADER_WITHIN;
         let mut leadership = self.leadership();
         let mut last_problem = String::from("no leader is known");
@@ -353,7 +542,7 @@ impl Store {
                         Err(e) => Err(ProposeError::Unavailable(e.to_string())),
                     };
                 }
-                match peers.call::<_, ProposeAnswer>(&addr, "/raft/propose", cmd, FORWARD_TIMEOUT).await {
+                match peers.call::<_, ProposeAnswer>(&addr, "/raft/propose", &forwarded, FORWARD_TIMEOUT).await {
                     Ok(ProposeAnswer::Applied { log_id, response }) => {
                         let applied = self
                             .raft
@@ -366,6 +555,13 @@ impl Store {
                         return Ok((log_id, response));
                     }
                     Ok(ProposeAnswer::Unavailable(why)) => return Err(ProposeError::Unavailable(why)),
+                    Ok(ProposeAnswer::NotMember) => {
+                        self.not_member.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(leader, "the leader says this node is not a member of the cluster: it takes no more writes");
+                        return Err(ProposeError::Unavailable(
+                            "this node left or was removed from the cluster: it takes no writes; send them to a member".into(),
+                        ));
+                    }
                     // The leader changed or died before it took the write: try the next one.
                     Ok(ProposeAnswer::NotLeader { .. }) => last_problem = format!("node {leader} no longer leads"),
                     Err(e @ CallError::Unreachable { .. }) => last_problem = e.to_string(),

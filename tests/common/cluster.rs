@@ -188,6 +188,11 @@ impl Cluster {
 }
 
 impl Member {
+    /// Start this member again on its data dir, addresses and flags.
+    pub fn start_again(&self) -> TestNode {
+        self.start()
+    }
+
     fn start(&self) -> TestNode {
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         TestNode::start_at(&self.data_dir, &self.http_addr, &flags)

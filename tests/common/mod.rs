@@ -88,6 +88,17 @@ impl TestNode {
         self.child.wait().unwrap();
     }
 
+    /// Freeze the process (SIGSTOP): it holds its sockets and answers nothing, as a node cut off
+    /// by the network does.
+    pub fn freeze(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Let a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// SIGTERM and wait; returns whether the process exited successfully.
     pub fn terminate(&mut self) -> bool {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };

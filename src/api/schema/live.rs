@@ -337,5 +337,15 @@ pub fn node_status(n: &crate::node::Node) -> NodeStatus {
         last_applied_index: c.last_applied_index,
         ivs_backend: n.backend_label.clone(),
         subscribers: n.metrics.subscriptions_open.get().max(0) as u64,
+        members: c
+            .members
+            .iter()
+            .map(|m| ClusterMember {
+                node_id: m.node_id,
+                raft_addr: m.raft_addr.clone(),
+                voter: m.voter,
+                lag: if c.is_leader() { m.lag(c.last_log_index) } else { None },
+            })
+            .collect(),
     }
 }

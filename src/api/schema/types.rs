@@ -518,6 +518,20 @@ pub struct NodeStatus {
     pub ivs_backend: String,
     /// Subscriptions open on this node.
     pub subscribers: u64,
+    /// The cluster's members as this node knows them (one on a single node).
+    pub members: Vec<ClusterMember>,
+}
+
+/// A member of the Raft cluster.
+#[derive(SimpleObject, Clone, PartialEq)]
+pub struct ClusterMember {
+    pub node_id: u64,
+    /// Where the other nodes reach its Raft RPC.
+    pub raft_addr: String,
+    /// Votes (a learner catching up does not).
+    pub voter: bool,
+    /// Entries it is behind the leader's log; known only when this node leads.
+    pub lag: Option<u64>,
 }
 
 #[derive(SimpleObject)]
