@@ -18,6 +18,19 @@ async fn viewers(c: &Cluster, i: usize, broadcast: &str) -> u64 {
         .unwrap()
 }
 
+/// Like [`viewers`], `None` while the node cannot answer (e.g. it has not caught up to the key).
+async fn viewers_now(c: &Cluster, i: usize, broadcast: &str) -> Option<u64> {
+    let (_, body) = c
+        .node(i)
+        .post(
+            "query($b: ID!) { stats(broadcastId: $b) { viewers } }",
+            json!({"b": broadcast}),
+            Some(&c.admin_key),
+        )
+        .await;
+    body["data"]["stats"]["viewers"].as_u64()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_form_one_cluster_and_every_node_answers_joins() {
     let c = Cluster::start(&[]).await;
@@ -119,6 +132,15 @@ async fn killing_the_leader_loses_no_acknowledged_join_and_writes_resume() {
     acknowledged.push(joined["session"]["id"].as_str().unwrap().to_string());
     let second = c.leader().await;
     assert_ne!(second, first, "a survivor leads");
+    // The new leader's loops run: a stage asked for through the other survivor is created in IVS.
+    let other = 3 - first - second;
+    let stage = c
+        .node(other)
+        .admin("mutation { createStage(broadcastId: \"show\") { id state arn } }", json!({}))
+        .await["createStage"]
+        .clone();
+    assert_eq!(stage["state"], "ACTIVE", "{stage}");
+    assert!(stage["arn"].as_str().is_some_and(|a| a.starts_with("arn:aws:ivs:")), "{stage}");
     eprintln!("writes resumed {stalled:?} after the leader was killed");
 
     // Nothing acknowledged is lost, on either survivor.
@@ -288,4 +310,38 @@ async fn an_operator_hands_leadership_over_and_takes_a_node_out() {
     let (code, body) = c.node(out).get("/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("member: this node left"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_data_is_wiped_rejoins_and_catches_up_by_snapshot_while_joins_go_on() {
+    // Snapshots every 50 entries, so the wiped node's entries are long purged from the others' logs.
+    let mut c = Cluster::start(&["--snapshot-every", "50", "--join-rate-per-ip", "0"]).await;
+    let leader = c.leader().await;
+    c.node(leader).start_broadcast("show").await;
+    let wiped = (leader + 1) % 3;
+    let survivor = (leader + 2) % 3;
+    for k in 0..40 {
+        c.node(k % 3).join("show", &format!("before-{k}")).await.unwrap();
+    }
+    c.kill9(wiped);
+    std::fs::remove_dir_all(&c.members[wiped].data_dir).unwrap();
+    // Joins go on meanwhile; 200 more writes take the log past two snapshots.
+    for k in 0..200 {
+        let on = if k % 2 == 0 { leader } else { survivor };
+        c.node(on).join("show", &format!("meanwhile-{k}")).await.unwrap();
+    }
+    c.restart(wiped);
+    let seated = 240;
+    eventually(Duration::from_secs(30), "the wiped node catches up", || async {
+        (viewers_now(&c, wiped, "show").await == Some(seated)).then_some(())
+    })
+    .await;
+    // It is a voting member again and takes joins.
+    c.node(wiped).join("show", "on-the-rejoined-node").await.expect("the rejoined node takes joins");
+    for i in 0..3 {
+        eventually(Duration::from_secs(10), "every node has every seat", || async {
+            (viewers_now(&c, i, "show").await == Some(seated + 1)).then_some(())
+        })
+        .await;
+    }
 }

@@ -135,8 +135,12 @@ fn follow_leadership(
         loop {
             let now = {
                 let m = metrics.borrow_and_update();
+                if let Err(fatal) = &m.running_state {
+                    tracing::error!(error = %fatal, "the Raft core stopped: this node serves no writes and leads nothing until it is restarted");
+                }
                 Leadership {
-                    leader: m.current_leader,
+                    // A stopped core's last metrics still name a leader: it leads nothing.
+                    leader: m.current_leader.filter(|_| m.running_state.is_ok()),
                     term: m.current_term,
                 }
             };
@@ -372,7 +376,9 @@ impl Store {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.is_ok() && m.current_leader == Some(self.node_id)
     }
 
     /// The applied state as of now; take one per request and read everything from it.
@@ -406,7 +412,7 @@ impl Store {
         let m = self.raft.metrics().borrow().clone();
         ClusterStatus {
             node_id: self.node_id,
-            leader: m.current_leader,
+            leader: m.current_leader.filter(|_| m.running_state.is_ok()),
             term: m.current_term,
             running: m.running_state.is_ok(),
             last_log_index: m.last_log_index,

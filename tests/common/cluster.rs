@@ -12,9 +12,25 @@ use super::{TestNode, binary, eventually};
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
-/// A port free on loopback right now (the OS hands out a fresh one each time).
+/// A port free on loopback right now, below the kernel's ephemeral range (so no connection's
+/// source port takes it before the node binds it), from a block of this test process's own and
+/// never the same twice in one process: nodes keep fixed addresses across restarts.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 200) as u16 * 60;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = if n < 60 {
+            base + n
+        } else {
+            // Past this process's block: let the kernel choose.
+            return TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Emulator {
