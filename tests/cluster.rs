@@ -56,7 +56,12 @@ async fn three_nodes_form_one_cluster_and_every_node_answers_joins() {
             let joined = c.node(i).join("show", &user).await.unwrap_or_else(|e| panic!("join on node {i}: {e}"));
             let (_, claims) = decode_jwt(joined["token"].as_str().unwrap());
             assert_eq!(claims["user_id"], user.as_str(), "{claims}");
-            sessions.push(joined["session"]["id"].as_str().unwrap().to_string());
+            let session = joined["session"]["id"].as_str().unwrap().to_string();
+            // A session read is current on every node at once: the next node finds it.
+            let other = (i + 1 + v % 2) % 3;
+            let found = c.node(other).admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": session})).await;
+            assert_eq!(found["session"]["id"], session.as_str(), "node {other} finds the seat node {i} just took");
+            sessions.push(session);
         }
     }
     // Every node has applied every seat.

@@ -95,6 +95,7 @@ pub fn router(state: RpcState) -> axum::Router {
         .route("/raft/remove", post(remove))
         .route("/raft/elect", post(elect))
         .route("/raft/timers", post(timers))
+        .route("/raft/read-index", post(read_index))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -277,6 +278,17 @@ pub async fn remove_member(s: &RpcState, node_id: NodeId) -> Result<(), String> 
         }
         None => Err("no leader right now (an election is under way); retry".into()),
     }
+}
+
+/// The leader's read index: once a quorum confirmed this node still leads, the log index every
+/// read that must be current waits for. `Err` when this node does not lead.
+async fn read_index(State(s): State<RpcState>) -> Json<Result<u64, String>> {
+    let answer = tokio::time::timeout(COMMIT_WITHIN, s.raft.ensure_linearizable()).await;
+    Json(match answer {
+        Ok(Ok(read)) => Ok(read.map_or(0, |l| l.index)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("a majority did not confirm the leader in time".into()),
+    })
 }
 
 /// Switch this node's heartbeats (sent while it leads) and elections (started when a leader is

@@ -522,6 +522,37 @@ impl Store {
         }
     }
 
+    /// Wait until this node's state holds every write committed before now (a linearizable
+    /// read barrier): for reads that must be current, such as a session looked up on another
+    /// node than the one that seated it. Immediate on a single node; on the leader, a quorum
+    /// confirms it still leads; on a follower, the leader's read index is applied here first.
+    pub async fn catch_up(&self) -> Result<(), ProposeError> {
+        let Some(peers) = &self.peers else {
+            return Ok(());
+        };
+        let unavailable = |why: String| ProposeError::Unavailable(format!("a current read is not possible now: {why}"));
+        let index = if self.is_leader() {
+            match tokio::time::timeout(COMMIT_WITHIN, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Err(_) => return Err(unavailable("a majority did not confirm this leader in time".into())),
+            }
+        } else {
+            let (_, addr) = self.leader_addr().ok_or_else(|| unavailable("no leader is known".into()))?;
+            peers
+                .call::<_, Result<u64, String>>(&addr, "/raft/read-index", &(), FORWARD_TIMEOUT)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .map_err(unavailable)?
+        };
+        self.raft
+            .wait(Some(FORWARD_TIMEOUT))
+            .applied_index_at_least(Some(index), "the leader's read index is applied here")
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(())
+    }
+
     /// A follower's write: sent to the leader (one request per write, so a batch of joins
     /// stays one request), answered once this node has applied it too, so what the caller reads
     /// next here includes it. Waits up to [`LEADER_WITHIN`] for a leader; a write that was sent

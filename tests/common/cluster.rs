@@ -149,6 +149,14 @@ impl Cluster {
             admin_key,
         };
         c.share_admin_key();
+        // A follower may print its banner a moment before it has applied the admin key.
+        for (i, n) in c.running() {
+            eventually(Duration::from_secs(10), &format!("node {i} knows the admin key"), || async {
+                let (status, _) = n.post("{ node { nodeId } }", json!({}), Some(&c.admin_key)).await;
+                (status == 200).then_some(())
+            })
+            .await;
+        }
         c
     }
 

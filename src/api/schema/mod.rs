@@ -96,8 +96,12 @@ impl Query {
     }
 
     /// A viewer session (the session id is its credential).
-    async fn session(&self, ctx: &Context<'_>, id: ID) -> Option<Session> {
-        view(ctx).session(&id).map(Session)
+    /// A session as of now: in a cluster, every write committed before the question is
+    /// applied on the node answering first (so a seat taken through another node is found).
+    async fn session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Session>> {
+        let n = node(ctx);
+        n.store.catch_up().await.map_err(|e| ErrorCode::Unavailable.error(e.to_string()))?;
+        Ok(n.store.view().session(&id).map(Session))
     }
 
     /// Fleet totals, or one broadcast's.
