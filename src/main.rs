@@ -89,6 +89,28 @@ enum Command {
     },
     /// Ask a running node about its cluster, or act on it (admin key).
     Cluster(ClusterArgs),
+    /// Save a consistent snapshot of a running node's state to a file (admin key).
+    Backup {
+        /// Where to write it (created with mode 0600: it holds API key hashes and the sealed signing key).
+        #[arg(long)]
+        out: PathBuf,
+        /// The node to ask (its public HTTP address).
+        #[arg(long, env = "STAGEFLEET_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API key.
+        #[arg(long, env = "STAGEFLEET_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+    },
+    /// Start a new data dir from a backup (offline): its first start forms a new cluster holding
+    /// the backup's state (the same key-encryption key must open its signing key).
+    Restore {
+        /// The file `stagefleet backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// A new data dir (it must not hold a database yet).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Print the GraphQL schema (SDL) this build serves.
     Sdl,
     /// Print the resolved settings as TOML, or the settings table as Markdown.
@@ -165,6 +187,20 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(emulator::run_standalone(cfg))
         }
         Command::Cluster(args) => tokio::runtime::Runtime::new()?.block_on(cluster_command(args)),
+        Command::Backup { out, url, admin_key } => {
+            tokio::runtime::Runtime::new()?.block_on(backup_command(&out, &url, admin_key))
+        }
+        Command::Restore { from, data_dir } => {
+            let backup = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let meta = stagefleet::state::snapshot::restore(&backup, &data_dir)?;
+            let through = meta.last_log_id.map_or(0, |l| l.index);
+            println!(
+                "restored the state of {} (through log index {through}) into {}; start a node on it",
+                from.display(),
+                data_dir.display()
+            );
+            Ok(())
+        }
         Command::Sdl => {
             let d = Config::default();
             print!(
@@ -212,6 +248,39 @@ async fn cluster_command(args: ClusterArgs) -> anyhow::Result<()> {
     let body: serde_json::Value = response.json().await.context("reading the node's answer")?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     anyhow::ensure!(status.is_success(), "the node answered HTTP {status}");
+    Ok(())
+}
+
+/// `stagefleet backup`: GET /v1/cluster/backup into a new private file.
+async fn backup_command(out: &std::path::Path, url: &str, admin_key: Option<String>) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = admin_key.context("an admin key is needed: --admin-key or STAGEFLEET_ADMIN_KEY")?;
+    let base = url.trim_end_matches('/').trim_end_matches("/graphql");
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?
+        .get(format!("{base}/v1/cluster/backup"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.context("reading the backup")?;
+    anyhow::ensure!(
+        status.is_success(),
+        "the node answered HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    println!("wrote {} bytes to {}", bytes.len(), out.display());
     Ok(())
 }
 

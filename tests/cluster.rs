@@ -350,3 +350,64 @@ async fn a_node_whose_data_is_wiped_rejoins_and_catches_up_by_snapshot_while_joi
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_from_a_running_cluster_restores_into_a_new_node() {
+    let c = Cluster::start(&[]).await;
+    let leader = c.leader().await;
+    c.node(leader).start_broadcast("show").await;
+    let mut sessions = Vec::new();
+    for k in 0..6 {
+        let joined = c.node(k % 3).join("show", &format!("v{k}")).await.unwrap();
+        sessions.push(joined["session"]["id"].as_str().unwrap().to_string());
+    }
+    let follower = (leader + 1) % 3;
+    let backup = c.dir.path().join("stagefleet.backup");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::binary()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&[
+        "backup",
+        "--out",
+        backup.to_str().unwrap(),
+        "--url",
+        &c.node(follower).url,
+        "--admin-key",
+        &c.admin_key,
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+    let restored = c.dir.path().join("restored");
+    run(&["restore", "--from", backup.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()]);
+    // Restoring over a database is refused.
+    let again = std::process::Command::new(common::binary())
+        .args(["restore", "--from", backup.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a database"));
+
+    // A new single node on the restored dir: the same IVS and key-encryption key.
+    let kek = c.dir.path().join("kek");
+    let mut n = common::TestNode::start(
+        &restored,
+        &[
+            "--key-encryption-key-file",
+            kek.to_str().unwrap(),
+            "--ivs-backend",
+            "emulator",
+            "--ivs-endpoint-url",
+            &c.emulator.url,
+        ],
+    );
+    assert!(n.admin_key.is_none(), "the backup's admin key carries over; no new one");
+    n.admin_key = Some(c.admin_key.clone());
+    for s in &sessions {
+        let found = n.admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s})).await;
+        assert_eq!(found["session"]["id"], s.as_str());
+    }
+    let joined = n.join("show", "after-restore").await.expect("the restored node seats and signs");
+    assert!(joined["token"].is_string());
+}

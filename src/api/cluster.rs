@@ -2,7 +2,8 @@
 //! `stagefleet cluster …` calls these:
 //! - `GET /v1/cluster/status`: this node's view — leader, term, indexes, members and their lag;
 //! - `POST /v1/cluster/transfer-leader` (`{"to": N}`, optional): hand leadership over;
-//! - `POST /v1/cluster/leave`: take this node out of the cluster (it then serves no writes).
+//! - `POST /v1/cluster/leave`: take this node out of the cluster (it then serves no writes);
+//! - `GET /v1/cluster/backup`: a consistent snapshot of the state (`stagefleet backup`).
 
 use std::net::SocketAddr;
 
@@ -65,6 +66,28 @@ pub async fn transfer_leader(
     match app.node.store.transfer_leader(to).await {
         Ok(target) => Json(json!({"electing": target})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),
+    }
+}
+
+/// `GET /v1/cluster/backup`: a consistent snapshot of this node's state, as a file.
+pub async fn backup(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&app, &headers, peer) {
+        return r;
+    }
+    match app.node.store.backup(std::time::Duration::from_secs(60)).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"stagefleet.backup\""),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", format!("{e:#}")),
     }
 }
 

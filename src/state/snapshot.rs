@@ -67,22 +67,63 @@ impl SnapshotStore {
     }
 
     pub fn load(&self) -> io::Result<Option<Snapshot<TypeConfig>>> {
-        let bytes = match std::fs::read(self.path()) {
+        let bytes = match self.file() {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| io::Error::other("snapshot has no meta"))?;
-        let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&bytes[..nl])?;
+        let (meta, data) = split_file(&bytes)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes[nl + 1..].to_vec())),
+            snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
     }
+
+    /// The current snapshot file as it is on disk (a backup is this file).
+    pub fn file(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path())
+    }
 }
+
+/// A snapshot file's meta and its encoded pairs.
+pub fn split_file(bytes: &[u8]) -> io::Result<(SnapshotMeta<NodeId, BasicNode>, &[u8])> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| io::Error::other("not a stagefleet snapshot: it has no meta line"))?;
+    let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&bytes[..nl])
+        .map_err(|e| io::Error::other(format!("not a stagefleet snapshot: {e}")))?;
+    Ok((meta, &bytes[nl + 1..]))
+}
+
+/// Make `data_dir` (empty, or holding no database yet) start from a backup: the state the
+/// backup holds, without its Raft history and membership, so the next start forms a new
+/// cluster (bootstrapped as a single node or with `bootstrap_expect`) that carries it on.
+pub fn restore(backup: &[u8], data_dir: &std::path::Path) -> anyhow::Result<SnapshotMeta<NodeId, BasicNode>> {
+    use anyhow::Context;
+    let db_dir = data_dir.join("db");
+    anyhow::ensure!(
+        !db_dir.exists(),
+        "{} already holds a database: restore only into a new data dir",
+        data_dir.display()
+    );
+    let (meta, data) = split_file(backup)?;
+    let pairs = decode(data).context("the backup's state is damaged")?;
+    std::fs::create_dir_all(data_dir)?;
+    let db = sled::Config::new().path(&db_dir).open().context("creating the database")?;
+    let tree = db.open_tree("sm")?;
+    let mut batch = sled::Batch::default();
+    for (k, v) in pairs {
+        if k.as_slice() == super::keys::APPLIED || k.as_slice() == super::keys::MEMBERSHIP {
+            continue;
+        }
+        batch.insert(k, v);
+    }
+    tree.apply_batch(batch)?;
+    db.flush()?;
+    Ok(meta)
+}
+
 
 #[cfg(test)]
 mod tests {

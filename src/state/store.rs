@@ -68,6 +68,7 @@ pub struct Store {
     peers: Option<Peers>,
     /// What the Raft port serves, for the operator's cluster actions (`None` on a single node).
     rpc: Option<RpcState>,
+    snapshot_dir: PathBuf,
     /// This node left the cluster, or the leader said it is not a member: it takes no writes.
     not_member: std::sync::atomic::AtomicBool,
     /// Internode requests refused for a wrong or missing cluster secret.
@@ -244,8 +245,37 @@ impl Store {
             peers,
             rpc: rpc_state,
             not_member: std::sync::atomic::AtomicBool::new(false),
+            snapshot_dir: cfg.data_dir.join("snapshots"),
             rpc_refused,
         })
+    }
+
+    /// A consistent backup: a snapshot of this node's state taken now (covering every entry it
+    /// had applied when asked), as the snapshot file's bytes. `stagefleet restore` starts a new
+    /// data dir from it.
+    pub async fn backup(&self, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+        let applied = self.cluster_status().last_applied_index.unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.raft.trigger().snapshot().await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let built = self
+                .raft
+                .wait(Some(left.min(Duration::from_secs(2))))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "a snapshot covers what was applied",
+                )
+                .await;
+            if built.is_ok() {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no snapshot through index {applied} within {timeout:?}"
+            );
+        }
+        Ok(super::snapshot::SnapshotStore::new(self.snapshot_dir.clone())?.file()?)
     }
 
     /// Hand leadership to `to` (or to the most caught-up other voter): that node starts an
