@@ -474,11 +474,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (meta, data) = {
+        // Apply waits only while the pairs are copied out (sled's values are reference-counted:
+        // no bytes are copied for large ones); encoding and writing the file happen after. No
+        // flush is needed here: iteration reads what apply wrote, durable or not, and the
+        // snapshot file is synced on its own.
+        let (core, pairs) = {
             let _guard = self.shared.apply_lock.lock().await;
-            super::flush(&self.db).await.map_err(sm_write_err)?;
             let core = self.shared.core();
-            let data = super::snapshot::encode(self.shared.tree.iter().filter_map(|r| r.ok()));
+            let pairs: Vec<(sled::IVec, sled::IVec)> = self
+                .shared
+                .tree
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            (core, pairs)
+        };
+        let (meta, data) = {
+            let data = super::snapshot::encode(pairs.into_iter());
             let last = core.last_applied;
             let id = match last {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
