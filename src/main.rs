@@ -56,6 +56,11 @@ enum ClusterAction {
     Status,
     /// Take the node at --url out of the cluster (it then serves no writes; stop it afterwards).
     Leave,
+    /// Take member --node out of the cluster through the node at --url: for a node that is gone for good.
+    Remove {
+        #[arg(long)]
+        node: u64,
+    },
     /// Hand leadership to another voter (--to, or the most caught-up one), e.g. before upgrading the leader.
     TransferLeader {
         #[arg(long)]
@@ -235,6 +240,9 @@ async fn cluster_command(args: ClusterArgs) -> anyhow::Result<()> {
     let request = match args.action {
         ClusterAction::Status => http.get(format!("{base}/v1/cluster/status")),
         ClusterAction::Leave => http.post(format!("{base}/v1/cluster/leave")),
+        ClusterAction::Remove { node } => http
+            .post(format!("{base}/v1/cluster/remove"))
+            .json(&serde_json::json!({ "node": node })),
         ClusterAction::TransferLeader { to } => http
             .post(format!("{base}/v1/cluster/transfer-leader"))
             .json(&serde_json::json!({ "to": to })),

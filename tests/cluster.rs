@@ -318,6 +318,25 @@ async fn an_operator_hands_leadership_over_and_takes_a_node_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_is_gone_for_good_is_removed_from_another_node() {
+    let mut c = Cluster::start(&[]).await;
+    let leader = c.leader().await;
+    let gone = (leader + 1) % 3;
+    let asked = (leader + 2) % 3;
+    c.kill9(gone);
+    let (ok, answer) = cli(&c, asked, &["remove", "--node", &c.members[gone].id.to_string()]);
+    assert!(ok, "{answer}");
+    let (_, status) = cli(&c, leader, &["status"]);
+    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(voters.len(), 2, "{status}");
+    assert!(!voters.contains(&c.members[gone].id), "{status}");
+    // The two left are the whole cluster now: writes go on through either.
+    c.node(asked).start_broadcast("show").await;
+    c.node(leader).join("show", "a").await.expect("join through the leader");
+    c.node(asked).join("show", "b").await.expect("join through the other member");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_node_whose_data_is_wiped_rejoins_and_catches_up_by_snapshot_while_joins_go_on() {
     // Snapshots every 50 entries, so the wiped node's entries are long purged from the others' logs.
     let mut c = Cluster::start(&["--snapshot-every", "50", "--join-rate-per-ip", "0"]).await;

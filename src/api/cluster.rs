@@ -3,6 +3,7 @@
 //! - `GET /v1/cluster/status`: this node's view — leader, term, indexes, members and their lag;
 //! - `POST /v1/cluster/transfer-leader` (`{"to": N}`, optional): hand leadership over;
 //! - `POST /v1/cluster/leave`: take this node out of the cluster (it then serves no writes);
+//! - `POST /v1/cluster/remove` (`{"node": N}`): take another member out, e.g. one that is gone;
 //! - `GET /v1/cluster/backup`: a consistent snapshot of the state (`stagefleet backup`).
 
 use std::net::SocketAddr;
@@ -65,6 +66,27 @@ pub async fn transfer_leader(
     let to = body.and_then(|Json(b)| b.to);
     match app.node.store.transfer_leader(to).await {
         Ok(target) => Json(json!({"electing": target})).into_response(),
+        Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RemoveMember {
+    node: u64,
+}
+
+/// `POST /v1/cluster/remove` `{"node": N}`: take member N out (a node that is gone for good).
+pub async fn remove(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<RemoveMember>,
+) -> Response {
+    if let Err(r) = admin(&app, &headers, peer) {
+        return r;
+    }
+    match app.node.store.remove_member(body.node).await {
+        Ok(()) => Json(json!({"removed": body.node})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),
     }
 }

@@ -115,6 +115,7 @@ pub fn router(node: Arc<Node>) -> Edge {
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/transfer-leader", post(cluster::transfer_leader))
         .route("/v1/cluster/leave", post(cluster::leave))
+        .route("/v1/cluster/remove", post(cluster::remove))
         .route("/v1/cluster/backup", get(cluster::backup))
         .fallback(assets::serve)
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::layer))

@@ -360,6 +360,15 @@ impl Store {
             .map_err(|e| e.to_string())?
     }
 
+    /// Take another member out of the cluster (through the leader): for a node that is gone.
+    pub async fn remove_member(&self, node_id: NodeId) -> Result<(), String> {
+        let rpc = self.rpc.as_ref().ok_or("a single node is not in a cluster")?;
+        if node_id == self.node_id {
+            return self.leave().await;
+        }
+        rpc::remove_member(rpc, node_id).await
+    }
+
     /// Take this node out of the cluster (through the leader). It then serves no writes.
     pub async fn leave(&self) -> Result<(), String> {
         let rpc = self.rpc.as_ref().ok_or("a single node is not in a cluster")?;
