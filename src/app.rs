@@ -77,8 +77,9 @@ impl App {
         );
         let decisions = node.scaler_decisions.clone();
         let drift = node.drift.clone();
+        let setup_node = node.clone();
         let supervisor = Supervisor::spawn(store.node_id, store.leadership(), move |term| {
-            control::leader_loops(LoopContext {
+            let mut loops = control::leader_loops(LoopContext {
                 store: store.clone(),
                 backend: backend.clone(),
                 metrics: metrics.clone(),
@@ -86,7 +87,23 @@ impl App {
                 decisions: decisions.clone(),
                 drift: drift.clone(),
                 term,
-            })
+            });
+            // Each new leader finishes the first-start setup if a leader before it could not
+            // (it lost leadership or died between importing the signing key and storing it).
+            let node = setup_node.clone();
+            loops.spawn(async move {
+                match crate::node::bootstrap::run(&node).await {
+                    Ok(Some(admin_key)) => {
+                        tracing::warn!("this leader created the cluster's first admin key; it is shown once:");
+                        println!("  admin key (shown once): {admin_key}");
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "first-start setup failed; the next leader tries again"),
+                }
+                // A task of the group that ends restarts the group: this one is done, not ended.
+                std::future::pending::<()>().await
+            });
+            loops
         });
         let (stop_renewals, stopped) = watch::channel(false);
         let renewals = tokio::spawn(renew_loop(node.clone(), renew_every, stopped));

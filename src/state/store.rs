@@ -127,6 +127,17 @@ impl ClusterStatus {
     }
 }
 
+/// The leader as Raft's metrics name it, except where they are stale: a stopped core still names
+/// the last leader it knew, and a node restarted from disk names itself leader of its old term
+/// (from its stored vote) until it hears otherwise — neither leads anything.
+fn known_leader(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<NodeId> {
+    let leader = m.current_leader.filter(|_| m.running_state.is_ok())?;
+    if leader == m.id && m.state != openraft::ServerState::Leader {
+        return None;
+    }
+    Some(leader)
+}
+
 /// Keep `tx` equal to the leader and term in Raft's metrics, waking watchers only when they change.
 fn follow_leadership(
     mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
@@ -140,8 +151,7 @@ fn follow_leadership(
                     tracing::error!(error = %fatal, "the Raft core stopped: this node serves no writes and leads nothing until it is restarted");
                 }
                 Leadership {
-                    // A stopped core's last metrics still name a leader: it leads nothing.
-                    leader: m.current_leader.filter(|_| m.running_state.is_ok()),
+                    leader: known_leader(&m),
                     term: m.current_term,
                 }
             };
@@ -408,16 +418,14 @@ impl Store {
         let m = self
             .raft
             .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .metrics(|m| known_leader(m).is_some(), "a leader is elected")
             .await
             .context("no Raft leader")?;
-        Ok(m.current_leader.expect("waited for it"))
+        Ok(known_leader(&m).expect("waited for it"))
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.running_state.is_ok() && m.current_leader == Some(self.node_id)
+        known_leader(&self.raft.metrics().borrow()) == Some(self.node_id)
     }
 
     /// The applied state as of now; take one per request and read everything from it.
@@ -451,7 +459,7 @@ impl Store {
         let m = self.raft.metrics().borrow().clone();
         ClusterStatus {
             node_id: self.node_id,
-            leader: m.current_leader.filter(|_| m.running_state.is_ok()),
+            leader: known_leader(&m),
             term: m.current_term,
             running: m.running_state.is_ok(),
             last_log_index: m.last_log_index,
