@@ -29,6 +29,9 @@ pub enum Scenario {
     Churn(ChurnArgs),
     /// A join storm while the node is SIGKILLed and restarted --cycles times; no join may be lost.
     Crash(CrashArgs),
+    /// A join storm across a cluster started here (--cluster 3 or more) while its leader is
+    /// SIGKILLed --kills times: how long writes stall after each kill; no join may be lost.
+    Failover(FailoverArgs),
     /// ES384 signatures per second on this machine, on 1 and on 2 threads.
     Calibrate(CalibrateArgs),
     /// N subscribers each on its own WebSocket, watching the broadcast's stats and their own
@@ -53,12 +56,30 @@ pub struct NodeArgs {
     /// Start a node from this stagefleet binary instead of using --target.
     #[arg(long, env = "STAGEFLEET_BIN", value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
-    /// Data dir for the node this tool starts (default: a fresh temporary dir).
+    /// Data dir for the node this tool starts (default: a fresh temporary dir); with --cluster,
+    /// the directory that gets the nodes' data dirs and logs, the emulator's and the shared key.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Extra flag for the node this tool starts; repeat (e.g. --server-arg=--seats-per-stage=500).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// Start this many nodes from --server-bin as one Raft cluster, with a standalone IVS
+    /// emulator they share, and spread the load over all of them (1 = a single node). Their
+    /// data dirs are <data dir>/node1 …, their logs <data dir>/node1.log ….
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub cluster: u32,
+}
+
+impl NodeArgs {
+    /// Refuse `--cluster` above 1 for a scenario that needs exactly one node.
+    pub fn single_node_only(&self, scenario: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.cluster <= 1,
+            "{scenario} runs against one node; --cluster {} is for join-storm, hold, churn and failover",
+            self.cluster
+        );
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -177,6 +198,29 @@ pub struct CrashArgs {
     /// Acknowledged users re-joined after each restart (must get the same session back).
     #[arg(long, default_value_t = 100)]
     pub rejoin_sample: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FailoverArgs {
+    /// Needs --cluster 3 or more (and --server-bin): the tool kills and restarts the nodes.
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 20_000)]
+    pub viewers: u64,
+    /// Joins offered per second; omit for open loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// SIGKILLs of the current leader, spread evenly over the storm; each killed node is
+    /// restarted (same flags and addresses) and ready before the next kill.
+    #[arg(long, default_value_t = 5)]
+    pub kills: u32,
+    /// Give up on a restarted node whose /readyz is not 200 within this.
+    #[arg(long, default_value_t = 60.0)]
+    pub ready_timeout_secs: f64,
+    /// The goal the report judges against: every stall (SIGKILL to the first join acknowledged
+    /// after it) shorter than this.
+    #[arg(long, default_value_t = 3.0)]
+    pub stall_goal_secs: f64,
 }
 
 #[derive(Args, Debug, Clone)]

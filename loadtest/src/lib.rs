@@ -4,11 +4,12 @@
 //!
 //! Layout: `driver` paces and measures, `scenario/*` say what one operation is, `ledger` and
 //! `verify` check the server lost nothing, `report` prints, `target`/`procstat` know the node
-//! process, `calibrate` measures the machine's signing limit.
+//! process (`cluster` several of them as one Raft cluster), `calibrate` measures the machine's signing limit.
 
 pub mod api;
 pub mod calibrate;
 pub mod cli;
+pub mod cluster;
 pub mod conn;
 pub mod driver;
 pub mod error;

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use loadtest::cli::{Cli, Scenario};
 use loadtest::report::Report;
-use loadtest::scenario::{churn, crash, crowd, front_door, hold, join_storm, subscribers};
+use loadtest::scenario::{churn, crash, crowd, failover, front_door, hold, join_storm, subscribers};
 use loadtest::setup::publish;
 use loadtest::{calibrate, cli};
 
@@ -39,6 +39,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<i32> {
         Scenario::Hold(a) => (hold::run(&a).await?, a.common.json),
         Scenario::Churn(a) => (churn::run(&a).await?, a.common.json),
         Scenario::Crash(a) => (crash::run(&a).await?, a.common.json),
+        Scenario::Failover(a) => (failover::run(&a).await?, a.common.json),
         Scenario::Subscribers(a) => (subscribers::run(&a).await?, a.common.json),
         Scenario::FrontDoor(a) => (front_door::run(&a).await?, a.json),
         Scenario::Crowd(a) => (crowd::run(&a).await?, a.json),

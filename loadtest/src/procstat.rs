@@ -45,10 +45,13 @@ struct State {
     usage: ProcUsage,
     busy_secs: f64,
     wall_secs: f64,
-    last: Option<(u32, u64, Instant)>,
+    /// Per PID slot: the PID and its CPU ticks at the previous sample.
+    last: Vec<Option<(u32, u64)>>,
+    last_at: Option<Instant>,
 }
 
-/// Samples a PID every `every` until dropped or frozen.
+/// Samples one PID, or the sum over several (the nodes of a cluster), every `every` until
+/// dropped or frozen.
 pub struct Sampler {
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
@@ -57,13 +60,21 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn start(pid: Arc<AtomicU32>, every: Duration) -> Self {
+        Self::start_all(vec![pid], every)
+    }
+
+    /// CPU and RSS summed over `pids`: CPU in percent of one core (three nodes each using half a
+    /// core are 150), RSS the sum of the processes' at the same moment. A PID that is 0 (down)
+    /// adds nothing meanwhile.
+    pub fn start_all(pids: Vec<Arc<AtomicU32>>, every: Duration) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                sample(&st, pid.load(Ordering::Relaxed));
+                let now: Vec<u32> = pids.iter().map(|p| p.load(Ordering::Relaxed)).collect();
+                sample(&st, &now);
             }
         });
         Self {
@@ -105,25 +116,48 @@ impl Drop for Sampler {
     }
 }
 
-fn sample(state: &Mutex<State>, pid: u32) {
+/// (CPU ticks, RSS in KiB) of a running process.
+fn read(pid: u32) -> Option<(u64, u64)> {
     if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some((cpu_ticks(&stat)?, rss_kib(&status)?))
+}
+
+fn sample(state: &Mutex<State>, pids: &[u32]) {
+    let reads: Vec<Option<(u32, u64, u64)>> = pids
+        .iter()
+        .map(|&pid| read(pid).map(|(ticks, rss)| (pid, ticks, rss)))
+        .collect();
+    account(&mut state.lock().expect("sampler state"), &reads, Instant::now());
+}
+
+/// Add one sample — per PID slot (pid, CPU ticks, RSS KiB), or `None` for a process that is
+/// down — to the running totals.
+fn account(s: &mut State, reads: &[Option<(u32, u64, u64)>], now: Instant) {
+    if reads.iter().all(Option::is_none) {
         return;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
-    let (Some(ticks), Some(rss)) = (stat.as_deref().and_then(cpu_ticks), status.as_deref().and_then(rss_kib)) else {
-        return;
-    };
-    let now = Instant::now();
-    let mut s = state.lock().expect("sampler state");
-    let rss_mib = rss as f64 / 1024.0;
+    s.last.resize(reads.len(), None);
+    let rss_mib = reads.iter().flatten().map(|r| r.2).sum::<u64>() as f64 / 1024.0;
     s.usage.rss_last_mib = rss_mib;
     s.usage.rss_peak_mib = s.usage.rss_peak_mib.max(rss_mib);
-    // A new PID (restarted node) starts a new baseline rather than a negative delta.
-    if let Some((last_pid, last_ticks, at)) = s.last
-        && last_pid == pid
-    {
-        let busy = ticks.saturating_sub(last_ticks) as f64 / TICKS_PER_SEC;
+    // A new PID (restarted node) starts a new baseline rather than a negative delta; the time
+    // counts only when some process was measured across it.
+    let mut busy_ticks = 0;
+    let mut measured = false;
+    for (slot, r) in reads.iter().enumerate() {
+        if let (Some((pid, ticks, _)), Some((last_pid, last_ticks))) = (r, s.last[slot])
+            && *pid == last_pid
+        {
+            busy_ticks += ticks.saturating_sub(last_ticks);
+            measured = true;
+        }
+    }
+    if measured && let Some(at) = s.last_at {
+        let busy = busy_ticks as f64 / TICKS_PER_SEC;
         let wall = now.duration_since(at).as_secs_f64();
         s.busy_secs += busy;
         s.wall_secs += wall;
@@ -131,5 +165,63 @@ fn sample(state: &Mutex<State>, pid: u32) {
             s.usage.cpu_percent_peak = s.usage.cpu_percent_peak.max(100.0 * busy / wall);
         }
     }
-    s.last = Some((pid, ticks, now));
+    for (slot, r) in reads.iter().enumerate() {
+        s.last[slot] = r.map(|(pid, ticks, _)| (pid, ticks));
+    }
+    s.last_at = Some(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_processes_are_summed_and_a_restarted_one_starts_a_new_baseline() {
+        let mut s = State::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        account(
+            &mut s,
+            &[Some((10, 100, 1024)), Some((11, 500, 2048)), Some((12, 0, 1024))],
+            at(0),
+        );
+        // One second later: 50 + 30 + 20 ticks, i.e. one core busy in all.
+        account(
+            &mut s,
+            &[Some((10, 150, 1024)), Some((11, 530, 2048)), Some((12, 20, 1024))],
+            at(1000),
+        );
+        assert!((s.busy_secs - 1.0).abs() < 1e-9 && (s.wall_secs - 1.0).abs() < 1e-9);
+        assert_eq!(s.usage.rss_last_mib, 4.0);
+        // Node 10 killed: the other two go on being counted, RSS drops to theirs.
+        account(&mut s, &[None, Some((11, 630, 2048)), Some((12, 20, 1024))], at(2000));
+        assert!((s.busy_secs - 2.0).abs() < 1e-9 && (s.wall_secs - 2.0).abs() < 1e-9);
+        assert_eq!(s.usage.rss_last_mib, 3.0);
+        assert_eq!(s.usage.rss_peak_mib, 4.0);
+        // Restarted under a new PID with fewer ticks: no negative delta, a new baseline.
+        account(
+            &mut s,
+            &[Some((20, 5, 1024)), Some((11, 630, 2048)), Some((12, 20, 1024))],
+            at(3000),
+        );
+        assert!((s.busy_secs - 2.0).abs() < 1e-9 && (s.wall_secs - 3.0).abs() < 1e-9);
+        account(
+            &mut s,
+            &[Some((20, 105, 1024)), Some((11, 630, 2048)), Some((12, 20, 1024))],
+            at(4000),
+        );
+        assert!((s.busy_secs - 3.0).abs() < 1e-9);
+        assert!((s.usage.cpu_percent_peak - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_process_down_and_back_does_not_count_the_gap() {
+        let mut s = State::default();
+        let t0 = Instant::now();
+        account(&mut s, &[Some((10, 0, 1024))], t0);
+        account(&mut s, &[None], t0 + Duration::from_secs(1));
+        account(&mut s, &[Some((20, 0, 1024))], t0 + Duration::from_secs(5));
+        account(&mut s, &[Some((20, 50, 1024))], t0 + Duration::from_secs(6));
+        assert!((s.wall_secs - 1.0).abs() < 1e-9 && (s.busy_secs - 0.5).abs() < 1e-9);
+    }
 }

@@ -14,6 +14,7 @@ use crate::driver::Outcome;
 use crate::percentiles::{Percentiles, percentiles_ms};
 use crate::procstat::ProcUsage;
 use crate::scenario::crowd::CrowdSummary;
+use crate::scenario::failover::FailoverSummary;
 use crate::scenario::front_door::summary::FrontDoorSummary;
 use crate::scenario::subscribers::SubscribersSummary;
 use crate::verify::Verdict;
@@ -59,8 +60,11 @@ pub struct Report {
     pub calibration: Option<Calibration>,
     /// Admitted joins/s over the 2-thread signing rate (join-storm with `--calibrate`).
     pub signing_ratio: Option<f64>,
-    /// The node's process, when this tool started it.
+    /// The node's process, when this tool started it; with `--cluster N`, the sum over the nodes.
     pub server: Option<ProcUsage>,
+    /// With `--cluster N`: each node's own, in node order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_per_node: Vec<ProcUsage>,
     /// This load generator's own process (it shares the machine).
     pub loadgen: Option<ProcUsage>,
     pub verdict: Option<Verdict>,
@@ -70,6 +74,8 @@ pub struct Report {
     pub subscribers: Option<SubscribersSummary>,
     /// `crowd`: refusals, stages, readiness, IVS calls, and its own verdict.
     pub crowd: Option<CrowdSummary>,
+    /// `failover`: the kills, the stall after each, and its own verdict.
+    pub failover: Option<FailoverSummary>,
     /// Scenario-specific numbers (restart times, connections held…).
     pub facts: BTreeMap<String, Value>,
 }
@@ -80,6 +86,7 @@ impl Report {
             && self.front_door.as_ref().is_none_or(FrontDoorSummary::ok)
             && self.subscribers.as_ref().is_none_or(SubscribersSummary::ok)
             && self.crowd.as_ref().is_none_or(CrowdSummary::ok)
+            && self.failover.as_ref().is_none_or(FailoverSummary::ok)
     }
 
     pub fn text(&self) -> String {
@@ -103,10 +110,26 @@ impl Report {
         if let Some(c) = &self.crowd {
             s += &c.text();
         }
+        if let Some(f) = &self.failover {
+            s += &f.text();
+        }
         if let Some(r) = self.signing_ratio {
             s += &format!("admitted joins/s = {:.1}% of the 2-thread signing rate\n", 100.0 * r);
         }
-        for (name, u) in [("server", &self.server), ("loadgen", &self.loadgen)] {
+        let server = match self.server_per_node.len() {
+            0 | 1 => "server".to_string(),
+            n => format!("server ({n} nodes summed)"),
+        };
+        let each = self
+            .server_per_node
+            .iter()
+            .enumerate()
+            .map(|(k, u)| (format!("  node {}", k + 1), Some(u)));
+        let rows = [(server, self.server.as_ref())]
+            .into_iter()
+            .chain(each)
+            .chain([("loadgen".to_string(), self.loadgen.as_ref())]);
+        for (name, u) in rows {
             if let Some(u) = u {
                 s += &format!(
                     "{name} during the load: CPU avg {:.0}% peak {:.0}% (100% = one core), RSS peak {:.1} MiB, last {:.1} MiB\n",

@@ -1,6 +1,6 @@
 //! What every scenario needs before it starts and after it ends: the targets, optionally a node
-//! this tool runs, a live broadcast (given, or started here and ended at the end), a CPU/RSS
-//! sampler for a local node, and the post-run ledger check.
+//! (or a cluster of nodes, `--cluster N`) this tool runs, a live broadcast (given, or started
+//! here and ended at the end), a CPU/RSS sampler for local nodes, and the post-run ledger check.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,8 @@ use anyhow::Context;
 
 use crate::api::Api;
 use crate::cli::{Common, NodeArgs};
-use crate::ledger::Ledger;
+use crate::cluster::{self, LocalCluster};
+use crate::ledger::{Ledger, Violation};
 use crate::procstat::{SAMPLE_EVERY, Sampler};
 use crate::report::Report;
 use crate::target::{LocalNode, Targets, wait_ready};
@@ -19,9 +20,14 @@ pub struct Setup {
     pub common: Common,
     pub api: Api,
     pub node: Option<LocalNode>,
+    /// The nodes this tool runs with `--cluster N` (N > 1); then `node` is `None`.
+    pub cluster: Option<LocalCluster>,
     pub broadcast: String,
     owns_broadcast: bool,
+    /// The local node's CPU/RSS, or the sum over the cluster's nodes.
     server: Option<Sampler>,
+    /// Each cluster node's own, in node order (empty for a single node).
+    server_each: Vec<Sampler>,
     loadgen: Sampler,
     // Held so the temporary data dir lives as long as the node.
     _tmp: Option<tempfile::TempDir>,
@@ -30,12 +36,18 @@ pub struct Setup {
 impl Setup {
     /// `own_node`: start a node even if --target is given (crash needs a process to kill).
     pub async fn new(common: &Common, own_node: bool) -> anyhow::Result<Self> {
-        let Started { urls, node, tmp } = start_node(&common.node, own_node).await?;
+        let Started {
+            urls,
+            node,
+            cluster,
+            tmp,
+        } = start_node(&common.node, own_node).await?;
         let targets = Arc::new(Targets::new(&urls)?);
         let admin_key = common
             .admin_key
             .clone()
-            .or_else(|| node.as_ref().and_then(|n| n.banner.admin_key.clone()));
+            .or_else(|| node.as_ref().and_then(|n| n.banner.admin_key.clone()))
+            .or_else(|| cluster.as_ref().and_then(|c| c.admin_key.clone()));
         let api = Api::new(targets, common.concurrency, admin_key, common.viewer_key.clone())?;
         for url in api.targets.all() {
             wait_ready(api.http(), url, Duration::from_secs(60)).await?;
@@ -54,28 +66,46 @@ impl Setup {
                 (id, true)
             }
         };
-        let server = node.as_ref().map(|n| Sampler::start(n.pid.clone(), SAMPLE_EVERY));
-        Ok(Self {
+        let mut setup = Self {
             common: common.clone(),
             api,
             node,
+            cluster,
             broadcast,
             owns_broadcast,
-            server,
+            server: None,
+            server_each: Vec::new(),
             loadgen: Sampler::own(),
             _tmp: tmp,
-        })
+        };
+        setup.load_begins();
+        Ok(setup)
+    }
+
+    /// The PIDs of the nodes this tool runs (0 while one is down).
+    fn server_pids(&self) -> Vec<Arc<std::sync::atomic::AtomicU32>> {
+        match (&self.node, &self.cluster) {
+            (Some(n), _) => vec![n.pid.clone()],
+            (None, Some(c)) => c.pids(),
+            (None, None) => Vec::new(),
+        }
     }
 
     /// The load starts now: CPU and RSS are measured from here (not during setup).
     pub fn load_begins(&mut self) {
-        self.server = self.node.as_ref().map(|n| Sampler::start(n.pid.clone(), SAMPLE_EVERY));
+        let pids = self.server_pids();
+        self.server = (!pids.is_empty()).then(|| Sampler::start_all(pids.clone(), SAMPLE_EVERY));
+        self.server_each = if pids.len() > 1 {
+            pids.into_iter().map(|p| Sampler::start(p, SAMPLE_EVERY)).collect()
+        } else {
+            Vec::new()
+        };
         self.loadgen = Sampler::own();
     }
 
     /// The load is over: keep CPU and RSS as measured so far (not the ledger check that follows).
     pub fn load_ends(&mut self) {
-        if let Some(s) = self.server.as_mut() {
+        for s in self.server.iter_mut().chain(self.server_each.iter_mut()) {
             s.freeze();
         }
         self.loadgen.freeze();
@@ -94,21 +124,29 @@ impl Setup {
         }
     }
 
-    /// The post-run check, unless --no-verify.
+    /// The post-run check, unless --no-verify. On a cluster this tool runs, it first waits
+    /// until every node has applied all the leader had, reads sessions from all nodes in turn,
+    /// and then has every node's broadcast counts compared with the ledger too.
     pub async fn verify(&self, ledger: &Ledger) -> anyhow::Result<Option<Verdict>> {
         if self.common.no_verify {
             return Ok(None);
+        }
+        if let Some(c) = &self.cluster {
+            c.wait_caught_up(self.api.http(), Duration::from_secs(60))
+                .await
+                .context("waiting for every node to apply the leader's writes before the ledger check")?;
         }
         let mut keys = verify::keys_from_files(&self.common.public_keys)?;
         let emulator = self
             .node
             .as_ref()
             .and_then(|n| n.banner.emulator_url.clone())
+            .or_else(|| self.cluster.as_ref().map(|c| c.emulator_url.clone()))
             .or_else(|| self.common.emulator_url.clone());
         if let Some(emu) = &emulator {
             verify::emulator_keys(self.api.http(), emu, &mut keys).await;
         }
-        let v = verify::run(
+        let mut v = verify::run(
             &self.api,
             &self.broadcast,
             ledger,
@@ -118,12 +156,64 @@ impl Setup {
             self.common.concurrency,
         )
         .await?;
+        if let Some(c) = &self.cluster {
+            for violation in self.per_node_counts(c, ledger).await? {
+                v.add(violation);
+            }
+        }
         Ok(Some(v))
     }
 
-    /// Fill in CPU/RSS, end the broadcast we started, stop the node we started.
+    /// When this run was the broadcast's only writer, every node must count its viewers as the
+    /// ledger does, and all nodes alike.
+    async fn per_node_counts(&self, c: &LocalCluster, ledger: &Ledger) -> anyhow::Result<Vec<Violation>> {
+        let mut out = Vec::new();
+        if !self.exclusive() {
+            return Ok(out);
+        }
+        let mut first: Option<(usize, u64, u64)> = None;
+        for (k, url) in c.urls().iter().enumerate() {
+            let key = self.api.admin_key();
+            let Some(b) = cluster::broadcast_counts(self.api.http(), url, key, &self.broadcast).await? else {
+                out.push(Violation::CountMismatch {
+                    what: format!("broadcast {} unknown on node {}", self.broadcast, k + 1),
+                    server: 0,
+                    ledger: ledger.live_count() as u64,
+                });
+                continue;
+            };
+            if b.viewers != ledger.live_count() as u64 {
+                out.push(Violation::CountMismatch {
+                    what: format!("broadcast viewers on node {}", k + 1),
+                    server: b.viewers,
+                    ledger: ledger.live_count() as u64,
+                });
+            }
+            match first {
+                None => first = Some((k, b.viewers, b.admitted_total)),
+                Some((f, viewers, admitted)) if (viewers, admitted) != (b.viewers, b.admitted_total) => {
+                    out.push(Violation::CountMismatch {
+                        what: format!(
+                            "node {} counts viewers/admittedTotal {}/{}, node {} {viewers}/{admitted}",
+                            k + 1,
+                            b.viewers,
+                            b.admitted_total,
+                            f + 1
+                        ),
+                        server: b.viewers,
+                        ledger: viewers,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fill in CPU/RSS, end the broadcast we started, stop the node(s) we started.
     pub async fn finish(mut self, report: &mut Report) -> anyhow::Result<()> {
         report.server = self.server.as_ref().map(Sampler::usage);
+        report.server_per_node = self.server_each.iter().map(Sampler::usage).collect();
         report.loadgen = Some(self.loadgen.usage());
         if self.owns_broadcast
             && let Err(e) = self.api.end_broadcast(&self.broadcast).await
@@ -133,24 +223,34 @@ impl Setup {
         if let Some(n) = self.node.as_mut() {
             n.stop().await?;
         }
+        if let Some(c) = self.cluster.as_mut() {
+            c.stop().await?;
+        }
         Ok(())
     }
 }
 
-/// The node URLs to load and, when this tool runs the node, that node.
+/// The node URLs to load and, when this tool runs the node, that node (or those nodes).
 pub struct Started {
     pub urls: Vec<String>,
     pub node: Option<LocalNode>,
+    pub cluster: Option<LocalCluster>,
     /// The node's temporary data dir: hold it as long as the node runs.
     pub tmp: Option<tempfile::TempDir>,
 }
 
-/// Start a node from `--server-bin` when `own_node` is set or no `--target` is given.
+/// Start a node from `--server-bin` when `own_node` is set or no `--target` is given; with
+/// `--cluster N` (N > 1), N nodes as one cluster.
 pub async fn start_node(args: &NodeArgs, own_node: bool) -> anyhow::Result<Started> {
+    anyhow::ensure!(
+        args.cluster <= 1 || args.targets.is_empty(),
+        "--cluster starts its nodes from --server-bin; it takes no --target"
+    );
     if !own_node && !args.targets.is_empty() {
         return Ok(Started {
             urls: args.targets.clone(),
             node: None,
+            cluster: None,
             tmp: None,
         });
     }
@@ -162,9 +262,26 @@ pub async fn start_node(args: &NodeArgs, own_node: bool) -> anyhow::Result<Start
         Some(d) => (d.clone(), None),
         None => {
             let t = tempfile::Builder::new().prefix("loadtest-").tempdir()?;
-            (t.path().join("data"), Some(t))
+            let name = if args.cluster > 1 { "cluster" } else { "data" };
+            (t.path().join(name), Some(t))
         }
     };
+    if args.cluster > 1 {
+        let c = LocalCluster::start(bin, &data_dir, args.cluster as usize, &args.server_args).await?;
+        eprintln!(
+            "started a cluster of {} from {}: {}; logs in {}",
+            args.cluster,
+            bin.display(),
+            c.describe(),
+            c.dir.display()
+        );
+        return Ok(Started {
+            urls: c.urls(),
+            node: None,
+            cluster: Some(c),
+            tmp,
+        });
+    }
     let n = LocalNode::start(bin, &data_dir, &args.server_args).await?;
     eprintln!(
         "started {} (pid {}) at {}, log {}",
@@ -176,6 +293,7 @@ pub async fn start_node(args: &NodeArgs, own_node: bool) -> anyhow::Result<Start
     Ok(Started {
         urls: vec![n.banner.base_url.clone()],
         node: Some(n),
+        cluster: None,
         tmp,
     })
 }

@@ -1,23 +1,27 @@
 //! Where load goes: one or more node URLs taken in turn, and — when the tool starts the node
 //! itself — that local process (its PID for CPU/RSS, SIGKILL and restart for `crash`).
+//! `cluster.rs` starts several of them as one Raft cluster.
 //!
 //! Does not measure anything; `procstat.rs` reads `/proc` for the PID this module publishes.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Base URLs (`http://host:port`, no `/graphql`), handed out round-robin.
+/// Base URLs (`http://host:port`, no `/graphql`), handed out round-robin, skipping any marked
+/// down (a node the tool itself has killed).
 #[derive(Debug)]
 pub struct Targets {
     urls: Vec<String>,
     next: AtomicUsize,
+    /// One per URL: true while that node is known to be down.
+    down: Vec<AtomicBool>,
 }
 
 impl Targets {
@@ -26,7 +30,7 @@ impl Targets {
         if urls.is_empty() {
             bail!("no target URL: pass --target URL or --server-bin");
         }
-        let urls = urls
+        let urls: Vec<String> = urls
             .iter()
             .map(|u| {
                 let u = u.trim_end_matches('/');
@@ -34,6 +38,7 @@ impl Targets {
             })
             .collect();
         Ok(Self {
+            down: urls.iter().map(|_| AtomicBool::new(false)).collect(),
             urls,
             next: AtomicUsize::new(0),
         })
@@ -43,9 +48,23 @@ impl Targets {
         &self.urls[self.pick_index()]
     }
 
-    /// Index into [`Self::all`] of the next target in turn.
+    /// Index into [`Self::all`] of the next target in turn. Targets marked down are skipped, so
+    /// the others share the load evenly; if every one is down, the next in turn all the same.
     pub fn pick_index(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()
+        let n = self.urls.len();
+        let mut i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for _ in 0..n {
+            if !self.down[i].load(Ordering::Relaxed) {
+                break;
+            }
+            i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        }
+        i
+    }
+
+    /// Mark target `i` down (no requests go to it) or up again.
+    pub fn set_down(&self, i: usize, down: bool) {
+        self.down[i].store(down, Ordering::Relaxed);
     }
 
     pub fn all(&self) -> &[String] {
@@ -92,6 +111,12 @@ pub struct LocalNode {
 impl LocalNode {
     /// Start the node on a free loopback port; its log goes to `<data_dir>.log`.
     pub async fn start(bin: &Path, data_dir: &Path, extra_args: &[String]) -> anyhow::Result<Self> {
+        Self::start_at(bin, data_dir, "127.0.0.1:0", extra_args).await
+    }
+
+    /// Start the node with its HTTP listener on `addr` (`ip:port`); its log goes to
+    /// `<data_dir>.log`.
+    pub async fn start_at(bin: &Path, data_dir: &Path, addr: &str, extra_args: &[String]) -> anyhow::Result<Self> {
         let mut node = Self {
             bin: bin.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -101,7 +126,7 @@ impl LocalNode {
             banner: Banner::default(),
             pid: Arc::new(AtomicU32::new(0)),
         };
-        node.spawn("127.0.0.1:0").await?;
+        node.spawn(addr).await?;
         Ok(node)
     }
 
@@ -186,24 +211,32 @@ impl LocalNode {
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.pid.store(0, Ordering::Relaxed);
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                // std and tokio only send SIGKILL; `kill` avoids unsafe libc for SIGTERM.
-                Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
-            }
-            if tokio::time::timeout(Duration::from_secs(20), child.wait())
-                .await
-                .is_err()
-            {
-                child.start_kill()?;
-                child.wait().await?;
-            }
+            terminate(&mut child, Duration::from_secs(20)).await?;
         }
         Ok(())
+    }
+
+    /// Whether the process runs (it has not been killed or stopped).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn log_path(&self) -> &Path {
         &self.log
     }
+}
+
+/// SIGTERM `child` and wait up to `grace` for it to exit, then SIGKILL it.
+pub async fn terminate(child: &mut Child, grace: Duration) -> anyhow::Result<()> {
+    if let Some(pid) = child.id() {
+        // std and tokio only send SIGKILL; `kill` avoids unsafe libc for SIGTERM.
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        child.start_kill()?;
+        child.wait().await?;
+    }
+    Ok(())
 }
 
 /// Poll `GET /readyz` until it answers 200, or fail after `within`.

@@ -29,12 +29,29 @@ pub struct Verdict {
     pub tokens_signature_verified: usize,
     pub tokens_signature_unchecked: usize,
     pub violations_total: usize,
+    /// Acknowledged joins the server no longer knows (among `violations_total`).
+    pub lost_joins: usize,
     /// The first violations (all are counted in `violations_total`).
     pub violations: Vec<Violation>,
     pub ok: bool,
 }
 
+/// Violations listed in full in a verdict; the rest are only counted.
+const VIOLATIONS_LISTED: usize = 50;
+
 impl Verdict {
+    /// One more violation, found by a check after [`run`].
+    pub fn add(&mut self, v: Violation) {
+        if matches!(v, Violation::LostJoin { .. }) {
+            self.lost_joins += 1;
+        }
+        self.violations_total += 1;
+        if self.violations.len() < VIOLATIONS_LISTED {
+            self.violations.push(v);
+        }
+        self.ok = false;
+    }
+
     pub fn text(&self) -> String {
         let stages: Vec<String> = self.stages.iter().map(|(id, v, c)| format!("{id} {v}/{c}")).collect();
         let mut s = format!("stages (viewers/capacity): {}\n", stages.join(", "));
@@ -158,7 +175,11 @@ pub async fn run(
         }
     }
     let total = violations.len();
-    violations.truncate(50);
+    let lost_joins = violations
+        .iter()
+        .filter(|v| matches!(v, Violation::LostJoin { .. }))
+        .count();
+    violations.truncate(VIOLATIONS_LISTED);
     Ok(Verdict {
         stages: view
             .stages
@@ -171,6 +192,7 @@ pub async fn run(
         tokens_signature_verified: verified,
         tokens_signature_unchecked: unchecked_count,
         violations_total: total,
+        lost_joins,
         violations,
         ok: total == 0,
     })

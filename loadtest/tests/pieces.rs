@@ -54,6 +54,22 @@ fn targets_take_turns() {
 }
 
 #[test]
+fn a_target_marked_down_is_skipped_and_the_others_share_evenly() {
+    let urls: Vec<String> = ["http://a:1", "http://b:2", "http://c:3"].map(String::from).into();
+    let t = Targets::new(&urls).unwrap();
+    t.set_down(0, true);
+    let picked: Vec<&str> = (0..6).map(|_| t.pick()).collect();
+    assert_eq!(picked.iter().filter(|u| **u == "http://b:2").count(), 3, "{picked:?}");
+    assert_eq!(picked.iter().filter(|u| **u == "http://c:3").count(), 3, "{picked:?}");
+    t.set_down(0, false);
+    let picked: Vec<&str> = (0..3).map(|_| t.pick()).collect();
+    assert!(picked.contains(&"http://a:1"), "{picked:?}");
+    // All down: requests still go somewhere (and fail there) rather than nowhere.
+    (0..3).for_each(|i| t.set_down(i, true));
+    assert!(urls.iter().any(|u| u == t.pick()));
+}
+
+#[test]
 fn the_churn_draw_is_uniform_enough() {
     let n = 100_000;
     let below: usize = (0..n).filter(|&i| draw(i) < 0.3).count();

@@ -89,6 +89,7 @@ impl Storm {
 }
 
 pub async fn run(args: &CrashArgs) -> anyhow::Result<Report> {
+    args.common.node.single_node_only("crash (for a cluster: failover)")?;
     let mut setup = Setup::new(&args.common, true).await?;
     setup.load_begins();
     let mut node: LocalNode = setup.node.take().context("crash starts its own node")?;

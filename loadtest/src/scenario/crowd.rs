@@ -38,6 +38,7 @@ const HEADROOM_WITHIN: Duration = Duration::from_secs(60);
 const SCALER_INTERVAL_MS: u64 = 250;
 
 pub async fn run(args: &CrowdArgs) -> anyhow::Result<Report> {
+    args.node.single_node_only("crowd")?;
     anyhow::ensure!(
         args.node.targets.is_empty(),
         "crowd starts its own node (--server-bin) with the flags it needs; it takes no --target"

@@ -38,6 +38,7 @@ const OVERSIZED_WAIT: Duration = Duration::from_secs(5);
 const SETTLE_WITHIN: Duration = Duration::from_secs(15);
 
 pub async fn run(args: &FrontDoorArgs) -> anyhow::Result<Report> {
+    args.node.single_node_only("front-door")?;
     let files = stall::raise_open_files_limit().context("raising the open-files limit")?;
     if (files as usize) < args.stalled + 64 {
         eprintln!(
@@ -49,6 +50,7 @@ pub async fn run(args: &FrontDoorArgs) -> anyhow::Result<Report> {
         urls,
         mut node,
         tmp: _tmp,
+        ..
     } = start_node(&args.node, false).await?;
     let targets = Targets::new(&urls)?;
     let base = targets.all()[0].clone();

@@ -5,6 +5,7 @@
 pub mod churn;
 pub mod crash;
 pub mod crowd;
+pub mod failover;
 pub mod front_door;
 pub mod hold;
 pub mod join_storm;

@@ -316,7 +316,7 @@ fn rss_of(pid: Option<u32>) -> Option<u64> {
 
 /// Add stages to a broadcast this tool started until it seats `seats` (the node's default stage
 /// holds 10,000). Returns the stages added.
-async fn ensure_seats(setup: &Setup, seats: u64) -> anyhow::Result<u32> {
+pub(crate) async fn ensure_seats(setup: &Setup, seats: u64) -> anyhow::Result<u32> {
     if setup.common.broadcast_id.is_some() {
         return Ok(0);
     }
@@ -403,6 +403,7 @@ async fn baseline_on_fresh_node(args: &SubscribersArgs, load: &Load) -> anyhow::
 }
 
 pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
+    args.common.node.single_node_only("subscribers")?;
     let n = args.subscribers;
     let pool = args.common.concurrency.max(args.attach_concurrency) as u64;
     // This process holds every socket and the HTTP pool; a node started here inherits the limit
