@@ -69,6 +69,9 @@ pub struct Store {
     /// What the Raft port serves, for the operator's cluster actions (`None` on a single node).
     rpc: Option<RpcState>,
     snapshot_dir: PathBuf,
+    /// Read barriers completed, and the turn to run one (see [`Store::catch_up`]).
+    read_rounds: std::sync::atomic::AtomicU64,
+    read_turn: tokio::sync::Mutex<()>,
     /// This node left the cluster, or the leader said it is not a member: it takes no writes.
     not_member: std::sync::atomic::AtomicBool,
     /// Internode requests refused for a wrong or missing cluster secret.
@@ -256,6 +259,8 @@ impl Store {
             rpc: rpc_state,
             not_member: std::sync::atomic::AtomicBool::new(false),
             snapshot_dir: cfg.data_dir.join("snapshots"),
+            read_rounds: std::sync::atomic::AtomicU64::new(0),
+            read_turn: tokio::sync::Mutex::new(()),
             rpc_refused,
         })
     }
@@ -574,6 +579,39 @@ impl Store {
     /// node than the one that seated it. Immediate on a single node; on the leader, a quorum
     /// confirms it still leads; on a follower, the leader's read index is applied here first.
     pub async fn catch_up(&self) -> Result<(), ProposeError> {
+        if self.peers.is_none() {
+            return Ok(());
+        }
+        // Reads share rounds: once a round that started after this read arrived has completed,
+        // it covers this read too (rounds run one at a time, so the second one to complete after
+        // arrival started after it). A burst of reads costs a few rounds, not one each.
+        let arrived = self.read_rounds.load(std::sync::atomic::Ordering::Acquire);
+        let _turn = self.read_turn.lock().await;
+        if self.read_rounds.load(std::sync::atomic::Ordering::Acquire) >= arrived + 2 {
+            return Ok(());
+        }
+        let done = self.read_round().await;
+        if done.is_ok() {
+            self.read_rounds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        done
+    }
+
+    async fn read_round(&self) -> Result<(), ProposeError> {
+        // The leader's confirmation round gives each follower one heartbeat interval to answer; a
+        // busy moment misses it, so a failed round is tried again before the read is refused.
+        let mut last = None;
+        for attempt in 0..4u32 {
+            match self.catch_up_once().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+        }
+        Err(last.expect("tried"))
+    }
+
+    async fn catch_up_once(&self) -> Result<(), ProposeError> {
         let Some(peers) = &self.peers else {
             return Ok(());
         };

@@ -97,7 +97,7 @@ impl Query {
 
     /// A viewer session (the session id is its credential).
     /// A session as of now: in a cluster, every write committed before the question is
-    /// applied on the node answering first (so a seat taken through another node is found).
+    /// applied on the node answering first (a seat taken, or ended, through another node shows).
     async fn session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Session>> {
         let n = node(ctx);
         n.store.catch_up().await.map_err(|e| ErrorCode::Unavailable.error(e.to_string()))?;
