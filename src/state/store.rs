@@ -131,11 +131,12 @@ impl ClusterStatus {
 }
 
 /// The leader as Raft's metrics name it, except where they are stale: a stopped core still names
-/// the last leader it knew, and a node restarted from disk names itself leader of its old term
-/// (from its stored vote) until it hears otherwise — neither leads anything.
+/// the last leader it knew, and a node restarted from disk resumes as leader of its old term
+/// (from its stored, committed vote) until it hears of the newer one. This node counts as leader
+/// only once a quorum has acknowledged it in its term (alone, it is its own quorum at once).
 fn known_leader(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<NodeId> {
     let leader = m.current_leader.filter(|_| m.running_state.is_ok())?;
-    if leader == m.id && m.state != openraft::ServerState::Leader {
+    if leader == m.id && (m.state != openraft::ServerState::Leader || m.millis_since_quorum_ack.is_none()) {
         return None;
     }
     Some(leader)
