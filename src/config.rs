@@ -18,7 +18,7 @@ macro_rules! settings {
         #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct ConfigArgs {
-            $( $(#[doc = $doc])+ #[arg(long, env = $env)] pub $name: Option<$ty>, )*
+            $( $(#[doc = $doc])+ #[arg(long, env = $env, hide_env_values = true)] pub $name: Option<$ty>, )*
         }
 
         /// The resolved settings of one node.

@@ -430,3 +430,21 @@ async fn a_backup_taken_from_a_running_cluster_restores_into_a_new_node() {
     let joined = n.join("show", "after-restore").await.expect("the restored node seats and signs");
     assert!(joined["token"].is_string());
 }
+
+#[test]
+fn the_cluster_secret_is_never_printed_by_help_or_config() {
+    let secret = "do-not-print-this-secret-0123";
+    for args in [&["serve", "--help"][..], &["config"][..]] {
+        let out = std::process::Command::new(common::binary())
+            .args(args)
+            .env("STAGEFLEET_CLUSTER_SECRET", secret)
+            .env("STAGEFLEET_RAFT_ADDR", "127.0.0.1:7999")
+            .env("STAGEFLEET_KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek")
+            .output()
+            .unwrap();
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {printed}");
+        assert!(!printed.contains(secret), "{args:?} printed the secret");
+        assert!(printed.contains("STAGEFLEET_CLUSTER_SECRET") || printed.contains("cluster_secret"), "{printed}");
+    }
+}
