@@ -17,15 +17,19 @@ const ASSIGNMENT: &str =
 const STATS: &str = "subscription($b: ID!) { stats(broadcastId: $b) { viewers admittedTotal } }";
 
 enum Deployment {
-    Single(tempfile::TempDir, TestNode),
+    Single {
+        /// Removed when the deployment is dropped.
+        _dir: tempfile::TempDir,
+        node: TestNode,
+    },
     Cluster(Cluster),
 }
 
 impl Deployment {
     async fn single(extra: &[&str]) -> Self {
         let flags: Vec<&str> = FLAGS.iter().chain(extra).copied().collect();
-        let (dir, n) = common::node(&flags);
-        Deployment::Single(dir, n)
+        let (dir, node) = common::node(&flags);
+        Deployment::Single { _dir: dir, node }
     }
 
     async fn cluster(extra: &[&str]) -> Self {
@@ -36,7 +40,7 @@ impl Deployment {
     /// The node for step `k`: the same one alone, the next one in a cluster.
     fn at(&self, k: usize) -> &TestNode {
         match self {
-            Deployment::Single(_, n) => n,
+            Deployment::Single { node, .. } => node,
             Deployment::Cluster(c) => c.node(k % 3),
         }
     }
