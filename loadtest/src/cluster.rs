@@ -66,7 +66,11 @@ impl LocalCluster {
                 .encode(random_bytes(32)?)
                 .as_bytes(),
         )?;
+        // The secret goes to the nodes in a private settings file, not on their command lines
+        // (which every user of the machine can read).
         let secret = random_secret(32)?;
+        let settings = dir.join("cluster.toml");
+        write_private(&settings, format!("cluster_secret = \"{secret}\"\n").as_bytes())?;
 
         let ports = free_ports(1 + 2 * n)?;
         let emulator_url = format!("http://127.0.0.1:{}", ports[0]);
@@ -76,7 +80,7 @@ impl LocalCluster {
 
         // Each node prints its banner only once the cluster exists, which needs the others.
         let starts = (0..n).map(|k| {
-            let mut flags = member_flags(k as u64 + 1, &raft, &secret, &kek, &emulator_url);
+            let mut flags = member_flags(k as u64 + 1, &raft, &settings, &kek, &emulator_url);
             flags.extend(extra.iter().cloned());
             let data_dir = dir.join(format!("node{}", k + 1));
             let addr = http[k].clone();
@@ -238,15 +242,16 @@ pub fn agreed_leader(answers: &[(usize, Result<NodeStatus, String>)]) -> Result<
 }
 
 /// The cluster flags of node `id` (1-based): its own Raft address, everyone's in `--join`, and
-/// what all share. `--data-dir`, `--http-addr` and `--join-rate-per-ip` come from [`LocalNode`].
-pub fn member_flags(id: u64, raft: &[String], secret: &str, kek: &Path, emulator_url: &str) -> Vec<String> {
+/// what all share (the cluster secret in the private settings file `settings`). `--data-dir`,
+/// `--http-addr` and `--join-rate-per-ip` come from [`LocalNode`].
+pub fn member_flags(id: u64, raft: &[String], settings: &Path, kek: &Path, emulator_url: &str) -> Vec<String> {
     let own = &raft[id as usize - 1];
     [
         ("--node-id", id.to_string()),
         ("--raft-addr", own.clone()),
         ("--bootstrap-expect", raft.len().to_string()),
         ("--join", raft.join(",")),
-        ("--cluster-secret", secret.to_string()),
+        ("--config", settings.display().to_string()),
         ("--key-encryption-key-file", kek.display().to_string()),
         ("--ivs-backend", "emulator".to_string()),
         ("--ivs-endpoint-url", emulator_url.to_string()),
@@ -382,13 +387,14 @@ mod tests {
         let raft: Vec<String> = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
             .map(String::from)
             .into();
-        let flags = member_flags(2, &raft, "s3cret", Path::new("/d/kek"), "http://127.0.0.1:4566");
+        let flags = member_flags(2, &raft, Path::new("/d/cluster.toml"), Path::new("/d/kek"), "http://127.0.0.1:4566");
         let value = |flag: &str| flags[flags.iter().position(|f| f == flag).unwrap() + 1].clone();
         assert_eq!(value("--node-id"), "2");
         assert_eq!(value("--raft-addr"), "127.0.0.1:7002");
         assert_eq!(value("--bootstrap-expect"), "3");
         assert_eq!(value("--join"), "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003");
-        assert_eq!(value("--cluster-secret"), "s3cret");
+        assert_eq!(value("--config"), "/d/cluster.toml");
+        assert!(!flags.iter().any(|f| f == "--cluster-secret"), "the secret is not on the command line");
         assert_eq!(value("--key-encryption-key-file"), "/d/kek");
         assert_eq!(value("--ivs-backend"), "emulator");
         assert_eq!(value("--ivs-endpoint-url"), "http://127.0.0.1:4566");
