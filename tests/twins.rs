@@ -111,6 +111,46 @@ async fn an_open_assignment_keeps_its_seat_on_any_node(d: Deployment) {
     .await;
 }
 
+/// An operator creates a stage through one node and drains and deletes stages through others at
+/// once: each node checks against current state, not a copy a few entries behind.
+async fn an_operator_acts_on_a_stage_through_any_node(d: Deployment) {
+    d.at(0).start_broadcast("show").await;
+    let created = d
+        .at(1)
+        .admin("mutation { createStage(broadcastId: \"show\") { id state } }", json!({}))
+        .await["createStage"]
+        .clone();
+    assert_eq!(created["state"], "ACTIVE", "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let drained = d
+        .at(2)
+        .admin("mutation($id: ID!) { drainStage(id: $id) { stage { id draining } } }", json!({"id": id}))
+        .await["drainStage"]
+        .clone();
+    assert_eq!(drained["stage"]["draining"], true, "{drained}");
+    // An empty drained stage is deleted; the next one is deleted through a third node.
+    let second = d
+        .at(0)
+        .admin("mutation { createStage(broadcastId: \"show\") { id } }", json!({}))
+        .await["createStage"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.at(1)
+        .admin("mutation($id: ID!) { deleteStage(id: $id) { id } }", json!({"id": second}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_node_an_operator_acts_on_a_stage() {
+    an_operator_acts_on_a_stage_through_any_node(Deployment::single(&[]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_an_operator_acts_on_a_stage_through_any_node() {
+    an_operator_acts_on_a_stage_through_any_node(Deployment::cluster(&[]).await).await;
+}
+
 const LEASE: &[&str] = &["--session-lease-secs", "2", "--presence-interval-secs", "1"];
 
 #[tokio::test(flavor = "multi_thread")]

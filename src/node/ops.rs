@@ -92,6 +92,9 @@ impl Node {
     /// Delete a stage; refused while it seats viewers unless `force` (which ends their sessions).
     /// Returns how many sessions were ended.
     pub async fn delete_stage(&self, stage_id: &str, force: bool) -> Result<u32, NodeError> {
+        // Checked against current state: in a cluster, a stage created through another node a
+        // moment ago is known here first.
+        self.store.catch_up().await?;
         if !self.store.view().fleet.stages.contains_key(stage_id) {
             return Err(Refusal::UnknownStage(stage_id.into()).into());
         }
@@ -109,6 +112,7 @@ impl Node {
     /// empty). With `move_viewers`, its viewers are moved now to stages with room (each hears it
     /// on its `assignment` subscription). Origins of a live broadcast cannot be drained.
     pub async fn drain_stage(&self, stage_id: &str, move_viewers: bool) -> Result<(Stage, u32), NodeError> {
+        self.store.catch_up().await?;
         if !self.store.view().fleet.stages.contains_key(stage_id) {
             return Err(Refusal::UnknownStage(stage_id.into()).into());
         }
@@ -212,6 +216,8 @@ impl Node {
                 })
                 .transpose()?,
         };
+        // Validated as applied to the current policy (in a cluster, another node may have changed it).
+        self.store.catch_up().await?;
         validate_policy(&patch.apply(&self.store.view().policy), self.cfg.min_lease_ms())?;
         Ok(self.store.propose(proposal::PatchPolicy(patch)).await?)
     }
