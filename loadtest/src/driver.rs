@@ -99,6 +99,22 @@ impl Tally {
 /// `concurrency` workers each take the next index, wait for its due time (fixed rate) and run
 /// it, as wrk's connections do: nothing is spawned or locked per operation, and each worker keeps
 /// its own tallies until the end (the generator shares the machine with the node it measures).
+/// [`drive`] in the background, for scenarios that act on the node while the load runs; the
+/// watch turns true once the load is done.
+pub fn drive_in_background<F, Fut>(load: Load, op: F) -> (tokio::task::JoinHandle<Outcome>, tokio::sync::watch::Receiver<bool>)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+{
+    let (done_tx, done) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let outcome = drive(&load, op).await;
+        done_tx.send_replace(true);
+        outcome
+    });
+    (task, done)
+}
+
 pub async fn drive<F, Fut>(load: &Load, op: F) -> Outcome
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,

@@ -8,10 +8,12 @@
 
 use std::net::SocketAddr;
 
-use axum::Json;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,50 +21,57 @@ use super::AppState;
 use super::auth::{Principal, bearer};
 use crate::fleet::Role;
 
+/// The `/v1/cluster/*` routes, every one behind an admin key.
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/cluster/status", get(status))
+        .route("/v1/cluster/transfer-leader", post(transfer_leader))
+        .route("/v1/cluster/leave", post(leave))
+        .route("/v1/cluster/remove", post(remove))
+        .route("/v1/cluster/backup", get(backup))
+        .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
 }
 
-/// The request's key must be an admin key; else the refusal to answer.
-fn admin(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
-    let presented = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let principal = Principal::resolve(&app.node, presented, peer.ip())
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.message))?;
-    principal.require(Role::Admin).map_err(|e| {
-        let status = if principal.role.is_none() {
-            StatusCode::UNAUTHORIZED
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        refuse(status, if principal.role.is_none() { "UNAUTHENTICATED" } else { "FORBIDDEN" }, e.message)
-    })
-}
-
-pub async fn status(
+/// The request's key must be an admin key; else it is refused before the route runs.
+async fn require_admin(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    req: Request,
+    next: Next,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers, peer) {
-        return r;
+    let presented = bearer(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let principal = match Principal::resolve(&app.node, presented, peer.ip()) {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.message),
+    };
+    if let Err(e) = principal.require(Role::Admin) {
+        return match principal.role {
+            None => refuse(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", e.message),
+            Some(_) => refuse(StatusCode::FORBIDDEN, "FORBIDDEN", e.message),
+        };
     }
+    next.run(req).await
+}
+
+async fn status(
+    State(app): State<AppState>,
+) -> Response {
     Json(app.node.store.cluster_status()).into_response()
 }
 
 #[derive(Deserialize, Default)]
-pub struct TransferLeader {
+struct TransferLeader {
     to: Option<u64>,
 }
 
-pub async fn transfer_leader(
+async fn transfer_leader(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: Option<Json<TransferLeader>>,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers, peer) {
-        return r;
-    }
     let to = body.and_then(|Json(b)| b.to);
     match app.node.store.transfer_leader(to).await {
         Ok(target) => Json(json!({"electing": target})).into_response(),
@@ -71,20 +80,15 @@ pub async fn transfer_leader(
 }
 
 #[derive(Deserialize)]
-pub struct RemoveMember {
+struct RemoveMember {
     node: u64,
 }
 
 /// `POST /v1/cluster/remove` `{"node": N}`: take member N out (a node that is gone for good).
-pub async fn remove(
+async fn remove(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Json(body): Json<RemoveMember>,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers, peer) {
-        return r;
-    }
     match app.node.store.remove_member(body.node).await {
         Ok(()) => Json(json!({"removed": body.node})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),
@@ -92,14 +96,9 @@ pub async fn remove(
 }
 
 /// `GET /v1/cluster/backup`: a consistent snapshot of this node's state, as a file.
-pub async fn backup(
+async fn backup(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers, peer) {
-        return r;
-    }
     match app.node.store.backup(std::time::Duration::from_secs(60)).await {
         Ok(bytes) => (
             [
@@ -113,14 +112,9 @@ pub async fn backup(
     }
 }
 
-pub async fn leave(
+async fn leave(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers, peer) {
-        return r;
-    }
     match app.node.store.leave().await {
         Ok(()) => Json(json!({"left": app.node.store.node_id})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::sync::{Semaphore, watch};
 
 use crate::node::Node;
@@ -112,11 +112,7 @@ pub fn router(node: Arc<Node>) -> Edge {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/cluster/status", get(cluster::status))
-        .route("/v1/cluster/transfer-leader", post(cluster::transfer_leader))
-        .route("/v1/cluster/leave", post(cluster::leave))
-        .route("/v1/cluster/remove", post(cluster::remove))
-        .route("/v1/cluster/backup", get(cluster::backup))
+        .merge(cluster::routes(state.clone()))
         .fallback(assets::serve)
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::layer))
         .with_state(state);

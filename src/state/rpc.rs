@@ -135,8 +135,8 @@ async fn snapshot(State(s): State<RpcState>, Json(req): Json<InstallSnapshotRequ
     Json(s.raft.install_snapshot(req).await)
 }
 
-/// How long the leader waits for a majority to take a forwarded write.
-const COMMIT_WITHIN: Duration = Duration::from_secs(5);
+/// How long a leader waits for a majority: to take a write, or to confirm it still leads.
+pub const COMMIT_WITHIN: Duration = Duration::from_secs(5);
 
 async fn propose(State(s): State<RpcState>, Json(req): Json<Forwarded<Command>>) -> Json<ProposeAnswer> {
     let member = s
@@ -170,17 +170,44 @@ async fn propose(State(s): State<RpcState>, Json(req): Json<Forwarded<Command>>)
     })
 }
 
-pub async fn hello_answer(s: &RpcState) -> HelloAnswer {
-    let m = s.raft.metrics().borrow().clone();
-    let leader_addr = m
+/// The leader Raft's metrics name and its Raft address (from the membership), if known.
+pub fn leader_of(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> (Option<NodeId>, Option<String>) {
+    let addr = m
         .current_leader
         .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+    (m.current_leader, addr)
+}
+
+pub async fn hello_answer(s: &RpcState) -> HelloAnswer {
+    let (leader, leader_addr) = leader_of(&s.raft.metrics().borrow());
     HelloAnswer {
         node_id: s.node_id,
         addr: s.addr.clone(),
         initialized: s.raft.is_initialized().await.unwrap_or(false),
-        leader: m.current_leader,
+        leader,
         leader_addr,
+    }
+}
+
+/// A membership change: made here if this node leads (`here`), else `req` is sent to the
+/// leader's `path`, which makes it.
+async fn at_leader<Req: Serialize, F: std::future::Future<Output = Result<(), String>>>(
+    s: &RpcState,
+    path: &str,
+    req: &Req,
+    here: impl FnOnce() -> F,
+) -> Result<(), String> {
+    let (leader, leader_addr) = leader_of(&s.raft.metrics().borrow());
+    match leader {
+        Some(l) if l == s.node_id => here().await,
+        Some(_) => {
+            let addr = leader_addr.ok_or("the leader's address is unknown")?;
+            s.peers
+                .call::<_, Result<(), String>>(&addr, path, req, JOIN_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => Err("no leader right now (an election is under way); retry".into()),
     }
 }
 
@@ -196,40 +223,24 @@ async fn join(State(s): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<R
 /// Add `req` as a voter: on the leader, as a learner first (waiting until it caught up), then
 /// as a voter; elsewhere, forwarded to the leader. A node that already votes is left as it is.
 pub async fn add_member(s: &RpcState, req: JoinRequest) -> Result<(), String> {
-    let (leader, leader_addr, voters) = {
-        let m = s.raft.metrics().borrow().clone();
-        let leader_addr = m
-            .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
-        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        (m.current_leader, leader_addr, voters)
-    };
-    if voters.contains(&req.node_id) {
+    let votes = s.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == req.node_id);
+    if votes {
         return Ok(());
     }
-    match leader {
-        Some(l) if l == s.node_id => {
-            tracing::info!(node = req.node_id, addr = %req.addr, "adding a node: learner first");
-            s.raft
-                .add_learner(req.node_id, BasicNode { addr: req.addr.clone() }, true)
-                .await
-                .map_err(|e| format!("adding node {} as a learner: {e}", req.node_id))?;
-            s.raft
-                .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])), false)
-                .await
-                .map_err(|e| format!("making node {} a voter: {e}", req.node_id))?;
-            tracing::info!(node = req.node_id, "node added as a voter");
-            Ok(())
-        }
-        Some(_) => {
-            let addr = leader_addr.ok_or("the leader's address is unknown")?;
-            s.peers
-                .call::<_, Result<(), String>>(&addr, "/raft/join", &req, JOIN_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?
-        }
-        None => Err("no leader right now (an election is under way); retry".into()),
-    }
+    at_leader(s, "/raft/join", &req, || async {
+        tracing::info!(node = req.node_id, addr = %req.addr, "adding a node: learner first");
+        s.raft
+            .add_learner(req.node_id, BasicNode { addr: req.addr.clone() }, true)
+            .await
+            .map_err(|e| format!("adding node {} as a learner: {e}", req.node_id))?;
+        s.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])), false)
+            .await
+            .map_err(|e| format!("making node {} a voter: {e}", req.node_id))?;
+        tracing::info!(node = req.node_id, "node added as a voter");
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -243,52 +254,39 @@ async fn remove(State(s): State<RpcState>, Json(req): Json<RemoveRequest>) -> Js
 
 /// Remove `node_id` from the cluster (voter or learner): on the leader, or forwarded to it.
 pub async fn remove_member(s: &RpcState, node_id: NodeId) -> Result<(), String> {
-    let (leader, leader_addr, members) = {
-        let m = s.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let leader_addr = m
-            .current_leader
-            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
-        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
-        (m.current_leader, leader_addr, members)
-    };
-    if !members.contains(&node_id) {
+    let member = s.raft.metrics().borrow().membership_config.membership().get_node(&node_id).is_some();
+    if !member {
         return Ok(());
     }
-    match leader {
-        Some(l) if l == s.node_id => {
-            tracing::info!(node = node_id, "removing a node from the cluster");
-            s.raft
-                .change_membership(openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
-                .await
-                .map_err(|e| format!("removing node {node_id}: {e}"))?;
-            // A learner left over (not a voter any more) goes too.
-            s.raft
-                .change_membership(openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
-                .await
-                .map_err(|e| format!("removing node {node_id}: {e}"))?;
-            Ok(())
-        }
-        Some(_) => {
-            let addr = leader_addr.ok_or("the leader's address is unknown")?;
-            s.peers
-                .call::<_, Result<(), String>>(&addr, "/raft/remove", &RemoveRequest { node_id }, JOIN_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?
-        }
-        None => Err("no leader right now (an election is under way); retry".into()),
-    }
+    at_leader(s, "/raft/remove", &RemoveRequest { node_id }, || async {
+        tracing::info!(node = node_id, "removing a node from the cluster");
+        s.raft
+            .change_membership(openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(|e| format!("removing node {node_id}: {e}"))?;
+        // A learner left over (not a voter any more) goes too.
+        s.raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(|e| format!("removing node {node_id}: {e}"))?;
+        Ok(())
+    })
+    .await
 }
 
 /// The leader's read index: once a quorum confirmed this node still leads, the log index every
 /// read that must be current waits for. `Err` when this node does not lead.
 async fn read_index(State(s): State<RpcState>) -> Json<Result<u64, String>> {
-    let answer = tokio::time::timeout(COMMIT_WITHIN, s.raft.ensure_linearizable()).await;
-    Json(match answer {
+    Json(confirmed_read_index(&s.raft).await)
+}
+
+/// On the leader: its read index once a quorum confirmed it still leads (applied here by then).
+pub async fn confirmed_read_index(raft: &Raft) -> Result<u64, String> {
+    match tokio::time::timeout(COMMIT_WITHIN, raft.ensure_linearizable()).await {
         Ok(Ok(read)) => Ok(read.map_or(0, |l| l.index)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("a majority did not confirm the leader in time".into()),
-    })
+    }
 }
 
 /// Switch this node's heartbeats (sent while it leads) and elections (started when a leader is

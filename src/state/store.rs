@@ -21,7 +21,7 @@ use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine, View};
 use super::network::{CallError, Network, Peers};
 use super::proposal::{self, Proposal, ProposalError, ProposeError};
-use super::rpc::{self, Hello, HelloAnswer, JoinRequest, ProposeAnswer, RpcState, Timers};
+use super::rpc::{self, COMMIT_WITHIN, Hello, HelloAnswer, JoinRequest, ProposeAnswer, RpcState, Timers};
 use super::{Command, LogId, NodeId, Raft, Response};
 
 /// How long a write may wait for a leader (an election, a leader that just died) before it is
@@ -29,8 +29,6 @@ use super::{Command, LogId, NodeId, Raft, Response};
 const LEADER_WITHIN: Duration = Duration::from_secs(5);
 /// Raft's election time-out, upper bound (also the followers' leader lease), in ms.
 const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
-/// How long a cluster's leader waits for a majority to take a write.
-const COMMIT_WITHIN: Duration = Duration::from_secs(5);
 /// How long a follower waits for the leader's answer to a forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -271,26 +269,7 @@ impl Store {
     /// data dir from it.
     pub async fn backup(&self, timeout: Duration) -> anyhow::Result<Vec<u8>> {
         let applied = self.cluster_status().last_applied_index.unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            self.raft.trigger().snapshot().await?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let built = self
-                .raft
-                .wait(Some(left.min(Duration::from_secs(2))))
-                .metrics(
-                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
-                    "a snapshot covers what was applied",
-                )
-                .await;
-            if built.is_ok() {
-                break;
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "no snapshot through index {applied} within {timeout:?}"
-            );
-        }
+        self.snapshot_through(applied, tokio::time::Instant::now() + timeout).await?;
         Ok(super::snapshot::SnapshotStore::new(self.snapshot_dir.clone())?.file()?)
     }
 
@@ -524,16 +503,7 @@ impl Store {
             command: Box::new(p.into_command()),
         };
         let label = cmd.label();
-        let (_, response) = match self.raft.client_write(cmd).await {
-            Ok(r) => (r.log_id, r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                return Err(ProposalError::NotApplied(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                }));
-            }
-            Err(e) => return Err(ProposalError::NotApplied(ProposeError::Unavailable(e.to_string()))),
-        };
+        let (_, response) = self.write_here(cmd).await?;
         Ok(proposal::answer::<P>(label, response)?)
     }
 
@@ -546,25 +516,31 @@ impl Store {
     }
 
     async fn write(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
-        if self.peers.is_none() {
+        if self.peers.is_none() || self.is_leader() {
             return self.write_here(cmd).await;
-        }
-        if self.is_leader() {
-            // A leader cut off from the majority never commits: answer within a bound instead of
-            // holding the request (the entry may still commit once the cluster heals, so a
-            // client retries — joins are idempotent per user).
-            return match tokio::time::timeout(COMMIT_WITHIN, self.write_here(cmd)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProposeError::Unavailable(format!(
-                    "not committed within {} s: this node cannot reach a majority of the cluster",
-                    COMMIT_WITHIN.as_secs()
-                ))),
-            };
         }
         self.forward(&cmd).await
     }
 
+    /// Append through this node's Raft (it leads, or is told who does). In a cluster, a leader
+    /// cut off from the majority never commits: the write is answered within a bound instead of
+    /// held (the entry may still commit once the cluster heals, so a client retries — joins are
+    /// idempotent per user).
     async fn write_here(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
+        if self.peers.is_none() {
+            return self.client_write(cmd).await;
+        }
+        tokio::time::timeout(COMMIT_WITHIN, self.client_write(cmd))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProposeError::Unavailable(format!(
+                    "not committed within {} s: this node cannot reach a majority of the cluster",
+                    COMMIT_WITHIN.as_secs()
+                )))
+            })
+    }
+
+    async fn client_write(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok((r.log_id, r.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
@@ -617,20 +593,15 @@ impl Store {
             return Ok(());
         };
         let unavailable = |why: String| ProposeError::Unavailable(format!("a current read is not possible now: {why}"));
-        let index = if self.is_leader() {
-            match tokio::time::timeout(COMMIT_WITHIN, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => return Err(unavailable(e.to_string())),
-                Err(_) => return Err(unavailable("a majority did not confirm this leader in time".into())),
-            }
-        } else {
-            let (_, addr) = self.leader_addr().ok_or_else(|| unavailable("no leader is known".into()))?;
-            peers
-                .call::<_, Result<u64, String>>(&addr, "/raft/read-index", &(), FORWARD_TIMEOUT)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .map_err(unavailable)?
-        };
+        if self.is_leader() {
+            return rpc::confirmed_read_index(&self.raft).await.map(drop).map_err(unavailable);
+        }
+        let (_, addr) = self.leader_addr().ok_or_else(|| unavailable("no leader is known".into()))?;
+        let index = peers
+            .call::<_, Result<u64, String>>(&addr, "/raft/read-index", &(), FORWARD_TIMEOUT)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(unavailable)?;
         self.raft
             .wait(Some(FORWARD_TIMEOUT))
             .applied_index_at_least(Some(index), "the leader's read index is applied here")
@@ -660,10 +631,7 @@ impl Store {
             if let Some((leader, addr)) = leader_addr {
                 if leader == self.node_id {
                     // Became the leader meanwhile.
-                    return match self.raft.client_write(cmd.clone()).await {
-                        Ok(r) => Ok((r.log_id, r.data)),
-                        Err(e) => Err(ProposeError::Unavailable(e.to_string())),
-                    };
+                    return self.write_here(cmd.clone()).await;
                 }
                 match peers.call::<_, ProposeAnswer>(&addr, "/raft/propose", &forwarded, FORWARD_TIMEOUT).await {
                     Ok(ProposeAnswer::Applied { log_id, response }) => {
@@ -709,18 +677,34 @@ impl Store {
 
     /// The leader this node knows of and its Raft address.
     fn leader_addr(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
-        Some((leader, addr))
+        match rpc::leader_of(&self.raft.metrics().borrow()) {
+            (Some(leader), Some(addr)) => Some((leader, addr)),
+            _ => None,
+        }
     }
 
     /// Snapshot the state now and purge the log through `index`, so what entries up to it said
     /// survives only as the state they produced. For an entry whose payload must not stay on disk
-    /// (a signing key in an old form): the snapshot file is replaced too. Openraft builds one
-    /// snapshot at a time and ignores a trigger while one runs, hence the retry.
+    /// (a signing key in an old form): the snapshot file is replaced too.
     pub async fn compact_through(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
+        self.snapshot_through(index, deadline).await?;
+        self.raft.trigger().purge_log(index).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= index),
+                "the log is purged through the index",
+            )
+            .await
+            .with_context(|| format!("purging the Raft log through index {index}"))?;
+        Ok(())
+    }
+
+    /// Until a snapshot covers `index`. Openraft builds one snapshot at a time and ignores a
+    /// trigger while one runs, hence the retry.
+    async fn snapshot_through(&self, index: u64, deadline: tokio::time::Instant) -> anyhow::Result<()> {
         loop {
             self.raft.trigger().snapshot().await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -733,24 +717,13 @@ impl Store {
                 )
                 .await;
             if built.is_ok() {
-                break;
+                return Ok(());
             }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
-                "no snapshot through index {index} within {timeout:?}"
+                "no snapshot through index {index} in time"
             );
         }
-        self.raft.trigger().purge_log(index).await?;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.raft
-            .wait(Some(left))
-            .metrics(
-                |m| m.purged.is_some_and(|p| p.index >= index),
-                "the log is purged through the index",
-            )
-            .await
-            .with_context(|| format!("purging the Raft log through index {index}"))?;
-        Ok(())
     }
 
     pub async fn shutdown(&self) {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::api::Api;
 use crate::cli::FailoverArgs;
-use crate::driver::{Load, drive};
+use crate::driver::{Load, drive_in_background};
 use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::report::{Phase, Report};
@@ -358,15 +358,9 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<Report> {
         label: "failover".into(),
     };
     let s = storm.clone();
-    let (done_tx, mut done) = watch::channel(false);
-    let storm_task = tokio::spawn(async move {
-        let outcome = drive(&load, move |i| {
-            let s = s.clone();
-            async move { s.join(i).await }
-        })
-        .await;
-        done_tx.send_replace(true);
-        outcome
+    let (storm_task, mut done) = drive_in_background(load, move |i| {
+        let s = s.clone();
+        async move { s.join(i).await }
     });
 
     let mut kills = Vec::new();
