@@ -331,10 +331,16 @@ impl Config {
         }
         if self.is_clustered() {
             if self.raft_addr.parse::<SocketAddr>().is_err() {
-                return invalid("raft_addr", "a cluster needs the address this node's Raft RPC listens on, as ip:port");
+                return invalid(
+                    "raft_addr",
+                    "a cluster needs the address this node's Raft RPC listens on, as ip:port",
+                );
             }
             if self.cluster_secret.chars().count() < 16 {
-                return invalid("cluster_secret", "a cluster needs a shared secret of at least 16 characters on every node");
+                return invalid(
+                    "cluster_secret",
+                    "a cluster needs a shared secret of at least 16 characters on every node",
+                );
             }
             if self.key_encryption_key_file.as_os_str().is_empty() {
                 return invalid(

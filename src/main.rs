@@ -236,7 +236,9 @@ async fn cluster_command(args: ClusterArgs) -> anyhow::Result<()> {
         .admin_key
         .context("an admin key is needed: --admin-key or STAGEFLEET_ADMIN_KEY")?;
     let base = args.url.trim_end_matches('/').trim_end_matches("/graphql");
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(70)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(70))
+        .build()?;
     let request = match args.action {
         ClusterAction::Status => http.get(format!("{base}/v1/cluster/status")),
         ClusterAction::Leave => http.post(format!("{base}/v1/cluster/leave")),

@@ -12,7 +12,10 @@ use serde_json::json;
 
 async fn viewers(c: &Cluster, i: usize, broadcast: &str) -> u64 {
     c.node(i)
-        .admin("query($b: ID!) { stats(broadcastId: $b) { viewers } }", json!({"b": broadcast}))
+        .admin(
+            "query($b: ID!) { stats(broadcastId: $b) { viewers } }",
+            json!({"b": broadcast}),
+        )
         .await["stats"]["viewers"]
         .as_u64()
         .unwrap()
@@ -53,14 +56,25 @@ async fn three_nodes_form_one_cluster_and_every_node_answers_joins() {
     for i in 0..3 {
         for v in 0..4 {
             let user = format!("viewer-{i}-{v}");
-            let joined = c.node(i).join("show", &user).await.unwrap_or_else(|e| panic!("join on node {i}: {e}"));
+            let joined = c
+                .node(i)
+                .join("show", &user)
+                .await
+                .unwrap_or_else(|e| panic!("join on node {i}: {e}"));
             let (_, claims) = decode_jwt(joined["token"].as_str().unwrap());
             assert_eq!(claims["user_id"], user.as_str(), "{claims}");
             let session = joined["session"]["id"].as_str().unwrap().to_string();
             // A session read is current on every node at once: the next node finds it.
             let other = (i + 1 + v % 2) % 3;
-            let found = c.node(other).admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": session})).await;
-            assert_eq!(found["session"]["id"], session.as_str(), "node {other} finds the seat node {i} just took");
+            let found = c
+                .node(other)
+                .admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": session}))
+                .await;
+            assert_eq!(
+                found["session"]["id"],
+                session.as_str(),
+                "node {other} finds the seat node {i} just took"
+            );
             sessions.push(session);
         }
     }
@@ -71,7 +85,10 @@ async fn three_nodes_form_one_cluster_and_every_node_answers_joins() {
         })
         .await;
         for s in &sessions {
-            let found = c.node(i).admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s})).await;
+            let found = c
+                .node(i)
+                .admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s}))
+                .await;
             assert_eq!(found["session"]["id"], s.as_str(), "node {i} knows session {s}");
         }
     }
@@ -82,8 +99,14 @@ async fn the_raft_port_refuses_a_wrong_or_missing_cluster_secret() {
     let c = Cluster::start(&[]).await;
     let http = reqwest::Client::new();
     let hello = json!({"node_id": 9, "addr": "127.0.0.1:1"});
-    for (secret, expected) in [(None, 401), (Some("not-the-cluster-secret-at-all"), 401), (Some(SECRET), 200)] {
-        let mut req = http.post(format!("http://{}/raft/hello", c.members[0].raft_addr)).json(&hello);
+    for (secret, expected) in [
+        (None, 401),
+        (Some("not-the-cluster-secret-at-all"), 401),
+        (Some(SECRET), 200),
+    ] {
+        let mut req = http
+            .post(format!("http://{}/raft/hello", c.members[0].raft_addr))
+            .json(&hello);
         if let Some(s) = secret {
             req = req.header("x-stagefleet-cluster-secret", s);
         }
@@ -93,7 +116,8 @@ async fn the_raft_port_refuses_a_wrong_or_missing_cluster_secret() {
     // A forged vote for a higher term is refused before Raft sees it: the leader stays.
     let leader = c.leader().await;
     let term = c.status(leader).await["term"].as_u64().unwrap();
-    let forged = json!({"vote": {"leader_id": {"term": term + 5, "node_id": 9}, "committed": false}, "last_log_id": null});
+    let forged =
+        json!({"vote": {"leader_id": {"term": term + 5, "node_id": 9}, "committed": false}, "last_log_id": null});
     let status = http
         .post(format!("http://{}/raft/vote", c.members[leader].raft_addr))
         .header("x-stagefleet-cluster-secret", "wrong-secret-wrong-secret")
@@ -121,7 +145,11 @@ async fn killing_the_leader_loses_no_acknowledged_join_and_writes_resume() {
     let mut acknowledged = Vec::new();
     for k in 0..30 {
         let i = k % 3;
-        let joined = c.node(i).join("show", &format!("before-{k}")).await.expect("join before the kill");
+        let joined = c
+            .node(i)
+            .join("show", &format!("before-{k}"))
+            .await
+            .expect("join before the kill");
         acknowledged.push(joined["session"]["id"].as_str().unwrap().to_string());
     }
 
@@ -129,9 +157,11 @@ async fn killing_the_leader_loses_no_acknowledged_join_and_writes_resume() {
     let killed = Instant::now();
     let survivor = (first + 1) % 3;
     // Writes resume through a survivor once the other two elect a leader.
-    let joined = eventually(Duration::from_secs(20), "a join is accepted after the leader died", || async {
-        c.node(survivor).join("show", "after-the-kill").await.ok()
-    })
+    let joined = eventually(
+        Duration::from_secs(20),
+        "a join is accepted after the leader died",
+        || async { c.node(survivor).join("show", "after-the-kill").await.ok() },
+    )
     .await;
     let stalled = killed.elapsed();
     acknowledged.push(joined["session"]["id"].as_str().unwrap().to_string());
@@ -141,17 +171,25 @@ async fn killing_the_leader_loses_no_acknowledged_join_and_writes_resume() {
     let other = 3 - first - second;
     let stage = c
         .node(other)
-        .admin("mutation { createStage(broadcastId: \"show\") { id state arn } }", json!({}))
+        .admin(
+            "mutation { createStage(broadcastId: \"show\") { id state arn } }",
+            json!({}),
+        )
         .await["createStage"]
         .clone();
     assert_eq!(stage["state"], "ACTIVE", "{stage}");
-    assert!(stage["arn"].as_str().is_some_and(|a| a.starts_with("arn:aws:ivs:")), "{stage}");
+    assert!(
+        stage["arn"].as_str().is_some_and(|a| a.starts_with("arn:aws:ivs:")),
+        "{stage}"
+    );
     eprintln!("writes resumed {stalled:?} after the leader was killed");
 
     // Nothing acknowledged is lost, on either survivor.
     for (i, n) in c.running() {
         for s in &acknowledged {
-            let found = n.admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s})).await;
+            let found = n
+                .admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s}))
+                .await;
             assert_eq!(found["session"]["id"], s.as_str(), "node {i} lost session {s}");
         }
     }
@@ -170,7 +208,10 @@ async fn a_leader_cut_off_from_the_majority_refuses_writes_then_heals_and_catche
     let c = Cluster::start(&[]).await;
     let leader = c.leader().await;
     c.node(leader).start_broadcast("show").await;
-    c.node(leader).join("show", "before").await.expect("join before the cut");
+    c.node(leader)
+        .join("show", "before")
+        .await
+        .expect("join before the cut");
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     for i in &others {
         c.node(*i).freeze();
@@ -241,11 +282,17 @@ async fn the_whole_cluster_stops_and_starts_with_all_state() {
     for i in 0..3 {
         assert_eq!(viewers(&c, i, "show").await, 9, "node {i}");
         for s in &sessions {
-            let found = c.node(i).admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s})).await;
+            let found = c
+                .node(i)
+                .admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s}))
+                .await;
             assert_eq!(found["session"]["id"], s.as_str());
         }
     }
-    c.node(2).join("show", "after-restart").await.expect("joins after a full restart");
+    c.node(2)
+        .join("show", "after-restart")
+        .await
+        .expect("joins after a full restart");
 }
 
 /// `stagefleet cluster <args…>` against node `i`: its exit status and printed JSON.
@@ -291,7 +338,11 @@ async fn an_operator_hands_leadership_over_and_takes_a_node_out() {
 
     // Hand leadership to a chosen follower.
     let target = (leader + 1) % 3;
-    let (ok, answer) = cli(&c, leader, &["transfer-leader", "--to", &c.members[target].id.to_string()]);
+    let (ok, answer) = cli(
+        &c,
+        leader,
+        &["transfer-leader", "--to", &c.members[target].id.to_string()],
+    );
     assert!(ok, "{answer}");
     eventually(Duration::from_secs(10), "the chosen node leads", || async {
         (c.leader().await == target).then_some(())
@@ -303,10 +354,18 @@ async fn an_operator_hands_leadership_over_and_takes_a_node_out() {
     let (ok, answer) = cli(&c, out, &["leave"]);
     assert!(ok, "{answer}");
     let (_, status) = cli(&c, target, &["status"]);
-    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
+    let voters: Vec<u64> = status["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
     assert!(!voters.contains(&c.members[out].id), "{status}");
     c.node(target).start_broadcast("show").await;
-    c.node(leader).join("show", "still-a-member").await.expect("a member joins");
+    c.node(leader)
+        .join("show", "still-a-member")
+        .await
+        .expect("a member joins");
     let refused = eventually(Duration::from_secs(10), "the removed node refuses writes", || async {
         c.node(out).join("show", "on-the-removed-node").await.err()
     })
@@ -327,13 +386,21 @@ async fn a_member_that_is_gone_for_good_is_removed_from_another_node() {
     let (ok, answer) = cli(&c, asked, &["remove", "--node", &c.members[gone].id.to_string()]);
     assert!(ok, "{answer}");
     let (_, status) = cli(&c, leader, &["status"]);
-    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
+    let voters: Vec<u64> = status["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
     assert_eq!(voters.len(), 2, "{status}");
     assert!(!voters.contains(&c.members[gone].id), "{status}");
     // The two left are the whole cluster now: writes go on through either.
     c.node(asked).start_broadcast("show").await;
     c.node(leader).join("show", "a").await.expect("join through the leader");
-    c.node(asked).join("show", "b").await.expect("join through the other member");
+    c.node(asked)
+        .join("show", "b")
+        .await
+        .expect("join through the other member");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,7 +428,10 @@ async fn a_node_whose_data_is_wiped_rejoins_and_catches_up_by_snapshot_while_joi
     })
     .await;
     // It is a voting member again and takes joins.
-    c.node(wiped).join("show", "on-the-rejoined-node").await.expect("the rejoined node takes joins");
+    c.node(wiped)
+        .join("show", "on-the-rejoined-node")
+        .await
+        .expect("the rejoined node takes joins");
     for i in 0..3 {
         eventually(Duration::from_secs(10), "every node has every seat", || async {
             (viewers_now(&c, i, "show").await == Some(seated + 1)).then_some(())
@@ -383,8 +453,15 @@ async fn a_backup_taken_from_a_running_cluster_restores_into_a_new_node() {
     let follower = (leader + 1) % 3;
     let backup = c.dir.path().join("stagefleet.backup");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(common::binary()).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(common::binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     run(&[
@@ -399,10 +476,22 @@ async fn a_backup_taken_from_a_running_cluster_restores_into_a_new_node() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
     let restored = c.dir.path().join("restored");
-    run(&["restore", "--from", backup.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()]);
+    run(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
     // Restoring over a database is refused.
     let again = std::process::Command::new(common::binary())
-        .args(["restore", "--from", backup.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()])
+        .args([
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!again.status.success());
@@ -424,10 +513,15 @@ async fn a_backup_taken_from_a_running_cluster_restores_into_a_new_node() {
     assert!(n.admin_key.is_none(), "the backup's admin key carries over; no new one");
     n.admin_key = Some(c.admin_key.clone());
     for s in &sessions {
-        let found = n.admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s})).await;
+        let found = n
+            .admin("query($s: ID!) { session(id: $s) { id } }", json!({"s": s}))
+            .await;
         assert_eq!(found["session"]["id"], s.as_str());
     }
-    let joined = n.join("show", "after-restore").await.expect("the restored node seats and signs");
+    let joined = n
+        .join("show", "after-restore")
+        .await
+        .expect("the restored node seats and signs");
     assert!(joined["token"].is_string());
 }
 
@@ -442,9 +536,16 @@ fn the_cluster_secret_is_never_printed_by_help_or_config() {
             .env("STAGEFLEET_KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek")
             .output()
             .unwrap();
-        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "{args:?}: {printed}");
         assert!(!printed.contains(secret), "{args:?} printed the secret");
-        assert!(printed.contains("STAGEFLEET_CLUSTER_SECRET") || printed.contains("cluster_secret"), "{printed}");
+        assert!(
+            printed.contains("STAGEFLEET_CLUSTER_SECRET") || printed.contains("cluster_secret"),
+            "{printed}"
+        );
     }
 }

@@ -63,13 +63,27 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
         (s["replication"][0]["attempts"].as_u64() >= Some(1) && s["replication"][0]["state"] == "FAILED").then_some(s)
     })
     .await;
-    assert_eq!((s["ready"].clone(), s["fedBy"].clone()), (json!(false), json!(0)), "{s}");
+    assert_eq!(
+        (s["ready"].clone(), s["fedBy"].clone()),
+        (json!(false), json!(0)),
+        "{s}"
+    );
     assert_eq!(s["status"], "WAITING", "{s}");
-    assert!(s["replication"][0]["lastError"].as_str().unwrap().contains("not publishing"), "{s}");
+    assert!(
+        s["replication"][0]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("not publishing"),
+        "{s}"
+    );
     for u in ["v1", "v2"] {
         assert_eq!(n.join("b", u).await.unwrap()["session"]["stageId"], "b:0");
     }
-    assert_eq!(n.join("b", "v3").await.unwrap_err(), "CAPACITY_EXHAUSTED", "the replica has no media yet");
+    assert_eq!(
+        n.join("b", "v3").await.unwrap_err(),
+        "CAPACITY_EXHAUSTED",
+        "the replica has no media yet"
+    );
 
     // The host really publishes: the retry replicates it, the media shows, the replica is READY.
     let (status, _) = n.emulator_join(tokens[0]["token"].as_str().unwrap(), true).await;
@@ -79,7 +93,11 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
         (s["ready"] == true).then_some(s)
     })
     .await;
-    assert_eq!((s["replication"][0]["state"].as_str(), s["status"].as_str()), (Some("ACTIVE"), Some("READY")), "{s}");
+    assert_eq!(
+        (s["replication"][0]["state"].as_str(), s["status"].as_str()),
+        (Some("ACTIVE"), Some("READY")),
+        "{s}"
+    );
     let seat = n.join("b", "v3").await.unwrap();
     assert_eq!(seat["session"]["stageId"], replica.as_str());
     // What the viewer will see there: the host's replica publishing in IVS.
@@ -87,7 +105,10 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
     assert!(emu.contains(&host), "the emulator holds the host's replica");
     // The replication's steps are counted as IVS calls of their own.
     let (_, metrics) = n.get("/metrics").await;
-    assert!(metrics.contains("op=\"StartParticipantReplication\",result=\"ok\""), "counted");
+    assert!(
+        metrics.contains("op=\"StartParticipantReplication\",result=\"ok\""),
+        "counted"
+    );
 }
 
 #[tokio::test]
@@ -100,12 +121,19 @@ async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_
     let stages: Vec<&str> = tokens.iter().map(|t| t["stage"]["id"].as_str().unwrap()).collect();
     assert_eq!(stages, vec!["c:0", replica.as_str()], "a publish token for every stage");
     let (_, claims) = decode_jwt(tokens[1]["token"].as_str().unwrap());
-    assert!(claims["capabilities"]["allow_publish"].as_bool().unwrap_or(false), "{claims}");
+    assert!(
+        claims["capabilities"]["allow_publish"].as_bool().unwrap_or(false),
+        "{claims}"
+    );
     let q = "mutation($p: String!) { hostPublishing(broadcastId: \"c\", participantId: $p) { id ready } }";
     // The host goes live on the origin: the other stage waits until the host publishes there too.
     let on_origin = n.admin(q, json!({"p": tokens[0]["participantId"]})).await;
     assert_eq!(on_origin["hostPublishing"], json!({"id": "c:0", "ready": true}));
-    assert_eq!(stage(&n, &replica).await["ready"], false, "the host does not publish there yet");
+    assert_eq!(
+        stage(&n, &replica).await["ready"],
+        false,
+        "the host does not publish there yet"
+    );
     n.join("c", "v1").await.unwrap();
     assert_eq!(n.join("c", "v2").await.unwrap_err(), "CAPACITY_EXHAUSTED");
 
@@ -115,7 +143,10 @@ async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_
     assert_eq!(n.join("c", "v2").await.unwrap()["session"]["stageId"], replica.as_str());
     // A participant id that is not a host's is refused with its own code, and changes nothing.
     let (_, body) = n.post(q, json!({"p": "nobody-s1"}), n.admin_key.as_deref()).await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "PARTICIPANT_NOT_FOUND", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PARTICIPANT_NOT_FOUND",
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +172,9 @@ async fn draining_with_move_viewers_hands_each_viewer_a_token_for_its_new_stage(
 
     // The origin cannot be drained; the replica can, and its viewer moves at once.
     let drain = "mutation($id: ID!, $m: Boolean!) { drainStage(id: $id, moveViewers: $m) { viewersMoved stage { state draining } } }";
-    let (_, body) = n.post(drain, json!({"id": "b:0", "m": true}), n.admin_key.as_deref()).await;
+    let (_, body) = n
+        .post(drain, json!({"id": "b:0", "m": true}), n.admin_key.as_deref())
+        .await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "ORIGIN_STAGE", "{body}");
     let d = n.admin(drain, json!({"id": replica, "m": true})).await["drainStage"].clone();
     assert_eq!(d["viewersMoved"], 1, "{d}");
@@ -155,7 +188,9 @@ async fn draining_with_move_viewers_hands_each_viewer_a_token_for_its_new_stage(
     assert_eq!(claims["topic"], origin_topic, "the new token is for the new stage");
     // The stage goes; the viewer keeps its session.
     eventually(Duration::from_secs(20), "the drained stage deleted", || async {
-        n.admin(STAGE, json!({"id": replica})).await["stage"].is_null().then_some(())
+        n.admin(STAGE, json!({"id": replica})).await["stage"]
+            .is_null()
+            .then_some(())
     })
     .await;
     let q = "query($s: ID!) { session(id: $s) { stageId } }";
@@ -193,7 +228,9 @@ async fn the_autoscaler_drains_quiet_replicas_and_deletes_them_without_losing_a_
         sessions.push(j["session"]["id"].as_str().unwrap().to_string());
     }
     let active = || async {
-        n.admin("{ stats(broadcastId: \"b\") { stagesActive viewers } }", json!({})).await["stats"].clone()
+        n.admin("{ stats(broadcastId: \"b\") { stagesActive viewers } }", json!({}))
+            .await["stats"]
+            .clone()
     };
     let peak = active().await["stagesActive"].as_u64().unwrap();
     assert!(peak >= 3, "the crowd brought stages: {peak}");
@@ -203,15 +240,22 @@ async fn the_autoscaler_drains_quiet_replicas_and_deletes_them_without_losing_a_
     for s in gone {
         n.post(leave, json!({"s": s}), None).await;
     }
-    let s = eventually(Duration::from_secs(30), "quiet replicas drained and deleted", || async {
-        let s = active().await;
-        (s["stagesActive"].as_u64().unwrap() < peak && s["viewers"] == 3).then_some(s)
-    })
+    let s = eventually(
+        Duration::from_secs(30),
+        "quiet replicas drained and deleted",
+        || async {
+            let s = active().await;
+            (s["stagesActive"].as_u64().unwrap() < peak && s["viewers"] == 3).then_some(s)
+        },
+    )
     .await;
     assert!(s["stagesActive"].as_u64().unwrap() >= 1, "{s}");
     let q = "query($s: ID!) { session(id: $s) { stageId } }";
     for id in stay {
-        assert!(!n.admin(q, json!({"s": id})).await["session"].is_null(), "session {id} kept");
+        assert!(
+            !n.admin(q, json!({"s": id})).await["session"].is_null(),
+            "session {id} kept"
+        );
     }
     let (_, metrics) = n.get("/metrics").await;
     assert!(
@@ -275,10 +319,17 @@ async fn an_orphan_of_this_fleet_is_deleted_after_the_grace_and_another_fleets_s
         (tagged_stages(&n, "stagefleet").await == vec![("b".to_string(), "0".to_string())]).then_some(())
     })
     .await;
-    assert_eq!(tagged_stages(&n, "another-fleet").await.len(), 1, "another fleet's stage is never touched");
+    assert_eq!(
+        tagged_stages(&n, "another-fleet").await.len(),
+        1,
+        "another fleet's stage is never touched"
+    );
     let (_, metrics) = n.get("/metrics").await;
     assert!(metrics.contains("stagefleet_orphans_deleted_total 1"), "counted");
-    assert_eq!(n.admin("{ stage(id: \"b:0\") { state } }", json!({})).await["stage"]["state"], "ACTIVE");
+    assert_eq!(
+        n.admin("{ stage(id: \"b:0\") { state } }", json!({})).await["stage"]["state"],
+        "ACTIVE"
+    );
 }
 
 #[tokio::test]
@@ -306,14 +357,24 @@ async fn a_node_killed_mid_scale_up_finishes_it_on_restart_with_one_stage_per_sl
     // The scaler wants four more stages; kill the node while some are still being created.
     eventually(Duration::from_secs(20), "a stage being created", || async {
         let s = n.admin("{ stages { state } }", json!({})).await;
-        s["stages"].as_array().unwrap().iter().any(|s| s["state"] == "CREATING").then_some(())
+        s["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["state"] == "CREATING")
+            .then_some(())
     })
     .await;
     n.kill9();
     let mut n = TestNode::start(dir.path(), &flags);
     n.admin_key = admin_key;
     let stages = eventually(Duration::from_secs(30), "the scale-up finished", || async {
-        let s = n.admin("{ stages { id state } stats(broadcastId: \"b\") { capacity viewers } }", json!({})).await;
+        let s = n
+            .admin(
+                "{ stages { id state } stats(broadcastId: \"b\") { capacity viewers } }",
+                json!({}),
+            )
+            .await;
         let all_active = s["stages"].as_array().unwrap().iter().all(|s| s["state"] == "ACTIVE");
         let free = s["stats"]["capacity"].as_u64().unwrap() - s["stats"]["viewers"].as_u64().unwrap();
         (all_active && free >= 45).then_some(s["stages"].as_array().unwrap().len())
@@ -360,14 +421,28 @@ async fn the_drift_reconciler_reports_ivs_against_the_ledger_and_releases_seats_
     assert_eq!(ws.data("a", "assignment").await["kind"], "SEATED");
     // The unused seat is released (its viewer hears why); the others stay.
     let ended = ws.data("a", "assignment").await;
-    assert_eq!((ended["kind"].as_str(), ended["reason"].as_str()), (Some("ENDED"), Some("UNUSED")));
+    assert_eq!(
+        (ended["kind"].as_str(), ended["reason"].as_str()),
+        (Some("ENDED"), Some("UNUSED"))
+    );
     let d = eventually(Duration::from_secs(20), "a drift report after the release", || async {
-        let s = n.admin("{ stage(id: \"b:0\") { viewers drift { neverConnected unknownParticipants } } }", json!({})).await;
+        let s = n
+            .admin(
+                "{ stage(id: \"b:0\") { viewers drift { neverConnected unknownParticipants } } }",
+                json!({}),
+            )
+            .await;
         (s["stage"]["drift"]["neverConnected"] == 0).then_some(s["stage"].clone())
     })
     .await;
     assert_eq!(d["viewers"], 2, "{d}");
-    assert_eq!(d["drift"]["unknownParticipants"], 1, "the viewer who left the ledger is still in IVS: {d}");
+    assert_eq!(
+        d["drift"]["unknownParticipants"], 1,
+        "the viewer who left the ledger is still in IVS: {d}"
+    );
     let (_, metrics) = n.get("/metrics").await;
-    assert!(metrics.contains("stagefleet_stage_drift{stage=\"b:0\",kind=\"unknown\"} 1"), "in /metrics too");
+    assert!(
+        metrics.contains("stagefleet_stage_drift{stage=\"b:0\",kind=\"unknown\"} 1"),
+        "in /metrics too"
+    );
 }

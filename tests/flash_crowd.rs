@@ -99,10 +99,14 @@ async fn crowd(n: Arc<TestNode>) -> Outcome {
             }
         })
     };
-    eventually(Duration::from_secs(30), "the broadcast warmed to its headroom", || async {
-        let s = n.admin(STAGES, json!({})).await;
-        (free_ready(&s["stages"]) >= 300).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the broadcast warmed to its headroom",
+        || async {
+            let s = n.admin(STAGES, json!({})).await;
+            (free_ready(&s["stages"]) >= 300).then_some(())
+        },
+    )
     .await;
 
     let (admitted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -177,8 +181,14 @@ async fn a_flash_crowd_is_seated_without_refusals_on_stages_whose_media_flows() 
     assert!(out.min_free_ready > 0, "ready seats never ran out");
     let stages = check_fleet(&n).await;
     let origins = stages.iter().filter(|s| s["role"] == "ORIGIN").count();
-    assert!(origins >= 4, "2,000 seats of 100 need four origins at five replicas each: {origins}");
-    assert_eq!(out.published, origins, "hostTokens gave the host a token for every origin");
+    assert!(
+        origins >= 4,
+        "2,000 seats of 100 need four origins at five replicas each: {origins}"
+    );
+    assert_eq!(
+        out.published, origins,
+        "hostTokens gave the host a token for every origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +200,11 @@ async fn with_a_third_of_ivs_calls_throttled_the_fleet_survives_and_catches_up()
     assert!(resp.status().is_success());
     let n = Arc::new(n);
     let out = crowd(n.clone()).await;
-    assert!(out.admitted >= VIEWERS * 9 / 10, "most of the crowd seated: {}", out.admitted);
+    assert!(
+        out.admitted >= VIEWERS * 9 / 10,
+        "most of the crowd seated: {}",
+        out.admitted
+    );
     // Caught up: the headroom is back on READY stages, and the invariants held throughout.
     eventually(Duration::from_secs(60), "the fleet caught up", || async {
         let s = n.admin(STAGES, json!({})).await;

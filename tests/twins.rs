@@ -47,8 +47,12 @@ impl Deployment {
 }
 
 async fn session(n: &TestNode, id: &str) -> Value {
-    n.ok("query($s: ID!) { session(id: $s) { id userId } }", json!({"s": id}), None)
-        .await["session"]
+    n.ok(
+        "query($s: ID!) { session(id: $s) { id userId } }",
+        json!({"s": id}),
+        None,
+    )
+    .await["session"]
         .clone()
 }
 
@@ -62,7 +66,11 @@ async fn a_viewer_joins_rejoins_and_leaves(d: Deployment) {
     assert_eq!(again["rejoined"], true);
     assert_eq!(session(d.at(0), &id).await["userId"], "alice");
     d.at(0)
-        .ok("mutation($s: ID!) { leave(sessionId: $s) { id } }", json!({"s": id}), None)
+        .ok(
+            "mutation($s: ID!) { leave(sessionId: $s) { id } }",
+            json!({"s": id}),
+            None,
+        )
         .await;
     assert!(session(d.at(1), &id).await.is_null(), "gone everywhere once left");
     assert!(session(d.at(2), &id).await.is_null());
@@ -83,10 +91,17 @@ async fn subscriptions_follow_writes_made_through_any_node(d: Deployment) {
     assert_eq!(seated["kind"], "SEATED");
     assert_eq!(seated["session"]["stageId"], joined["session"]["stageId"]);
     d.at(0)
-        .ok("mutation($s: ID!) { leave(sessionId: $s) { id } }", json!({"s": id}), None)
+        .ok(
+            "mutation($s: ID!) { leave(sessionId: $s) { id } }",
+            json!({"s": id}),
+            None,
+        )
         .await;
     let ended = ws.data("a", "assignment").await;
-    assert_eq!((ended["kind"].clone(), ended["reason"].clone()), (json!("ENDED"), json!("LEFT")));
+    assert_eq!(
+        (ended["kind"].clone(), ended["reason"].clone()),
+        (json!("ENDED"), json!("LEFT"))
+    );
     ws.data_until("s", "stats", |s| s["viewers"] == 0).await;
 }
 
@@ -94,8 +109,14 @@ async fn subscriptions_follow_writes_made_through_any_node(d: Deployment) {
 /// closes, the lease runs out.
 async fn an_open_assignment_keeps_its_seat_on_any_node(d: Deployment) {
     d.at(0).start_broadcast("show").await;
-    let kept = d.at(1).join("show", "kept").await.unwrap()["session"]["id"].as_str().unwrap().to_string();
-    let dropped = d.at(2).join("show", "dropped").await.unwrap()["session"]["id"].as_str().unwrap().to_string();
+    let kept = d.at(1).join("show", "kept").await.unwrap()["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dropped = d.at(2).join("show", "dropped").await.unwrap()["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut ws = Ws::connect(d.at(2), None).await;
     ws.subscribe("a", ASSIGNMENT, json!({"s": kept})).await;
     assert_eq!(ws.data("a", "assignment").await["kind"], "SEATED");
@@ -117,14 +138,20 @@ async fn an_operator_acts_on_a_stage_through_any_node(d: Deployment) {
     d.at(0).start_broadcast("show").await;
     let created = d
         .at(1)
-        .admin("mutation { createStage(broadcastId: \"show\") { id state } }", json!({}))
+        .admin(
+            "mutation { createStage(broadcastId: \"show\") { id state } }",
+            json!({}),
+        )
         .await["createStage"]
         .clone();
     assert_eq!(created["state"], "ACTIVE", "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     let drained = d
         .at(2)
-        .admin("mutation($id: ID!) { drainStage(id: $id) { stage { id draining } } }", json!({"id": id}))
+        .admin(
+            "mutation($id: ID!) { drainStage(id: $id) { stage { id draining } } }",
+            json!({"id": id}),
+        )
         .await["drainStage"]
         .clone();
     assert_eq!(drained["stage"]["draining"], true, "{drained}");
@@ -137,7 +164,10 @@ async fn an_operator_acts_on_a_stage_through_any_node(d: Deployment) {
         .unwrap()
         .to_string();
     d.at(1)
-        .admin("mutation($id: ID!) { deleteStage(id: $id) { id } }", json!({"id": second}))
+        .admin(
+            "mutation($id: ID!) { deleteStage(id: $id) { id } }",
+            json!({"id": second}),
+        )
         .await;
 }
 

@@ -387,14 +387,23 @@ mod tests {
         let raft: Vec<String> = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
             .map(String::from)
             .into();
-        let flags = member_flags(2, &raft, Path::new("/d/cluster.toml"), Path::new("/d/kek"), "http://127.0.0.1:4566");
+        let flags = member_flags(
+            2,
+            &raft,
+            Path::new("/d/cluster.toml"),
+            Path::new("/d/kek"),
+            "http://127.0.0.1:4566",
+        );
         let value = |flag: &str| flags[flags.iter().position(|f| f == flag).unwrap() + 1].clone();
         assert_eq!(value("--node-id"), "2");
         assert_eq!(value("--raft-addr"), "127.0.0.1:7002");
         assert_eq!(value("--bootstrap-expect"), "3");
         assert_eq!(value("--join"), "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003");
         assert_eq!(value("--config"), "/d/cluster.toml");
-        assert!(!flags.iter().any(|f| f == "--cluster-secret"), "the secret is not on the command line");
+        assert!(
+            !flags.iter().any(|f| f == "--cluster-secret"),
+            "the secret is not on the command line"
+        );
         assert_eq!(value("--key-encryption-key-file"), "/d/kek");
         assert_eq!(value("--ivs-backend"), "emulator");
         assert_eq!(value("--ivs-endpoint-url"), "http://127.0.0.1:4566");

@@ -101,7 +101,10 @@ impl Tally {
 /// its own tallies until the end (the generator shares the machine with the node it measures).
 /// [`drive`] in the background, for scenarios that act on the node while the load runs; the
 /// watch turns true once the load is done.
-pub fn drive_in_background<F, Fut>(load: Load, op: F) -> (tokio::task::JoinHandle<Outcome>, tokio::sync::watch::Receiver<bool>)
+pub fn drive_in_background<F, Fut>(
+    load: Load,
+    op: F,
+) -> (tokio::task::JoinHandle<Outcome>, tokio::sync::watch::Receiver<bool>)
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ApiError>> + Send + 'static,

@@ -33,7 +33,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
 }
 
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
 }
 
 /// The request's key must be an admin key; else it is refused before the route runs.
@@ -57,9 +61,7 @@ async fn require_admin(
     next.run(req).await
 }
 
-async fn status(
-    State(app): State<AppState>,
-) -> Response {
+async fn status(State(app): State<AppState>) -> Response {
     Json(app.node.store.cluster_status()).into_response()
 }
 
@@ -68,10 +70,7 @@ struct TransferLeader {
     to: Option<u64>,
 }
 
-async fn transfer_leader(
-    State(app): State<AppState>,
-    body: Option<Json<TransferLeader>>,
-) -> Response {
+async fn transfer_leader(State(app): State<AppState>, body: Option<Json<TransferLeader>>) -> Response {
     let to = body.and_then(|Json(b)| b.to);
     match app.node.store.transfer_leader(to).await {
         Ok(target) => Json(json!({"electing": target})).into_response(),
@@ -85,10 +84,7 @@ struct RemoveMember {
 }
 
 /// `POST /v1/cluster/remove` `{"node": N}`: take member N out (a node that is gone for good).
-async fn remove(
-    State(app): State<AppState>,
-    Json(body): Json<RemoveMember>,
-) -> Response {
+async fn remove(State(app): State<AppState>, Json(body): Json<RemoveMember>) -> Response {
     match app.node.store.remove_member(body.node).await {
         Ok(()) => Json(json!({"removed": body.node})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),
@@ -96,14 +92,15 @@ async fn remove(
 }
 
 /// `GET /v1/cluster/backup`: a consistent snapshot of this node's state, as a file.
-async fn backup(
-    State(app): State<AppState>,
-) -> Response {
+async fn backup(State(app): State<AppState>) -> Response {
     match app.node.store.backup(std::time::Duration::from_secs(60)).await {
         Ok(bytes) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"stagefleet.backup\""),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"stagefleet.backup\"",
+                ),
             ],
             bytes,
         )
@@ -112,9 +109,7 @@ async fn backup(
     }
 }
 
-async fn leave(
-    State(app): State<AppState>,
-) -> Response {
+async fn leave(State(app): State<AppState>) -> Response {
     match app.node.store.leave().await {
         Ok(()) => Json(json!({"left": app.node.store.node_id})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),

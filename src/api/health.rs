@@ -68,7 +68,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     if c.is_leader() {
         for member in c.members.iter().filter(|x| x.node_id != c.node_id) {
             let lag = member.lag(c.last_log_index).map_or(-1, |l| l as i64);
-            m.set("raft_follower_lag_entries", Some(("node", member.node_id.to_string())), lag);
+            m.set(
+                "raft_follower_lag_entries",
+                Some(("node", member.node_id.to_string())),
+                lag,
+            );
         }
         let ack = c.millis_since_quorum_ack.map_or(-1, |a| a as i64);
         m.set("raft_millis_since_quorum_ack", None, ack);

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use super::{LoopContext, jittered};
 use crate::clock::now_ms;
-use crate::fleet::drift::{self, Listed};
 use crate::fleet::StageState;
+use crate::fleet::drift::{self, Listed};
 use crate::ivs::backend::ParticipantState;
 use crate::ivs::ratelimit;
 use crate::metrics::Labels;
@@ -81,7 +81,10 @@ async fn report(ctx: &LoopContext, stage_id: &str, listed: &Listed) {
     let sessions = ctx.store.view().sessions_on_stage(stage_id);
     let grace = ctx.settings.connect_grace.as_millis() as i64;
     let d = drift::compare(&sessions, listed, now_ms(), grace);
-    for (kind, n) in [("never_connected", d.never_connected.len() as i64), ("unknown", i64::from(d.unknown))] {
+    for (kind, n) in [
+        ("never_connected", d.never_connected.len() as i64),
+        ("unknown", i64::from(d.unknown)),
+    ] {
         let labels: Labels = vec![("stage", stage_id.to_string()), ("kind", kind.to_string())];
         ctx.metrics.drift.get_or_create(&labels).set(n);
     }

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::{LoopContext, jittered};
 use crate::fleet::reaping::{self, Tagged};
-use crate::ivs::{BackendError, ratelimit};
 use crate::ivs::naming::{TAG_BROADCAST, TAG_FLEET, TAG_SLOT};
+use crate::ivs::{BackendError, ratelimit};
 
 pub async fn run(ctx: LoopContext) {
     // When each unowned ARN was first seen unowned (this leader's memory: a new leader waits a

@@ -23,8 +23,8 @@ use crate::clock::now_ms;
 use crate::fleet::event::{Change, StageStep};
 use crate::fleet::replication::{self, Job, JobKind, Pacing};
 use crate::fleet::transition::{ReplicationReport, host_participant};
-use crate::ivs::{BackendError, ratelimit};
 use crate::ivs::backend::{ParticipantFilter, ReplicationState};
+use crate::ivs::{BackendError, ratelimit};
 use crate::state::{Applied, proposal};
 
 /// Replication jobs in flight at once (each op is paced by the backend's rate limiter anyway).

@@ -125,7 +125,12 @@ async fn tick(
     let view = ctx.store.view();
     // Since when each ready stage's audience has been under `drain_below` (this leader's memory:
     // a new leader waits a whole cool-down again, which only delays a scale-down).
-    low_since.retain(|id, _| view.fleet.stages.get(id).is_some_and(|s| s.is_ready() && s.viewers < scale.drain_below));
+    low_since.retain(|id, _| {
+        view.fleet
+            .stages
+            .get(id)
+            .is_some_and(|s| s.is_ready() && s.viewers < scale.drain_below)
+    });
     for s in view.fleet.stages.values() {
         if s.is_ready() && s.viewers < scale.drain_below {
             low_since.entry(s.id.clone()).or_insert(now);
@@ -231,7 +236,9 @@ async fn drain_stage(ctx: &LoopContext, stage_id: &str, viewers: u32, consolidat
         };
         match ctx.propose(moves).await {
             Ok(n) => tracing::info!(stage = %stage_id, moved = n, "viewers moved off a draining stage"),
-            Err(e) => tracing::warn!(stage = %stage_id, error = %e, "moving viewers failed; they stay until they leave"),
+            Err(e) => {
+                tracing::warn!(stage = %stage_id, error = %e, "moving viewers failed; they stay until they leave")
+            }
         }
     }
 }

@@ -162,7 +162,8 @@ async fn create(ctx: &LoopContext, intent: &Stage, adopt: bool) -> Result<(), Pr
     };
     count(ctx, "CreateStage", &created);
     let recorded = match created {
-        Ok(info) => ctx.propose(proposal::StageCreated {
+        Ok(info) => ctx
+            .propose(proposal::StageCreated {
                 stage_id: intent.id.clone(),
                 intent_term: intent.intent_term,
                 endpoints: info.endpoints.as_ref().map(stage_urls).unwrap_or_default(),
@@ -174,11 +175,11 @@ async fn create(ctx: &LoopContext, intent: &Stage, adopt: bool) -> Result<(), Pr
         Err(e) => {
             tracing::warn!(stage = %intent.id, error = %e, "CreateStage failed");
             ctx.propose(proposal::StageCreateFailed {
-                    stage_id: intent.id.clone(),
-                    intent_term: intent.intent_term,
-                    failure: failure(&e),
-                })
-                .await
+                stage_id: intent.id.clone(),
+                intent_term: intent.intent_term,
+                failure: failure(&e),
+            })
+            .await
         }
     };
     fenced_is_fine(recorded)
@@ -209,20 +210,20 @@ async fn delete(ctx: &LoopContext, intent: &Stage) -> Result<(), ProposalError> 
     let recorded = match deleted {
         Ok(()) => {
             ctx.propose(proposal::StageDeleted {
-                    stage_id: intent.id.clone(),
-                    intent_term: intent.intent_term,
-                    now: now_ms(),
-                })
-                .await
+                stage_id: intent.id.clone(),
+                intent_term: intent.intent_term,
+                now: now_ms(),
+            })
+            .await
         }
         Err(e) => {
             tracing::warn!(stage = %intent.id, error = %e, "DeleteStage failed; the reconciler will retry");
             ctx.propose(proposal::StageDeleteFailed {
-                    stage_id: intent.id.clone(),
-                    intent_term: intent.intent_term,
-                    failure: failure(&e),
-                })
-                .await
+                stage_id: intent.id.clone(),
+                intent_term: intent.intent_term,
+                failure: failure(&e),
+            })
+            .await
         }
     };
     fenced_is_fine(recorded)

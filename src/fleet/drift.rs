@@ -82,7 +82,11 @@ mod tests {
             publishers: set(&["host-s0"]),
         };
         let d = compare(&sessions, &listed, 10_000, 5_000);
-        assert_eq!(d.never_connected, vec!["b".to_string()], "late is still within its grace");
+        assert_eq!(
+            d.never_connected,
+            vec!["b".to_string()],
+            "late is still within its grace"
+        );
         assert_eq!(d.unknown, 1, "p-x holds no seat; the host is not a viewer");
     }
 }

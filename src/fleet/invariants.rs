@@ -61,7 +61,9 @@ impl Harness {
             next_id: 0,
         };
         for (b, cap) in [("b0", None), ("b1", b1_cap)] {
-            let stage = h.world(|w| w.start_broadcast(b, b, cap, crate::fleet::Fanout::Replication, 0, 1)).unwrap();
+            let stage = h
+                .world(|w| w.start_broadcast(b, b, cap, crate::fleet::Fanout::Replication, 0, 1))
+                .unwrap();
             h.create(&stage);
         }
         h

@@ -126,7 +126,11 @@ impl Stage {
 
     /// Free seats a new viewer could take now.
     pub fn free_ready_seats(&self) -> u32 {
-        if self.is_ready() { self.capacity.saturating_sub(self.viewers) } else { 0 }
+        if self.is_ready() {
+            self.capacity.saturating_sub(self.viewers)
+        } else {
+            0
+        }
     }
 }
 

@@ -76,13 +76,13 @@ mod tests {
             fleet.stages.insert(s.id.clone(), s);
         }
         let listed = [
-            tagged("arn:0", Some("b"), Some(0)),     // known
-            tagged("arn:1", Some("b"), Some(1)),     // being created: the stage loop adopts it
-            tagged("arn:2", Some("b"), Some(2)),     // being deleted: the stage loop's
-            tagged("arn:0bis", Some("b"), Some(0)),  // a second stage for slot 0
-            tagged("arn:9", Some("b"), Some(9)),     // a slot the state never had (or forgot)
-            tagged("arn:x", Some("gone"), Some(0)),  // a broadcast the state does not have
-            tagged("arn:?", None, None),             // this fleet's tag, nothing else
+            tagged("arn:0", Some("b"), Some(0)),    // known
+            tagged("arn:1", Some("b"), Some(1)),    // being created: the stage loop adopts it
+            tagged("arn:2", Some("b"), Some(2)),    // being deleted: the stage loop's
+            tagged("arn:0bis", Some("b"), Some(0)), // a second stage for slot 0
+            tagged("arn:9", Some("b"), Some(9)),    // a slot the state never had (or forgot)
+            tagged("arn:x", Some("gone"), Some(0)), // a broadcast the state does not have
+            tagged("arn:?", None, None),            // this fleet's tag, nothing else
         ];
         assert_eq!(orphans(&fleet, &listed), vec!["arn:0bis", "arn:9", "arn:x", "arn:?"]);
     }

@@ -122,7 +122,9 @@ fn origin_of<'a>(fleet: &'a Fleet, replica: &Stage) -> Option<&'a Stage> {
     if b.fanout != Fanout::Replication {
         return None;
     }
-    let origin = fleet.stages.get(&Stage::key(&replica.broadcast_id, replica.media.fed_by?))?;
+    let origin = fleet
+        .stages
+        .get(&Stage::key(&replica.broadcast_id, replica.media.fed_by?))?;
     (origin.state == StageState::Active).then_some(origin)
 }
 
@@ -210,7 +212,10 @@ mod tests {
     #[test]
     fn a_replica_takes_viewers_only_once_every_publishing_host_is_replicated_into_it() {
         let mut t = broadcast(1);
-        assert!(t.fleet.stages["b:1"].is_ready(), "nobody publishes yet: nothing to wait for");
+        assert!(
+            t.fleet.stages["b:1"].is_ready(),
+            "nobody publishes yet: nothing to wait for"
+        );
         // --- the host starts publishing on the origin: the replica must carry it before viewers
         let mut pubs = BTreeSet::from(["h-s0".to_string()]);
         t.w().set_publishers("b:0", pubs.clone(), 10).unwrap();
@@ -226,9 +231,13 @@ mod tests {
         let out = t.w().admit(&[join("v1")], 11);
         assert_eq!(out[0].as_ref().unwrap().stage.id, "b:0");
         // --- started, then media seen: READY
-        t.w().replication_report("b:1", "h-s0", ReplicationReport::Started, 20).unwrap();
+        t.w()
+            .replication_report("b:1", "h-s0", ReplicationReport::Started, 20)
+            .unwrap();
         assert_eq!(jobs_of(&t, 30)[0].kind, JobKind::Check);
-        t.w().replication_report("b:1", "h-s0", ReplicationReport::Active, 40).unwrap();
+        t.w()
+            .replication_report("b:1", "h-s0", ReplicationReport::Active, 40)
+            .unwrap();
         assert!(t.fleet.stages["b:1"].is_ready());
         assert_eq!(steps(&t, "b:1").last(), Some(&StageStep::Ready));
         assert!(jobs_of(&t, 50).is_empty());
@@ -247,16 +256,27 @@ mod tests {
     #[test]
     fn a_failed_replication_is_retried_with_backoff_and_a_silent_one_is_given_up() {
         let mut t = broadcast(1);
-        t.w().set_publishers("b:0", BTreeSet::from(["h-s0".to_string()]), 0).unwrap();
-        t.w().replication_report("b:1", "h-s0", ReplicationReport::Failed("not publishing".into()), 1_000).unwrap();
+        t.w()
+            .set_publishers("b:0", BTreeSet::from(["h-s0".to_string()]), 0)
+            .unwrap();
+        t.w()
+            .replication_report("b:1", "h-s0", ReplicationReport::Failed("not publishing".into()), 1_000)
+            .unwrap();
         let r = &t.fleet.stages["b:1"].media.replication["h-s0"];
-        assert_eq!((r.state, r.attempts, r.error.as_deref()), (ReplicationState::Failed, 1, Some("not publishing")));
+        assert_eq!(
+            (r.state, r.attempts, r.error.as_deref()),
+            (ReplicationState::Failed, 1, Some("not publishing"))
+        );
         assert!(jobs_of(&t, 1_400).is_empty(), "first retry after 500 ms");
         assert_eq!(jobs_of(&t, 1_500)[0].kind, JobKind::Start);
-        t.w().replication_report("b:1", "h-s0", ReplicationReport::Failed("again".into()), 2_000).unwrap();
+        t.w()
+            .replication_report("b:1", "h-s0", ReplicationReport::Failed("again".into()), 2_000)
+            .unwrap();
         assert!(jobs_of(&t, 2_900).is_empty(), "the second waits 1 s");
         assert_eq!(jobs_of(&t, 3_000)[0].kind, JobKind::Start);
-        t.w().replication_report("b:1", "h-s0", ReplicationReport::Started, 3_000).unwrap();
+        t.w()
+            .replication_report("b:1", "h-s0", ReplicationReport::Started, 3_000)
+            .unwrap();
         assert_eq!(jobs_of(&t, 32_999)[0].kind, JobKind::Check);
         assert_eq!(jobs_of(&t, 33_000)[0].kind, JobKind::GiveUp);
     }
@@ -266,7 +286,9 @@ mod tests {
         let mut t = broadcast(5);
         let second = t.w().add_stage("b", StageRole::Origin, 0, 1).unwrap();
         t.create(&second.id);
-        let more: Vec<_> = (0..3).map(|_| t.w().add_stage("b", StageRole::Replica, 0, 1).unwrap()).collect();
+        let more: Vec<_> = (0..3)
+            .map(|_| t.w().add_stage("b", StageRole::Replica, 0, 1).unwrap())
+            .collect();
         assert!(more.iter().all(|s| s.media.fed_by == Some(second.slot)), "{more:?}");
         let fed_by_first = t.fleet.stages.values().filter(|s| s.media.fed_by == Some(0)).count();
         assert_eq!(fed_by_first, 5);
@@ -281,10 +303,16 @@ mod tests {
         assert_eq!(stages.len(), 1);
         let s = t.w().add_stage("c", StageRole::Replica, 0, 1).unwrap();
         t.create(&s.id);
-        assert!(t.fleet.stages["c:1"].is_ready(), "nobody is live yet: viewers wait anywhere");
+        assert!(
+            t.fleet.stages["c:1"].is_ready(),
+            "nobody is live yet: viewers wait anywhere"
+        );
         t.w().host_publishing("c", "h-s0", true, 5).unwrap();
         assert!(t.fleet.stages["c:0"].is_ready());
-        assert!(!t.fleet.stages["c:1"].is_ready(), "the live host does not publish on c:1 yet");
+        assert!(
+            !t.fleet.stages["c:1"].is_ready(),
+            "the live host does not publish on c:1 yet"
+        );
         assert!(jobs_of(&t, 5).is_empty(), "no replication with client fan-out");
         t.w().host_publishing("c", "h-s1", true, 6).unwrap();
         assert!(t.fleet.stages["c:1"].is_ready());
@@ -297,19 +325,31 @@ mod tests {
     #[test]
     fn a_second_origin_and_its_replicas_wait_until_the_hosts_publish_there_too() {
         let mut t = broadcast(5);
-        t.w().set_publishers("b:0", BTreeSet::from(["h-s0".to_string()]), 0).unwrap();
+        t.w()
+            .set_publishers("b:0", BTreeSet::from(["h-s0".to_string()]), 0)
+            .unwrap();
         let second = t.w().add_stage("b", StageRole::Origin, 0, 1).unwrap();
         t.create(&second.id);
         let replica = t.w().add_stage("b", StageRole::Replica, 0, 1).unwrap();
         t.create(&replica.id);
         assert_eq!(replica.media.fed_by, Some(second.slot));
-        assert!(!t.fleet.stages[&second.id].is_ready(), "the host does not publish on it yet");
+        assert!(
+            !t.fleet.stages[&second.id].is_ready(),
+            "the host does not publish on it yet"
+        );
         assert!(!t.fleet.stages[&replica.id].is_ready());
         let want = host_participant("h", second.slot);
-        assert!(t.fleet.stages[&replica.id].media.replication.contains_key(&want), "replicated from its own origin");
-        t.w().set_publishers(&second.id, BTreeSet::from([want.clone()]), 1).unwrap();
+        assert!(
+            t.fleet.stages[&replica.id].media.replication.contains_key(&want),
+            "replicated from its own origin"
+        );
+        t.w()
+            .set_publishers(&second.id, BTreeSet::from([want.clone()]), 1)
+            .unwrap();
         assert!(t.fleet.stages[&second.id].is_ready());
-        t.w().replication_report(&replica.id, &want, ReplicationReport::Active, 2).unwrap();
+        t.w()
+            .replication_report(&replica.id, &want, ReplicationReport::Active, 2)
+            .unwrap();
         assert!(t.fleet.stages[&replica.id].is_ready());
     }
 
@@ -343,7 +383,10 @@ mod tests {
                 last = Some(now);
             }
         }
-        assert_eq!(looks, vec![250, 500, 750, 1_000, 1_350, 1_800, 2_400, 3_200, 4_300, 5_750, 7_700]);
+        assert_eq!(
+            looks,
+            vec![250, 500, 750, 1_000, 1_350, 1_800, 2_400, 3_200, 4_300, 5_750, 7_700]
+        );
         // A look from before a restart of the replication does not count.
         assert!(check_due(5_000, Some(4_900), 5_300, gap));
     }

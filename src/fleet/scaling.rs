@@ -319,7 +319,9 @@ fn drain_one(
             (now - since >= scale.cool_down_ms).then_some((s, since))
         })
         .filter(|(s, _)| {
-            let without = plan.free_ready.saturating_sub(u64::from(s.capacity - s.viewers.min(s.capacity)));
+            let without = plan
+                .free_ready
+                .saturating_sub(u64::from(s.capacity - s.viewers.min(s.capacity)));
             let moved = if scale.consolidate { u64::from(s.viewers) } else { 0 };
             without.saturating_sub(moved) >= plan.headroom
         })
@@ -337,7 +339,10 @@ mod tests {
 
     /// The defaults with the safety factor these numbers were worked out with.
     fn scale_policy() -> ScalePolicy {
-        ScalePolicy { safety: 1.5, ..ScalePolicy::default() }
+        ScalePolicy {
+            safety: 1.5,
+            ..ScalePolicy::default()
+        }
     }
     use crate::fleet::placement::{self, Placement};
     use crate::fleet::{Broadcast, Stage};
@@ -499,7 +504,10 @@ mod tests {
         let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &quiet(), 59_999)["b"];
         assert_eq!(p.drain, None, "not before the cool-down");
         let p = &plan(&f, &policy(1000), &scale, &signals(0.0, 3000.0), &quiet(), 60_000)["b"];
-        assert_eq!(p.drain.as_ref().map(|d| (d.stage_id.as_str(), d.viewers)), Some(("b:2", 20)));
+        assert_eq!(
+            p.drain.as_ref().map(|d| (d.stage_id.as_str(), d.viewers)),
+            Some(("b:2", 20))
+        );
         // A crowd is coming (headroom 900): draining b:2 would leave 600 free — keep it.
         let p = &plan(&f, &policy(1000), &scale, &signals(200.0, 2000.0), &quiet(), 60_000)["b"];
         assert_eq!(p.drain, None, "{p:?}");

@@ -237,7 +237,10 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         endpoints: StageUrls,
         now: Millis,
     ) -> Result<Stage, Refusal> {
-        let broadcast_id = self.owned_intent(stage_id, intent_term, StageState::Creating)?.broadcast_id.clone();
+        let broadcast_id = self
+            .owned_intent(stage_id, intent_term, StageState::Creating)?
+            .broadcast_id
+            .clone();
         // Work out what media it waits for while still Creating (no step is announced then).
         self.refresh_media(&broadcast_id, now);
         let stage = self.fleet.stages.get_mut(stage_id).expect("owned above");
@@ -246,7 +249,11 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         stage.endpoints = Some(endpoints);
         let stage = stage.clone();
         self.touch_stage(stage_id);
-        let step = if stage.is_ready() { StageStep::Ready } else { StageStep::Created };
+        let step = if stage.is_ready() {
+            StageStep::Ready
+        } else {
+            StageStep::Created
+        };
         self.emit_stage(stage_id, &stage.broadcast_id, step);
         if stage.role == StageRole::Origin {
             if let Some(b) = self.fleet.broadcasts.get_mut(&stage.broadcast_id)

@@ -252,9 +252,20 @@ mod tests {
         let mut b = TokenBucket::new(5.0, t0);
         assert_eq!((0..4).filter(|_| b.take_spare(t0).is_none()).count(), 4);
         let wait = b.take_spare(t0).expect("the last token is kept");
-        assert_eq!(wait, Duration::from_millis(200), "until a second token is in the bucket");
-        assert_eq!(b.reserve(t0), Duration::ZERO, "the foreground still finds its token at once");
-        assert!(b.take_spare(t0 + Duration::from_millis(200)).is_some(), "the foreground's debt is paid first");
+        assert_eq!(
+            wait,
+            Duration::from_millis(200),
+            "until a second token is in the bucket"
+        );
+        assert_eq!(
+            b.reserve(t0),
+            Duration::ZERO,
+            "the foreground still finds its token at once"
+        );
+        assert!(
+            b.take_spare(t0 + Duration::from_millis(200)).is_some(),
+            "the foreground's debt is paid first"
+        );
         assert!(b.take_spare(t0 + Duration::from_millis(400)).is_none());
     }
 

@@ -686,7 +686,11 @@ mod tests {
         live.apply(ended("s1", EndReason::Expired));
         for open in [&mut a, &mut again] {
             let got = open.ended.as_mut().unwrap().recv().await;
-            assert_eq!(got, Some(Notice::Ended(Some(EndReason::Expired))), "both subscribers of s1 hear why");
+            assert_eq!(
+                got,
+                Some(Notice::Ended(Some(EndReason::Expired))),
+                "both subscribers of s1 hear why"
+            );
         }
         assert!(
             other.ended.as_mut().unwrap().try_recv().is_err(),

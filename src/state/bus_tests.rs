@@ -238,9 +238,8 @@ async fn a_deposed_leaders_command_logged_in_a_later_term_changes_nothing() {
         log_id: LogId::new(CommittedLeaderId::new(TERM, 1), index),
         payload: EntryPayload::Normal(cmd),
     };
-    let answers = m
-        .sm
-        .apply(vec![
+    let answers =
+        m.sm.apply(vec![
             entry(
                 1,
                 Command::Fenced {
@@ -258,12 +257,19 @@ async fn a_deposed_leaders_command_logged_in_a_later_term_changes_nothing() {
         ])
         .await
         .unwrap();
-    assert!(matches!(answers[0], super::Response::Stage(_)), "the origin's intent: {:?}", answers[0]);
+    assert!(
+        matches!(answers[0], super::Response::Stage(_)),
+        "the origin's intent: {:?}",
+        answers[0]
+    );
     assert_eq!(
         answers[1],
         super::Response::Refused(crate::fleet::Refusal::StaleLeader(TERM - 1, TERM))
     );
     let view = m.sm.shared().view();
     assert!(view.fleet.broadcasts.contains_key("current"));
-    assert!(!view.fleet.broadcasts.contains_key("stale"), "the stale command changed nothing");
+    assert!(
+        !view.fleet.broadcasts.contains_key("stale"),
+        "the stale command changed nothing"
+    );
 }

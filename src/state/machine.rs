@@ -157,7 +157,10 @@ pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>>
 /// Route one command to its transition. `term` is the entry's term: intents belong to it.
 fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term: u64) -> Response {
     match cmd {
-        Command::Fenced { term: proposed, command } => {
+        Command::Fenced {
+            term: proposed,
+            command,
+        } => {
             if proposed == term {
                 apply_command(w, *command, term)
             } else {
@@ -181,7 +184,9 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             now,
             max_seats_per_client,
             fanout,
-        } => w.start_broadcast(&id, &name, max_seats_per_client, fanout, now, term).into(),
+        } => w
+            .start_broadcast(&id, &name, max_seats_per_client, fanout, now, term)
+            .into(),
         Command::AddStage {
             broadcast_id,
             role,
@@ -250,7 +255,9 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             participant_id,
             publishing,
             now,
-        } => w.host_publishing(&broadcast_id, &participant_id, publishing, now).into(),
+        } => w
+            .host_publishing(&broadcast_id, &participant_id, publishing, now)
+            .into(),
         Command::ReplicationReport {
             stage_id,
             participant_id,

@@ -106,7 +106,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(next) = cause.source() {
         cause = next;
     }
-    if std::ptr::eq(cause, e) { e.to_string() } else { format!("{e}: {cause}") }
+    if std::ptr::eq(cause, e) {
+        e.to_string()
+    } else {
+        format!("{e}: {cause}")
+    }
 }
 
 /// openraft's factory of per-peer clients (one per target, all sharing [`Peers`]).

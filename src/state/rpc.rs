@@ -44,7 +44,10 @@ pub struct RpcState {
 /// A follower's write as the leader answers it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ProposeAnswer {
-    Applied { log_id: LogId, response: Response },
+    Applied {
+        log_id: LogId,
+        response: Response,
+    },
     /// This node does not lead (any more); the leader it knows of, if any.
     NotLeader {
         leader: Option<NodeId>,
@@ -109,7 +112,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: RpcState) {
 }
 
 async fn authenticate(State(s): State<RpcState>, req: Request, next: Next) -> HttpResponse {
-    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let given = req
+        .headers()
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     if !same_secret(given, s.secret.as_bytes()) {
         s.refused.inc();
         tracing::warn!(path = %req.uri().path(), "internode request refused: wrong or missing cluster secret");
@@ -223,7 +230,14 @@ async fn join(State(s): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<R
 /// Add `req` as a voter: on the leader, as a learner first (waiting until it caught up), then
 /// as a voter; elsewhere, forwarded to the leader. A node that already votes is left as it is.
 pub async fn add_member(s: &RpcState, req: JoinRequest) -> Result<(), String> {
-    let votes = s.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == req.node_id);
+    let votes = s
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == req.node_id);
     if votes {
         return Ok(());
     }
@@ -234,7 +248,10 @@ pub async fn add_member(s: &RpcState, req: JoinRequest) -> Result<(), String> {
             .await
             .map_err(|e| format!("adding node {} as a learner: {e}", req.node_id))?;
         s.raft
-            .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])), false)
+            .change_membership(
+                openraft::ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])),
+                false,
+            )
             .await
             .map_err(|e| format!("making node {} a voter: {e}", req.node_id))?;
         tracing::info!(node = req.node_id, "node added as a voter");
@@ -254,7 +271,14 @@ async fn remove(State(s): State<RpcState>, Json(req): Json<RemoveRequest>) -> Js
 
 /// Remove `node_id` from the cluster (voter or learner): on the leader, or forwarded to it.
 pub async fn remove_member(s: &RpcState, node_id: NodeId) -> Result<(), String> {
-    let member = s.raft.metrics().borrow().membership_config.membership().get_node(&node_id).is_some();
+    let member = s
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&node_id)
+        .is_some();
     if !member {
         return Ok(());
     }

@@ -110,7 +110,10 @@ pub fn restore(backup: &[u8], data_dir: &std::path::Path) -> anyhow::Result<Snap
     let (meta, data) = split_file(backup)?;
     let pairs = decode(data).context("the backup's state is damaged")?;
     std::fs::create_dir_all(data_dir)?;
-    let db = sled::Config::new().path(&db_dir).open().context("creating the database")?;
+    let db = sled::Config::new()
+        .path(&db_dir)
+        .open()
+        .context("creating the database")?;
     let tree = db.open_tree("sm")?;
     let mut batch = sled::Batch::default();
     for (k, v) in pairs {
@@ -123,7 +126,6 @@ pub fn restore(backup: &[u8], data_dir: &std::path::Path) -> anyhow::Result<Snap
     db.flush()?;
     Ok(meta)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -269,14 +269,18 @@ impl Store {
     /// data dir from it.
     pub async fn backup(&self, timeout: Duration) -> anyhow::Result<Vec<u8>> {
         let applied = self.cluster_status().last_applied_index.unwrap_or(0);
-        self.snapshot_through(applied, tokio::time::Instant::now() + timeout).await?;
+        self.snapshot_through(applied, tokio::time::Instant::now() + timeout)
+            .await?;
         Ok(super::snapshot::SnapshotStore::new(self.snapshot_dir.clone())?.file()?)
     }
 
     /// Hand leadership to `to` (or to the most caught-up other voter): that node starts an
     /// election, which it wins with a log as current as the others'. Answers the node asked.
     pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId, String> {
-        let rpc = self.rpc.as_ref().ok_or("a single node has no one to hand leadership to")?;
+        let rpc = self
+            .rpc
+            .as_ref()
+            .ok_or("a single node has no one to hand leadership to")?;
         let status = self.cluster_status();
         let target = match to {
             Some(t) => t,
@@ -463,7 +467,10 @@ impl Store {
                         matched_index: if *id == self.node_id {
                             m.last_log_index
                         } else {
-                            m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map(|l| l.index)
+                            m.replication
+                                .as_ref()
+                                .and_then(|r| r.get(id).copied().flatten())
+                                .map(|l| l.index)
                         },
                     })
                     .collect()
@@ -594,9 +601,14 @@ impl Store {
         };
         let unavailable = |why: String| ProposeError::Unavailable(format!("a current read is not possible now: {why}"));
         if self.is_leader() {
-            return rpc::confirmed_read_index(&self.raft).await.map(drop).map_err(unavailable);
+            return rpc::confirmed_read_index(&self.raft)
+                .await
+                .map(drop)
+                .map_err(unavailable);
         }
-        let (_, addr) = self.leader_addr().ok_or_else(|| unavailable("no leader is known".into()))?;
+        let (_, addr) = self
+            .leader_addr()
+            .ok_or_else(|| unavailable("no leader is known".into()))?;
         let index = peers
             .call::<_, Result<u64, String>>(&addr, "/raft/read-index", &(), FORWARD_TIMEOUT)
             .await
@@ -617,7 +629,9 @@ impl Store {
     async fn forward(&self, cmd: &Command) -> Result<(LogId, Response), ProposeError> {
         let peers = self.peers.as_ref().expect("only a cluster member forwards");
         if let Some(why) = self.not_a_member() {
-            return Err(ProposeError::Unavailable(format!("{why}: it takes no writes; send them to a member")));
+            return Err(ProposeError::Unavailable(format!(
+                "{why}: it takes no writes; send them to a member"
+            )));
         }
         let forwarded = rpc::Forwarded {
             from: self.node_id,
@@ -633,7 +647,10 @@ impl Store {
                     // Became the leader meanwhile.
                     return self.write_here(cmd.clone()).await;
                 }
-                match peers.call::<_, ProposeAnswer>(&addr, "/raft/propose", &forwarded, FORWARD_TIMEOUT).await {
+                match peers
+                    .call::<_, ProposeAnswer>(&addr, "/raft/propose", &forwarded, FORWARD_TIMEOUT)
+                    .await
+                {
                     Ok(ProposeAnswer::Applied { log_id, response }) => {
                         let applied = self
                             .raft
@@ -648,9 +665,13 @@ impl Store {
                     Ok(ProposeAnswer::Unavailable(why)) => return Err(ProposeError::Unavailable(why)),
                     Ok(ProposeAnswer::NotMember) => {
                         self.not_member.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(leader, "the leader says this node is not a member of the cluster: it takes no more writes");
+                        tracing::warn!(
+                            leader,
+                            "the leader says this node is not a member of the cluster: it takes no more writes"
+                        );
                         return Err(ProposeError::Unavailable(
-                            "this node left or was removed from the cluster: it takes no writes; send them to a member".into(),
+                            "this node left or was removed from the cluster: it takes no writes; send them to a member"
+                                .into(),
                         ));
                     }
                     // The leader changed or died before it took the write: try the next one.
@@ -758,7 +779,11 @@ async fn form_or_join(s: RpcState, expect: u32, join: Vec<String>) {
                 node_id: s.node_id,
                 addr: s.addr.clone(),
             };
-            match s.peers.call::<_, HelloAnswer>(addr, "/raft/hello", &hello, Duration::from_secs(2)).await {
+            match s
+                .peers
+                .call::<_, HelloAnswer>(addr, "/raft/hello", &hello, Duration::from_secs(2))
+                .await
+            {
                 Ok(h) => {
                     heard.insert(h.node_id, h);
                 }
@@ -770,7 +795,11 @@ async fn form_or_join(s: RpcState, expect: u32, join: Vec<String>) {
                 node_id: s.node_id,
                 addr: s.addr.clone(),
             };
-            match s.peers.call::<_, Result<(), String>>(&member.addr, "/raft/join", &req, rpc::JOIN_TIMEOUT).await {
+            match s
+                .peers
+                .call::<_, Result<(), String>>(&member.addr, "/raft/join", &req, rpc::JOIN_TIMEOUT)
+                .await
+            {
                 Ok(Ok(())) => {
                     tracing::info!(via = %member.addr, "added to the cluster");
                     continue;
@@ -790,7 +819,10 @@ async fn form_or_join(s: RpcState, expect: u32, join: Vec<String>) {
                     Err(e) => format!("the cluster to form ({e})"),
                 }
             } else {
-                format!("node {} (the lowest id) to form the cluster", heard.keys().next().unwrap_or(&0))
+                format!(
+                    "node {} (the lowest id) to form the cluster",
+                    heard.keys().next().unwrap_or(&0)
+                )
             }
         } else {
             format!(
@@ -846,7 +878,10 @@ mod tests {
         );
         let current = store.propose_fenced(led.term, key("k1")).await;
         assert!(
-            matches!(current, Err(ProposalError::Refused(crate::fleet::Refusal::UnknownApiKey(_)))),
+            matches!(
+                current,
+                Err(ProposalError::Refused(crate::fleet::Refusal::UnknownApiKey(_)))
+            ),
             "applied in its term and answered by the state machine: {current:?}"
         );
         store.shutdown().await;

@@ -134,7 +134,11 @@ impl Cluster {
             })
             .collect();
         // Each start waits for a leader, which needs the others: start them side by side.
-        let starts: Vec<_> = members.iter().cloned().map(|m| std::thread::spawn(move || m.start())).collect();
+        let starts: Vec<_> = members
+            .iter()
+            .cloned()
+            .map(|m| std::thread::spawn(move || m.start()))
+            .collect();
         let nodes: Vec<Option<TestNode>> = starts.into_iter().map(|t| Some(t.join().unwrap())).collect();
         let admin_key = nodes
             .iter()
@@ -151,10 +155,14 @@ impl Cluster {
         c.share_admin_key();
         // A follower may print its banner a moment before it has applied the admin key.
         for (i, n) in c.running() {
-            eventually(Duration::from_secs(10), &format!("node {i} knows the admin key"), || async {
-                let (status, _) = n.post("{ node { nodeId } }", json!({}), Some(&c.admin_key)).await;
-                (status == 200).then_some(())
-            })
+            eventually(
+                Duration::from_secs(10),
+                &format!("node {i} knows the admin key"),
+                || async {
+                    let (status, _) = n.post("{ node { nodeId } }", json!({}), Some(&c.admin_key)).await;
+                    (status == 200).then_some(())
+                },
+            )
             .await;
         }
         c
@@ -171,7 +179,10 @@ impl Cluster {
     }
 
     pub fn running(&self) -> impl Iterator<Item = (usize, &TestNode)> {
-        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
     /// `{ node { … } }` as node `i` answers it.
@@ -184,15 +195,19 @@ impl Cluster {
 
     /// The index of the member every running node names as leader, once they agree.
     pub async fn leader(&self) -> usize {
-        eventually(Duration::from_secs(20), "the running nodes agree on a leader", || async {
-            let mut named = Vec::new();
-            for (i, _) in self.running() {
-                named.push(self.status(i).await["leaderId"].as_u64());
-            }
-            let first = named.first().copied().flatten()?;
-            let i = self.members.iter().position(|m| m.id == first)?;
-            (named.iter().all(|l| *l == Some(first)) && self.nodes[i].is_some()).then_some(i)
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the running nodes agree on a leader",
+            || async {
+                let mut named = Vec::new();
+                for (i, _) in self.running() {
+                    named.push(self.status(i).await["leaderId"].as_u64());
+                }
+                let first = named.first().copied().flatten()?;
+                let i = self.members.iter().position(|m| m.id == first)?;
+                (named.iter().all(|l| *l == Some(first)) && self.nodes[i].is_some()).then_some(i)
+            },
+        )
         .await
     }
 

@@ -393,8 +393,12 @@ impl AtEnd {
 pub fn ivs_calls(metrics: &str) -> BTreeMap<String, u64> {
     let mut by_op = BTreeMap::new();
     for line in metrics.lines() {
-        let Some(series) = line.strip_prefix("stagefleet_ivs_calls_total{") else { continue };
-        let Some((labels, value)) = series.rsplit_once('}') else { continue };
+        let Some(series) = line.strip_prefix("stagefleet_ivs_calls_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = series.rsplit_once('}') else {
+            continue;
+        };
         let Some(value) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
             continue;
         };
@@ -523,7 +527,10 @@ impl CrowdSummary {
         s += &match (self.ivs_calls, self.ivs_calls_per_1000_admitted) {
             (Some(c), Some(per)) => {
                 let ops: Vec<String> = self.ivs_calls_by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
-                format!("  IVS calls {c}, {per:.1} per 1,000 admitted viewers ({})\n", ops.join(", "))
+                format!(
+                    "  IVS calls {c}, {per:.1} per 1,000 admitted viewers ({})\n",
+                    ops.join(", ")
+                )
             }
             _ => "  IVS calls: /metrics could not be read\n".into(),
         };

@@ -100,7 +100,10 @@ impl Query {
     /// applied on the node answering first (a seat taken, or ended, through another node shows).
     async fn session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Session>> {
         let n = node(ctx);
-        n.store.catch_up().await.map_err(|e| ErrorCode::Unavailable.error(e.to_string()))?;
+        n.store
+            .catch_up()
+            .await
+            .map_err(|e| ErrorCode::Unavailable.error(e.to_string()))?;
         Ok(n.store.view().session(&id).map(Session))
     }
 
@@ -170,7 +173,12 @@ impl Mutation {
     ) -> async_graphql::Result<Broadcast> {
         principal(ctx).require(fleet::Role::Admin)?;
         let b = node(ctx)
-            .start_broadcast(id.as_ref().map(|i| i.as_str()), &name, max_seats_per_client, fanout.into())
+            .start_broadcast(
+                id.as_ref().map(|i| i.as_str()),
+                &name,
+                max_seats_per_client,
+                fanout.into(),
+            )
             .await
             .gql()?;
         wrote(ctx);

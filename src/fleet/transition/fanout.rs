@@ -82,7 +82,12 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     /// participant there. So a second origin waits until the hosts publish there too, and its
     /// replicas until they are replicated from it.
     fn wanted_media(&self, s: &Stage, live: &BTreeSet<String>) -> (Feed, BTreeSet<String>) {
-        let fanout = self.fleet.broadcasts.get(&s.broadcast_id).map(|b| b.fanout).unwrap_or_default();
+        let fanout = self
+            .fleet
+            .broadcasts
+            .get(&s.broadcast_id)
+            .map(|b| b.fanout)
+            .unwrap_or_default();
         let (feed, slot) = match (fanout, s.role, s.media.fed_by) {
             (Fanout::Replication, StageRole::Replica, Some(origin)) => (Feed::Replicated, origin),
             (Fanout::Replication, StageRole::Replica, None) => return (Feed::Direct, BTreeSet::new()),
@@ -318,8 +323,8 @@ impl<S: Sessions + ?Sized> World<'_, S> {
         let broadcast_id = stage.broadcast_id.clone();
         let mut moved = 0;
         for id in self.sessions.on_stage(stage_id).into_iter().take(limit as usize) {
-            let Some(to) = placement::choose(self.fleet.stages_of(&broadcast_id), self.policy.placement)
-                .map(|s| s.id.clone())
+            let Some(to) =
+                placement::choose(self.fleet.stages_of(&broadcast_id), self.policy.placement).map(|s| s.id.clone())
             else {
                 break;
             };
@@ -409,17 +414,16 @@ mod tests {
             dirty: &mut dirty,
         };
         let origin = w.start_broadcast("b", "", None, Fanout::Replication, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:0".into(), StageUrls::default(), 0).unwrap();
+        w.stage_created(&origin.id, 1, "arn:0".into(), StageUrls::default(), 0)
+            .unwrap();
         for _ in 0..2 {
             let s = w.add_stage("b", StageRole::Replica, 0, 1).unwrap();
-            w.stage_created(&s.id, 1, format!("arn:{}", s.slot), StageUrls::default(), 0).unwrap();
+            w.stage_created(&s.id, 1, format!("arn:{}", s.slot), StageUrls::default(), 0)
+                .unwrap();
         }
         let users: Vec<_> = (0..7).map(|i| join(&format!("u{i}"))).collect();
         assert!(w.admit(&users, 1).iter().all(Result::is_ok));
-        assert_eq!(
-            [0, 1, 2].map(|i| w.fleet.stages[&format!("b:{i}")].viewers),
-            [3, 3, 1]
-        );
+        assert_eq!([0, 1, 2].map(|i| w.fleet.stages[&format!("b:{i}")].viewers), [3, 3, 1]);
         // --- origins of a live broadcast are never drained
         assert_eq!(w.drain_stage("b:0", 2), Err(Refusal::OriginStage("b:0".into())));
         // --- drain b:1: no new viewer lands there
@@ -437,7 +441,9 @@ mod tests {
             .changes
             .iter()
             .filter_map(|c| match c {
-                Change::SessionMoved { session_id, from, to, .. } => Some((session_id.clone(), from.clone(), to.clone())),
+                Change::SessionMoved {
+                    session_id, from, to, ..
+                } => Some((session_id.clone(), from.clone(), to.clone())),
                 _ => None,
             })
             .collect();
@@ -448,15 +454,24 @@ mod tests {
         }
         assert_eq!(w.fleet.stages["b:1"].viewers, 1);
         assert_eq!(w.fleet.stages["b:2"].viewers, 3, "capacity holds");
-        assert_eq!(w.fleet.stages["b:1"].state, StageState::Active, "one viewer still there");
+        assert_eq!(
+            w.fleet.stages["b:1"].state,
+            StageState::Active,
+            "one viewer still there"
+        );
         // --- its last viewer leaves: a delete intent of this entry's term
         let last = w.sessions.on_stage("b:1");
         w.leave(&last);
         w.retire_drained_touched(4);
         let s = &w.fleet.stages["b:1"];
         assert_eq!((s.state, s.intent_term), (StageState::Deleting, 4));
-        assert!(w.dirty.changes.iter().any(|c| matches!(c,
-            Change::SessionEnded { reason: EndReason::Left, .. })));
+        assert!(w.dirty.changes.iter().any(|c| matches!(
+            c,
+            Change::SessionEnded {
+                reason: EndReason::Left,
+                ..
+            }
+        )));
     }
 
     #[test]
@@ -473,9 +488,11 @@ mod tests {
             dirty: &mut dirty,
         };
         let origin = w.start_broadcast("b", "", None, Fanout::Replication, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:0".into(), StageUrls::default(), 0).unwrap();
+        w.stage_created(&origin.id, 1, "arn:0".into(), StageUrls::default(), 0)
+            .unwrap();
         // Two hosts publish: each viewer takes two of the region's five subscriptions.
-        w.set_publishers("b:0", BTreeSet::from(["a-s0".into(), "b-s0".into()]), 0).unwrap();
+        w.set_publishers("b:0", BTreeSet::from(["a-s0".into(), "b-s0".into()]), 0)
+            .unwrap();
         let out = w.admit(&[join("u1"), join("u2"), join("u3")], 1);
         assert!(out[0].is_ok() && out[1].is_ok());
         assert_eq!(out[2], Err(Refusal::RegionFull(5)));

@@ -229,7 +229,12 @@ impl State {
         self.settle_at = None;
         for stage in self.stages.values_mut() {
             stage.settle(now);
-            let next = stage.active.iter().flat_map(|s| &s.participants).filter_map(|p| p.publishes_at).min();
+            let next = stage
+                .active
+                .iter()
+                .flat_map(|s| &s.participants)
+                .filter_map(|p| p.publishes_at)
+                .min();
             self.settle_at = match (self.settle_at, next) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
