@@ -7,6 +7,7 @@
 pub mod batcher;
 pub mod bus;
 pub mod command;
+pub mod formation;
 pub mod keys;
 pub mod log_store;
 pub mod machine;
