@@ -196,8 +196,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(backup_command(&out, &url, admin_key))
         }
         Command::Restore { from, data_dir } => {
-            let backup = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-            let meta = stagefleet::state::snapshot::restore(&backup, &data_dir)?;
+            let meta = stagefleet::state::snapshot::restore(&from, &data_dir)?;
             let through = meta.last_log_id.map_or(0, |l| l.index);
             println!(
                 "restored the state of {} (through log index {through}) into {}; start a node on it",
@@ -276,21 +275,34 @@ async fn backup_command(out: &std::path::Path, url: &str, admin_key: Option<Stri
         .await
         .with_context(|| format!("asking {base}"))?;
     let status = response.status();
-    let bytes = response.bytes().await.context("reading the backup")?;
-    anyhow::ensure!(
-        status.is_success(),
-        "the node answered HTTP {status}: {}",
-        String::from_utf8_lossy(&bytes)
-    );
+    if !status.is_success() {
+        let why = response.text().await.unwrap_or_default();
+        anyhow::bail!("the node answered HTTP {status}: {why}");
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(out)
         .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    println!("wrote {} bytes to {}", bytes.len(), out.display());
+    // Streamed to disk chunk by chunk; an interrupted download leaves no file claiming to be a
+    // backup.
+    let mut written = 0u64;
+    let mut response = response;
+    let copied: anyhow::Result<()> = async {
+        while let Some(chunk) = response.chunk().await.context("reading the backup")? {
+            file.write_all(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all()?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(out);
+        return Err(e);
+    }
+    println!("wrote {written} bytes to {}", out.display());
     Ok(())
 }
 

@@ -91,10 +91,11 @@ async fn remove(State(app): State<AppState>, Json(body): Json<RemoveMember>) -> 
     }
 }
 
-/// `GET /v1/cluster/backup`: a consistent snapshot of this node's state, as a file.
+/// `GET /v1/cluster/backup`: a consistent snapshot of this node's state, as a file, streamed
+/// from disk in chunks (a large state is never held in memory).
 async fn backup(State(app): State<AppState>) -> Response {
     match app.node.store.backup(std::time::Duration::from_secs(60)).await {
-        Ok(bytes) => (
+        Ok(file) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),
                 (
@@ -102,7 +103,7 @@ async fn backup(State(app): State<AppState>) -> Response {
                     "attachment; filename=\"stagefleet.backup\"",
                 ),
             ],
-            bytes,
+            axum::body::Body::from_stream(chunks(tokio::fs::File::from_std(file))),
         )
             .into_response(),
         Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", format!("{e:#}")),
@@ -114,4 +115,15 @@ async fn leave(State(app): State<AppState>) -> Response {
         Ok(()) => Json(json!({"left": app.node.store.node_id})).into_response(),
         Err(why) => refuse(StatusCode::CONFLICT, "CLUSTER", why),
     }
+}
+
+/// A file as a stream of chunks of at most 256 KiB.
+fn chunks(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::try_unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = file.read(&mut buf).await?;
+        buf.truncate(n);
+        Ok((n > 0).then_some((buf, file)))
+    })
 }

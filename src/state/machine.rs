@@ -438,55 +438,74 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let file = self
+            .snapshots
+            .receiving()
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
+        use tokio::io::AsyncWriteExt;
+        let read_err = |e: &std::io::Error| StorageIOError::read_snapshot(Some(meta.signature()), e);
+        let mut snapshot = *snapshot;
+        snapshot.flush().await.map_err(|e| read_err(&e))?;
+        let mut file = snapshot.into_std().await;
         let _guard = self.shared.apply_lock.lock().await;
-        let data = snapshot.into_inner();
-        let pairs =
-            super::snapshot::decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let mut batch = sled::Batch::default();
-        for k in self.shared.tree.iter().keys() {
-            batch.remove(k.map_err(sm_write_err)?);
-        }
-        for (k, v) in pairs {
-            batch.insert(k, v);
-        }
-        self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
+        // The file is read pair by pair into one sled batch: the old state is replaced whole or
+        // not at all. Blocking file and tree work runs off the async workers.
+        let tree = self.shared.tree.clone();
+        let snapshots = self.snapshots.clone();
+        let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            use std::io::Seek;
+            file.rewind().map_err(|e| e.to_string())?;
+            let mut batch = sled::Batch::default();
+            for k in tree.iter().keys() {
+                batch.remove(k.map_err(|e| e.to_string())?);
+            }
+            super::snapshot::read_file(&mut file, |k, v| batch.insert(k, v)).map_err(|e| e.to_string())?;
+            tree.apply_batch(batch).map_err(|e| e.to_string())?;
+            snapshots.adopt(&mut file).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| read_err(&std::io::Error::other(e)))?;
+        done.map_err(|e| read_err(&std::io::Error::other(e)))?;
         super::flush(&self.db).await.map_err(sm_write_err)?;
         let core = load_core(&self.shared.tree)?;
         let index = SessionIndex::load(&self.shared.tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
         *self.shared.index.write().expect("session index lock poisoned") = index;
         *self.shared.core.write().expect("state lock poisoned") = Arc::new(core);
-        self.snapshots
-            .save(meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.shared.meta_version.send_modify(|v| *v += 1);
         let _ = self.shared.events.send(Applied::Reset { lagged: false });
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        self.snapshots
-            .load()
-            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+        let current = self
+            .snapshots
+            .open()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        // Apply waits only while the pairs are copied out (sled's values are reference-counted:
-        // no bytes are copied for large ones); encoding and writing the file happen after. No
-        // flush is needed here: iteration reads what apply wrote, durable or not, and the
-        // snapshot file is synced on its own.
-        let (core, pairs) = {
+        // Apply waits only while the pairs are referenced (sled's values are reference-counted:
+        // no bytes are copied); writing the file happens after, off the async workers. No flush
+        // is needed here: iteration reads what apply wrote, durable or not, and the snapshot
+        // file is synced on its own.
+        let (core, pairs, held) = {
             let _guard = self.shared.apply_lock.lock().await;
+            let started = std::time::Instant::now();
             let core = self.shared.core();
             let pairs: Vec<(sled::IVec, sled::IVec)> = self
                 .shared
@@ -494,30 +513,42 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .iter()
                 .collect::<Result<_, _>>()
                 .map_err(|e| StorageIOError::read_state_machine(&e))?;
-            (core, pairs)
+            (core, pairs, started.elapsed())
         };
-        let (meta, data) = {
-            let data = super::snapshot::encode(pairs.into_iter());
-            let last = core.last_applied;
-            let id = match last {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
-                None => format!("none-{}", data.len()),
-            };
-            (
-                SnapshotMeta {
-                    last_log_id: last,
-                    last_membership: core.membership.clone(),
-                    snapshot_id: id,
-                },
-                data,
-            )
+        let last = core.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: core.membership.clone(),
+            snapshot_id: match last {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, pairs.len()),
+                None => format!("none-{}", pairs.len()),
+            },
         };
-        self.snapshots
-            .save(&meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let snapshots = self.snapshots.clone();
+        let file_meta = meta.clone();
+        let count = pairs.len();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, std::fs::File)> {
+            let bytes = snapshots.save(&file_meta, pairs.into_iter())?;
+            let (_, file) = snapshots
+                .open()?
+                .ok_or_else(|| std::io::Error::other("snapshot file vanished"))?;
+            Ok((bytes, file))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let (bytes, file) = written;
+        tracing::info!(
+            index = last.map(|l| l.index),
+            pairs = count,
+            bytes,
+            apply_paused_us = held.as_micros() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(std::io::Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }

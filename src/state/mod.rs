@@ -23,8 +23,6 @@ mod bus_tests;
 #[cfg(test)]
 mod suite;
 
-use std::io::Cursor;
-
 pub use bus::{Applied, Event, Subscription};
 pub use command::{Command, Response};
 pub use machine::{Shared, View};
@@ -37,6 +35,7 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Command,
         R = Response,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type NodeId = u64;

@@ -1,42 +1,78 @@
 //! Snapshots of the state machine: a copy of every key/value of its sled tree, length-prefixed,
-//! plus openraft's `SnapshotMeta`. The current one is kept in a file (written to a temporary name
-//! and renamed) so it survives restarts and can be sent to a lagging follower.
+//! after one line of openraft's `SnapshotMeta` as JSON. The current one is a file (written to a
+//! temporary name and renamed) so it survives restarts; the same file is what a lagging follower
+//! receives (openraft reads and writes it in chunks of `snapshot_max_chunk_size`) and what
+//! `stagefleet backup` downloads. No whole snapshot is ever held in memory as bytes: it is
+//! written, sent, received and read back as a stream.
 
-use std::io::{self, Cursor, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
-use openraft::{BasicNode, Snapshot, SnapshotMeta};
+use openraft::{BasicNode, SnapshotMeta};
 
-use super::{NodeId, TypeConfig};
+use super::NodeId;
 
-/// Encode key/value pairs as `u32 len, key, u32 len, value`, repeated.
-pub fn encode(pairs: impl Iterator<Item = (sled::IVec, sled::IVec)>) -> Vec<u8> {
-    let mut out = Vec::new();
+pub type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+/// Write key/value pairs as `u32 len, key, u32 len, value`, repeated.
+pub fn write_pairs<W: Write>(
+    out: &mut W,
+    pairs: impl Iterator<Item = (impl AsRef<[u8]>, impl AsRef<[u8]>)>,
+) -> io::Result<()> {
     for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        out.extend_from_slice(&k);
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(&v);
+        for part in [k.as_ref(), v.as_ref()] {
+            let len = u32::try_from(part.len()).map_err(|_| io::Error::other("snapshot value over 4 GiB"))?;
+            out.write_all(&len.to_be_bytes())?;
+            out.write_all(part)?;
+        }
     }
-    out
+    Ok(())
 }
 
-pub fn decode(mut data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "truncated snapshot");
-        let len_bytes: [u8; 4] = data.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes");
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        let body = data.get(4..4 + len).ok_or_else(bad)?;
-        *data = &data[4 + len..];
-        Ok(body)
+/// Read pairs written by [`write_pairs`] until the end of `input`, one at a time.
+pub fn read_pairs<R: Read>(input: &mut R, mut each: impl FnMut(Vec<u8>, Vec<u8>)) -> io::Result<u64> {
+    fn part<R: Read>(input: &mut R, first: bool) -> io::Result<Option<Vec<u8>>> {
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match input.read(&mut len[got..])? {
+                0 if got == 0 && first => return Ok(None),
+                0 => return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated snapshot")),
+                n => got += n,
+            }
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        input
+            .read_exact(&mut body)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "truncated snapshot"))?;
+        Ok(Some(body))
     }
-    let mut pairs = Vec::new();
-    while !data.is_empty() {
-        let k = take(&mut data)?.to_vec();
-        let v = take(&mut data)?.to_vec();
-        pairs.push((k, v));
+    let mut n = 0;
+    while let Some(k) = part(input, true)? {
+        let v = part(input, false)?.expect("a value follows its key");
+        each(k, v);
+        n += 1;
     }
-    Ok(pairs)
+    Ok(n)
+}
+
+/// Read the meta line at the start of a snapshot file, leaving `input` at the first pair.
+pub fn read_meta<R: BufRead>(input: &mut R) -> io::Result<Meta> {
+    let mut line = Vec::new();
+    input.read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::other("not a stagefleet snapshot: it has no meta line"));
+    }
+    serde_json::from_slice(&line).map_err(|e| io::Error::other(format!("not a stagefleet snapshot: {e}")))
+}
+
+/// Read a whole snapshot file (meta and pairs), one pair at a time.
+pub fn read_file<R: Read>(input: R, each: impl FnMut(Vec<u8>, Vec<u8>)) -> io::Result<Meta> {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let meta = read_meta(&mut input)?;
+    read_pairs(&mut input, each)?;
+    Ok(meta)
 }
 
 #[derive(Clone, Debug)]
@@ -50,56 +86,73 @@ impl SnapshotStore {
         Ok(Self { dir })
     }
 
-    fn path(&self) -> PathBuf {
+    pub fn path(&self) -> PathBuf {
         self.dir.join("current.snapshot")
     }
 
-    /// File layout: one line of JSON meta, then the encoded pairs.
-    pub fn save(&self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> io::Result<()> {
+    /// Write a new current snapshot (meta line, then the pairs), durably; returns its size.
+    pub fn save(
+        &self,
+        meta: &Meta,
+        pairs: impl Iterator<Item = (impl AsRef<[u8]>, impl AsRef<[u8]>)>,
+    ) -> io::Result<u64> {
         let tmp = self.dir.join("current.snapshot.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut f, meta)?;
-        f.write_all(b"\n")?;
-        f.write_all(data)?;
-        f.sync_all()?;
+        let mut out = BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+        serde_json::to_writer(&mut out, meta)?;
+        out.write_all(b"\n")?;
+        write_pairs(&mut out, pairs)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let len = file.metadata()?.len();
         std::fs::rename(&tmp, self.path())?;
-        Ok(())
+        Ok(len)
     }
 
-    pub fn load(&self) -> io::Result<Option<Snapshot<TypeConfig>>> {
-        let bytes = match self.file() {
-            Ok(b) => b,
+    /// Make a received snapshot file the current one (a copy, streamed, then renamed).
+    pub fn adopt(&self, received: &mut File) -> io::Result<()> {
+        use std::io::Seek;
+        received.rewind()?;
+        let tmp = self.dir.join("current.snapshot.tmp");
+        let mut out = File::create(&tmp)?;
+        io::copy(received, &mut out)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, self.path())
+    }
+
+    /// The current snapshot's meta and the file open at its start, if there is one.
+    pub fn open(&self) -> io::Result<Option<(Meta, File)>> {
+        let file = match File::open(self.path()) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let (meta, data) = split_file(&bytes)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
-        }))
+        let meta = read_meta(&mut BufReader::new(&file))?;
+        use std::io::Seek;
+        let mut file = file;
+        file.rewind()?;
+        Ok(Some((meta, file)))
     }
 
-    /// The current snapshot file as it is on disk (a backup is this file).
-    pub fn file(&self) -> io::Result<Vec<u8>> {
-        std::fs::read(self.path())
+    /// A new, nameless file in the snapshot directory to receive a snapshot into: unlinked at
+    /// once, so an interrupted transfer leaves nothing behind.
+    pub fn receiving(&self) -> io::Result<File> {
+        let path = self
+            .dir
+            .join(format!("incoming-{}.snapshot", crate::ivs::token::random_id(12)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(file)
     }
 }
 
-/// A snapshot file's meta and its encoded pairs.
-pub fn split_file(bytes: &[u8]) -> io::Result<(SnapshotMeta<NodeId, BasicNode>, &[u8])> {
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| io::Error::other("not a stagefleet snapshot: it has no meta line"))?;
-    let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&bytes[..nl])
-        .map_err(|e| io::Error::other(format!("not a stagefleet snapshot: {e}")))?;
-    Ok((meta, &bytes[nl + 1..]))
-}
-
-/// Make `data_dir` (empty, or holding no database yet) start from a backup: the state the
+/// Make `data_dir` (empty, or holding no database yet) start from a backup file: the state the
 /// backup holds, without its Raft history and membership, so the next start forms a new
 /// cluster (bootstrapped as a single node or with `bootstrap_expect`) that carries it on.
-pub fn restore(backup: &[u8], data_dir: &std::path::Path) -> anyhow::Result<SnapshotMeta<NodeId, BasicNode>> {
+pub fn restore(backup: &Path, data_dir: &Path) -> anyhow::Result<Meta> {
     use anyhow::Context;
     let db_dir = data_dir.join("db");
     anyhow::ensure!(
@@ -107,21 +160,28 @@ pub fn restore(backup: &[u8], data_dir: &std::path::Path) -> anyhow::Result<Snap
         "{} already holds a database: restore only into a new data dir",
         data_dir.display()
     );
-    let (meta, data) = split_file(backup)?;
-    let pairs = decode(data).context("the backup's state is damaged")?;
+    let file = File::open(backup).with_context(|| format!("reading {}", backup.display()))?;
     std::fs::create_dir_all(data_dir)?;
     let db = sled::Config::new()
         .path(&db_dir)
         .open()
         .context("creating the database")?;
     let tree = db.open_tree("sm")?;
+    // One batch: a restore that fails half-way leaves no half-restored state behind.
     let mut batch = sled::Batch::default();
-    for (k, v) in pairs {
-        if k.as_slice() == super::keys::APPLIED || k.as_slice() == super::keys::MEMBERSHIP {
-            continue;
+    let meta = read_file(file, |k, v| {
+        if k.as_slice() != super::keys::APPLIED && k.as_slice() != super::keys::MEMBERSHIP {
+            batch.insert(k, v);
         }
-        batch.insert(k, v);
-    }
+    });
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            drop((tree, db));
+            let _ = std::fs::remove_dir_all(&db_dir);
+            return Err(anyhow::Error::new(e).context("the backup is damaged"));
+        }
+    };
     tree.apply_batch(batch)?;
     db.flush()?;
     Ok(meta)
@@ -129,18 +189,49 @@ pub fn restore(backup: &[u8], data_dir: &std::path::Path) -> anyhow::Result<Snap
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn pairs_survive_encode_and_decode_and_truncation_is_an_error() {
-        let pairs = vec![
-            (sled::IVec::from(&b"a"[..]), sled::IVec::from(&b""[..])),
-            ("key".into(), "value".into()),
-        ];
-        let data = super::encode(pairs.clone().into_iter());
-        let back = super::decode(&data).unwrap();
+    fn pairs_survive_a_file_and_truncation_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::new(dir.path().to_path_buf()).unwrap();
+        let meta = Meta::default();
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"a", b""), (b"key", b"value")];
+        store.save(&meta, pairs.iter().copied()).unwrap();
+
+        let (back_meta, file) = store.open().unwrap().unwrap();
+        assert_eq!(back_meta, meta);
+        let mut back = Vec::new();
+        read_file(file, |k, v| back.push((k, v))).unwrap();
         assert_eq!(
             back,
             vec![(b"a".to_vec(), vec![]), (b"key".to_vec(), b"value".to_vec())]
         );
-        assert!(super::decode(&data[..data.len() - 1]).is_err());
+
+        let bytes = std::fs::read(store.path()).unwrap();
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(read_file(cut, |_, _| {}).is_err());
+        assert!(read_file(&b"no meta line"[..], |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn a_received_file_becomes_the_current_snapshot_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::new(dir.path().to_path_buf()).unwrap();
+        let mut incoming = store.receiving().unwrap();
+        let sender = tempfile::tempdir().unwrap();
+        let sent = SnapshotStore::new(sender.path().to_path_buf()).unwrap();
+        sent.save(&Meta::default(), [(b"k", b"v")].into_iter()).unwrap();
+        io::copy(&mut File::open(sent.path()).unwrap(), &mut incoming).unwrap();
+        store.adopt(&mut incoming).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("current.snapshot")]);
+        let (_, file) = store.open().unwrap().unwrap();
+        let mut back = Vec::new();
+        read_file(file, |k, v| back.push((k, v))).unwrap();
+        assert_eq!(back, vec![(b"k".to_vec(), b"v".to_vec())]);
     }
 }

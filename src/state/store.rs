@@ -269,13 +269,15 @@ impl Store {
     }
 
     /// A consistent backup: a snapshot of this node's state taken now (covering every entry it
-    /// had applied when asked), as the snapshot file's bytes. `stagefleet restore` starts a new
-    /// data dir from it.
-    pub async fn backup(&self, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    /// had applied when asked), as the snapshot file open at its start (a later snapshot
+    /// replaces the file's name, not this open file). `stagefleet restore` starts a new data
+    /// dir from it.
+    pub async fn backup(&self, timeout: Duration) -> anyhow::Result<std::fs::File> {
         let applied = self.cluster_status().last_applied_index.unwrap_or(0);
         self.snapshot_through(applied, tokio::time::Instant::now() + timeout)
             .await?;
-        Ok(super::snapshot::SnapshotStore::new(self.snapshot_dir.clone())?.file()?)
+        let current = super::snapshot::SnapshotStore::new(self.snapshot_dir.clone())?.open()?;
+        Ok(current.context("no snapshot was written")?.1)
     }
 
     /// Hand leadership to `to` (or to the most caught-up other voter): that node starts an
