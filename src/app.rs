@@ -197,11 +197,27 @@ async fn backend_config(cfg: &Config) -> anyhow::Result<(AwsConfig, Option<Emula
             replication_active_ms: cfg.emulator_replication_active_ms,
             ..emulator::Faults::default()
         },
+        media: emulator::media::MediaSettings {
+            sfu: cfg.emulator_media.then(|| emulator::media::MediaConfig {
+                bind: cfg.media_bind,
+                advertise: cfg.media_advertise_ip.trim().parse().ok(),
+                max_sessions: cfg.media_max_sessions as usize,
+                max_bitrate_bps: cfg.media_max_bitrate_kbps.saturating_mul(1000),
+                ..emulator::media::MediaConfig::default()
+            }),
+            ..emulator::media::MediaSettings::default()
+        },
         ..EmulatorConfig::default()
     })
     .await
     .context("starting the built-in IVS emulator")?;
     aws.endpoint_url = Some(em.endpoint_url());
-    let label = format!("built-in IVS emulator at {}", em.endpoint_url());
+    let label = match em.media_addr() {
+        Some(udp) => format!(
+            "built-in IVS emulator at {} (media: events socket, WHIP, SFU on UDP {udp})",
+            em.endpoint_url()
+        ),
+        None => format!("built-in IVS emulator at {} (no media)", em.endpoint_url()),
+    };
     Ok((aws, Some(em), label))
 }

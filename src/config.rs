@@ -89,6 +89,16 @@ settings! {
     emulator_create_stage_ms: u64 = 0, "STAGEFLEET_EMULATOR_CREATE_STAGE_MS";
     /// How long after StartParticipantReplication the built-in emulator shows the host's media in the replica stage, in milliseconds (0 = at once). Changeable at runtime with `POST /_emulator/faults`.
     emulator_replication_active_ms: u64 = 0, "STAGEFLEET_EMULATOR_REPLICATION_ACTIVE_MS";
+    /// Whether the built-in emulator serves media: the stage events socket, WHIP and a small SFU, so the real IVS Web SDK publishes and plays video locally. A demo plane, not a production SFU; never used with real IVS.
+    emulator_media: bool = true, "STAGEFLEET_EMULATOR_MEDIA";
+    /// UDP address of the emulator's SFU (one socket for every WebRTC session; port 0 = any free port).
+    media_bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0)), "STAGEFLEET_MEDIA_BIND";
+    /// IP the SFU puts in its ICE candidate, which browsers send media to. Empty: the bind IP. For a demo across machines bind `0.0.0.0:PORT` and set this host's LAN address.
+    media_advertise_ip: String = String::new(), "STAGEFLEET_MEDIA_ADVERTISE_IP";
+    /// Most WebRTC sessions (publish and subscribe together) the SFU holds; more are refused with 503.
+    media_max_sessions: u32 = 256, "STAGEFLEET_MEDIA_MAX_SESSIONS";
+    /// Most incoming video+audio a publish session may send, in kbit/s; a publisher over it for several seconds is disconnected. 0: no cap.
+    media_max_bitrate_kbps: u64 = 8_000, "STAGEFLEET_MEDIA_MAX_BITRATE_KBPS";
     /// Viewer seats per stage (IVS allows 10,000 subscribers by default; small values make local demos scale).
     seats_per_stage: u32 = FleetPolicy::DEFAULT.seats_per_stage, "STAGEFLEET_SEATS_PER_STAGE";
     /// Most stages the fleet manages at once in the region (IVS default quota: 1,000).
@@ -353,6 +363,14 @@ impl Config {
             }
         } else if self.bootstrap_expect == 0 {
             return invalid("bootstrap_expect", "must be at least 1");
+        }
+        if !self.media_advertise_ip.trim().is_empty()
+            && self.media_advertise_ip.trim().parse::<std::net::IpAddr>().is_err()
+        {
+            return invalid(
+                "media_advertise_ip",
+                "must be an IP address such as 192.168.1.20 (empty: the bind IP)",
+            );
         }
         if !(1.0..=100.0).contains(&self.headroom_safety) {
             return invalid("headroom_safety", "must be between 1 and 100");

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod webrtc;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};

@@ -3,10 +3,12 @@
 //! the lifecycle (start, shutdown, standalone run); `server` speaks HTTP, `ops` implements the
 //! operations on the pure model in `state`, `quota` enforces TPS, `persist` keeps the state file.
 //!
-//! Participants have no WebRTC here: they arrive via `POST /_emulator/join` with a token.
-//! Not emulated: media, the events WebSocket and WHIP (stage endpoints only point at them).
+//! Participants arrive two ways: a browser's IVS SDK opens the stage events socket and publishes
+//! or subscribes over WHIP through a small SFU (`media`, so real video plays on 127.0.0.1), and
+//! tests and load tools `POST /_emulator/join` with a token (no media).
 
 mod error;
+pub mod media;
 mod ops;
 mod persist;
 mod quota;
@@ -62,6 +64,8 @@ pub struct EmulatorConfig {
     pub state_file: Option<PathBuf>,
     /// Base of the stage endpoints; default `http://<bound address>`.
     pub public_base_url: Option<String>,
+    /// The events socket, WHIP and the SFU.
+    pub media: media::MediaSettings,
 }
 
 impl Default for EmulatorConfig {
@@ -80,6 +84,7 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             state_file: None,
             public_base_url: None,
+            media: media::MediaSettings::default(),
         }
     }
 }
@@ -102,8 +107,17 @@ impl EmulatorHandle {
         *self.shared.faults.lock().expect("faults lock") = faults;
     }
 
+    /// The SFU's UDP address, when the media plane is on.
+    pub fn media_addr(&self) -> Option<SocketAddr> {
+        self.shared.media.sfu.as_ref().map(|s| s.local_addr())
+    }
+
     /// Stop accepting, let in-flight calls finish (bounded), and wait for the server task.
     pub async fn shutdown(mut self) {
+        self.shared.media.close_all();
+        if let Some(sfu) = &self.shared.media.sfu {
+            sfu.shutdown().await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -118,6 +132,7 @@ impl EmulatorHandle {
 
 impl Drop for EmulatorHandle {
     fn drop(&mut self) {
+        self.shared.media.close_all();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -151,13 +166,27 @@ pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
         max_public_keys: cfg.max_public_keys,
         max_replications_per_participant: cfg.max_replications_per_participant,
     };
+    let (sfu, sfu_events) = match cfg.media.sfu.clone() {
+        Some(media) => {
+            let bind = media.bind;
+            let (sfu, events) = media::Sfu::start(media)
+                .await
+                .with_context(|| format!("starting the media plane on UDP {bind}"))?;
+            (Some(sfu), Some(events))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(server::Shared {
         state: Mutex::new(state),
         settings,
         quotas: quota::Quotas::new(cfg.enforce_tps, cfg.tps_overrides),
         faults: Mutex::new(cfg.faults),
         state_file: cfg.state_file,
+        media: media::Media::new(sfu, cfg.media.max_sockets),
     });
+    if let Some(events) = sfu_events {
+        tokio::spawn(media::follow_sfu(shared.clone(), events));
+    }
     let (stop, stopped) = oneshot::channel::<()>();
     let app = server::router(shared.clone());
     let task = tokio::spawn(async move {

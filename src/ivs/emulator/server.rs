@@ -29,10 +29,41 @@ pub struct Shared {
     pub quotas: Quotas,
     pub faults: Mutex<Faults>,
     pub state_file: Option<PathBuf>,
+    pub media: super::media::Media,
+}
+
+impl Shared {
+    /// Run `f` on the state, settled to now (Unix ms passed along).
+    pub fn with_settled_state<T>(&self, f: impl FnOnce(&mut State, i64) -> T) -> T {
+        let mut state = self.state.lock().expect("state lock");
+        let now_ms = unix_now_ms();
+        state.settle(now_ms);
+        f(&mut state, now_ms)
+    }
+
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        self.with_settled_state(|state, _| f(state))
+    }
+
+    /// Run a pure function of the model with a context as of now.
+    pub fn with_ctx<T>(&self, f: impl FnOnce(Ctx<'_>) -> T) -> T {
+        let replication_active_ms = self.faults.lock().expect("faults lock").replication_active_ms as i64;
+        self.with_settled_state(|state, now_ms| {
+            f(Ctx {
+                state,
+                settings: &self.settings,
+                now: now_ms / 1000,
+                now_ms,
+                replication_active_ms,
+            })
+        })
+    }
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/events", get(super::media::events::upgrade))
+        .merge(super::media::whip::routes())
         .route("/_emulator/join", post(join))
         .route("/_emulator/leave", post(leave))
         .route("/_emulator/state", get(summary))
@@ -111,6 +142,15 @@ async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Val
     if outcome.mutated {
         save(shared, &state);
     }
+    drop(state);
+    // A kick, a deleted stage or a replica reaches the stage's sockets (reads wake nobody).
+    let moves_people = matches!(
+        op,
+        "DisconnectParticipant" | "StartParticipantReplication" | "StopParticipantReplication"
+    );
+    if outcome.mutated || moves_people {
+        shared.media.touch();
+    }
     Ok(outcome.body)
 }
 
@@ -133,31 +173,18 @@ fn answer(result: ApiResult<Value>) -> Response {
 }
 
 /// Parse `body` as `R` and run `op` on the state under its lock.
-fn with_state<R: DeserializeOwned>(shared: &Shared, body: &Bytes, op: fn(Ctx<'_>, R) -> ApiResult<Value>) -> Response {
-    answer(parse::<R>(body).and_then(|req| {
-        let mut state = shared.state.lock().expect("state lock");
-        let now_ms = unix_now_ms();
-        state.settle(now_ms);
-        let replication_active_ms = shared.faults.lock().expect("faults lock").replication_active_ms as i64;
-        op(
-            Ctx {
-                state: &mut state,
-                settings: &shared.settings,
-                now: now_ms / 1000,
-                now_ms,
-                replication_active_ms,
-            },
-            req,
-        )
-    }))
+fn run_json<R: DeserializeOwned>(shared: &Shared, body: &Bytes, op: fn(Ctx<'_>, R) -> ApiResult<Value>) -> Response {
+    let result = parse::<R>(body).and_then(|req| shared.with_ctx(|ctx| op(ctx, req)));
+    shared.media.touch();
+    answer(result)
 }
 
 async fn join(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
-    with_state::<ops::JoinRequest>(&shared, &body, ops::join)
+    run_json::<ops::JoinRequest>(&shared, &body, ops::join)
 }
 
 async fn leave(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Response {
-    with_state::<ops::LeaveRequest>(&shared, &body, ops::leave)
+    run_json::<ops::LeaveRequest>(&shared, &body, ops::leave)
 }
 
 async fn summary(AxState(shared): AxState<Arc<Shared>>) -> Response {

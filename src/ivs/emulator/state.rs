@@ -76,6 +76,9 @@ pub struct Participant {
     pub source: Option<(String, String)>,
     /// For a replica whose media is not flowing yet: when it starts to (Unix ms; then `published`).
     pub publishes_at: Option<i64>,
+    /// What the participant's page says of its own media (`SET_STATE` on the events socket).
+    pub audio_muted: bool,
+    pub video_stopped: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -337,6 +340,8 @@ mod tests {
             replication: ReplType::None,
             source: None,
             publishes_at: None,
+            audio_muted: false,
+            video_stopped: false,
         }
     }
 

@@ -30,21 +30,42 @@ pub struct LeaveRequest {
 }
 
 /// Who a token admits, whichever way it was minted.
-struct Admission {
-    stage_arn: String,
-    topic: String,
-    participant_id: String,
-    user_id: String,
-    attributes: std::collections::BTreeMap<String, String>,
-    publish: bool,
-    subscribe: bool,
+pub(super) struct Admission {
+    pub stage_arn: String,
+    pub topic: String,
+    pub participant_id: String,
+    pub user_id: String,
+    pub attributes: std::collections::BTreeMap<String, String>,
+    pub publish: bool,
+    pub subscribe: bool,
 }
 
-fn refused(e: TokenError) -> ApiError {
-    ApiError::AccessDenied(format!("participant token refused: {e}"))
+/// A token refused: the `JOIN_ERROR` code the events socket sends (the SDK's names) and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
 }
 
-fn admission(ctx: &Ctx<'_>, token: &str) -> ApiResult<Admission> {
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        ApiError::AccessDenied(r.message)
+    }
+}
+
+fn refused(e: TokenError) -> Refused {
+    let code = match e {
+        TokenError::Expired => "TOKEN_EXPIRED",
+        TokenError::BadSignature | TokenError::UnknownKey(_) => "TOKEN_INVALID_SIGNATURE",
+        _ => "TOKEN_INVALID",
+    };
+    Refused {
+        code,
+        message: format!("participant token refused: {e}"),
+    }
+}
+
+pub(super) fn admission(ctx: &Ctx<'_>, token: &str) -> Result<Admission, Refused> {
     if let Some(t) = ctx.state.issued.get(token) {
         if t.expires_at <= ctx.now {
             return Err(refused(TokenError::Expired));
@@ -62,13 +83,16 @@ fn admission(ctx: &Ctx<'_>, token: &str) -> ApiResult<Admission> {
     let claims = token::verify(token, &ctx.state.key_pems(), ctx.now).map_err(refused)?;
     let jti_ok = !claims.jti.is_empty() && validate::name("jti", &claims.jti).is_ok() && claims.jti.len() <= 64;
     if !jti_ok {
-        return Err(ApiError::AccessDenied(format!(
-            "token jti {:?} is not 1..64 of [A-Za-z0-9_-]",
-            claims.jti
-        )));
+        return Err(Refused {
+            code: "TOKEN_INVALID",
+            message: format!("token jti {:?} is not 1..64 of [A-Za-z0-9_-]", claims.jti),
+        });
     }
     if claims.exp - claims.iat > 20_160 * 60 {
-        return Err(ApiError::AccessDenied("token lifetime exceeds 14 days".into()));
+        return Err(Refused {
+            code: "TOKEN_INVALID",
+            message: "token lifetime exceeds 14 days".into(),
+        });
     }
     Ok(Admission {
         stage_arn: claims.resource,
@@ -142,6 +166,8 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
         replication: ReplType::None,
         source: None,
         publishes_at: None,
+        audio_muted: false,
+        video_stopped: false,
     };
     let stage = ctx.state.stage_by_arn_mut(&a.stage_arn).expect("looked up above");
     let session_id = stage.connect(participant);

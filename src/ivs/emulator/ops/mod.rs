@@ -5,6 +5,7 @@
 mod join;
 mod keys;
 mod lookup;
+pub mod media;
 mod participants;
 mod replication;
 mod stages;
