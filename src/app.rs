@@ -30,6 +30,13 @@ pub struct App {
 }
 
 impl App {
+    /// Where the built-in emulator's SFU takes media (UDP), when it serves media.
+    pub fn media_addr(&self) -> Option<std::net::SocketAddr> {
+        self._emulator.as_ref().and_then(EmulatorHandle::media_addr)
+    }
+}
+
+impl App {
     pub async fn start(cfg: Config) -> anyhow::Result<App> {
         // First, before anything creates a file: the data dir and all in it private.
         datadir::prepare(&cfg.data_dir)?;
@@ -212,12 +219,6 @@ async fn backend_config(cfg: &Config) -> anyhow::Result<(AwsConfig, Option<Emula
     .await
     .context("starting the built-in IVS emulator")?;
     aws.endpoint_url = Some(em.endpoint_url());
-    let label = match em.media_addr() {
-        Some(udp) => format!(
-            "built-in IVS emulator at {} (media: events socket, WHIP, SFU on UDP {udp})",
-            em.endpoint_url()
-        ),
-        None => format!("built-in IVS emulator at {} (no media)", em.endpoint_url()),
-    };
+    let label = format!("built-in IVS emulator at {}", em.endpoint_url());
     Ok((aws, Some(em), label))
 }

@@ -91,6 +91,15 @@ enum Command {
         /// Fault injection: share (0..1) of IVS calls answered 429 ThrottlingException.
         #[arg(long, default_value_t = 0.0)]
         throttle_rate: f64,
+        /// Serve no media (no SFU: WHIP answers 503; the events socket still works).
+        #[arg(long)]
+        no_media: bool,
+        /// UDP address of the SFU.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        media_bind: SocketAddr,
+        /// IP put in the SFU's ICE candidate (default: the bind IP); a LAN address for a demo across machines.
+        #[arg(long)]
+        media_advertise_ip: Option<std::net::IpAddr>,
     },
     /// Ask a running node about its cluster, or act on it (admin key).
     Cluster(ClusterArgs),
@@ -173,6 +182,9 @@ fn main() -> anyhow::Result<()> {
             latency_ms,
             error_rate,
             throttle_rate,
+            no_media,
+            media_bind,
+            media_advertise_ip,
         } => {
             init_logging(LogFormat::Text, "info");
             let faults = Faults {
@@ -182,11 +194,20 @@ fn main() -> anyhow::Result<()> {
                 ..Faults::default()
             };
             let enforce_tps = !no_enforce_tps;
+            let media = emulator::media::MediaSettings {
+                sfu: (!no_media).then(|| emulator::media::MediaConfig {
+                    bind: media_bind,
+                    advertise: media_advertise_ip,
+                    ..emulator::media::MediaConfig::default()
+                }),
+                ..emulator::media::MediaSettings::default()
+            };
             let cfg = EmulatorConfig {
                 listen,
                 enforce_tps,
                 state_file,
                 faults,
+                media,
                 ..EmulatorConfig::default()
             };
             tokio::runtime::Runtime::new()?.block_on(emulator::run_standalone(cfg))
@@ -328,6 +349,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("  web pages                        {url}/");
     println!("  health, metrics                  {url}/readyz  {url}/metrics");
     println!("  IVS                              {}", node.backend_label);
+    if let Some(udp) = app.media_addr() {
+        println!("  local media (WebRTC)             events socket + WHIP on the emulator, SFU on UDP {udp}");
+    }
     if let Some(key) = &node.first_admin_key {
         println!("  admin key (shown once; keep it): {key}");
     }

@@ -208,7 +208,14 @@ pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
 /// `stagefleet ivs-emulator`: serve until Ctrl-C or SIGTERM.
 pub async fn run_standalone(cfg: EmulatorConfig) -> anyhow::Result<()> {
     let handle = start(cfg).await?;
-    tracing::info!(url = %handle.endpoint_url(), "IVS Real-Time emulator listening; point endpoint_url here");
+    match handle.media_addr() {
+        Some(udp) => {
+            tracing::info!(url = %handle.endpoint_url(), media = %udp, "IVS Real-Time emulator listening (events socket, WHIP, SFU on UDP); point endpoint_url here")
+        }
+        None => {
+            tracing::info!(url = %handle.endpoint_url(), "IVS Real-Time emulator listening (no media); point endpoint_url here")
+        }
+    }
     shutdown_signal().await;
     tracing::info!("IVS Real-Time emulator stopping");
     handle.shutdown().await;

@@ -55,7 +55,13 @@ pub struct Media {
     /// Each publishing participant's current WHIP session: the end of an older, replaced one
     /// must not turn `isPublishing` off.
     sessions: Mutex<HashMap<String, String>>,
+    /// Sessions that ended lately (oldest first, bounded): the SDK often DELETEs a session the
+    /// SFU already closed (its socket closed first), and that DELETE is answered as done.
+    ended: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// How many ended sessions [`Media`] remembers for late DELETEs.
+const ENDED_REMEMBERED: usize = 4_096;
 
 /// What a stage's sockets were last shown, and its sequence number (the SDK ignores a
 /// STAGE_STATE whose number is not greater than the last it saw).
@@ -77,6 +83,7 @@ impl Media {
             next_socket: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             sessions: Mutex::new(HashMap::new()),
+            ended: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -154,6 +161,19 @@ impl Media {
         }
     }
 
+    fn session_ended(&self, session: &str) {
+        let mut ended = self.ended.lock().expect("ended lock");
+        if ended.len() >= ENDED_REMEMBERED {
+            ended.pop_front();
+        }
+        ended.push_back(session.to_string());
+    }
+
+    /// Whether `session` ended lately (a DELETE of it has nothing left to do).
+    pub fn recently_ended(&self, session: &str) -> bool {
+        self.ended.lock().expect("ended lock").iter().any(|s| s == session)
+    }
+
     pub fn open_sockets(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
@@ -176,14 +196,19 @@ pub async fn follow_sfu(
 ) {
     use super::ops::media as model;
     while let Some(event) = events.recv().await {
-        let SfuEvent::PublishEnded {
-            participant,
-            session,
-            reason,
-        } = event
-        else {
-            continue;
+        let (participant, session, reason) = match event {
+            SfuEvent::PublishEnded {
+                participant,
+                session,
+                reason,
+            } => (participant, session, reason),
+            SfuEvent::SubscribeEnded { session, .. } => {
+                shared.media.session_ended(&session);
+                continue;
+            }
+            SfuEvent::Connected { .. } => continue,
         };
+        shared.media.session_ended(&session);
         tracing::debug!(participant, session, reason, "publish session ended");
         // A replaced session's participant publishes on through the new one.
         if reason == "replaced" || !shared.media.publish_ended(&participant, &session) {

@@ -127,7 +127,7 @@ async fn end(
 ) -> Result<Response, Refusal> {
     let token = bearer(&headers)?;
     shared.with_ctx(|ctx| model::token_ok(ctx, token))?;
-    if sfu(&shared)?.close(&session).await {
+    if sfu(&shared)?.close(&session).await || shared.media.recently_ended(&session) {
         Ok(StatusCode::OK.into_response())
     } else {
         Err(Refusal(StatusCode::NOT_FOUND, format!("no session {session}")))
