@@ -43,9 +43,13 @@ pub struct Shared {
     /// Bumped after every apply that changed API keys, the signing key or the policy (and after a
     /// snapshot install). Cheap to watch from many WebSockets: a join storm never wakes them.
     pub(super) meta_version: tokio::sync::watch::Sender<u64>,
-    /// Held across an apply call and while a snapshot copies the tree, so a snapshot never sees
-    /// half of an apply.
+    /// Held across an apply call (and a snapshot install); a snapshot takes it only to mark its
+    /// point in time, so it never sees half of an apply.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Keeps what a snapshot being read needs while apply goes on (see `frozen`).
+    freezer: super::frozen::Freezer,
+    /// One snapshot build or install at a time.
+    snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -291,6 +295,8 @@ impl StateMachine {
             events,
             meta_version: tokio::sync::watch::Sender::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
+            freezer: super::frozen::Freezer::default(),
+            snapshot_lock: tokio::sync::Mutex::new(()),
         });
         let snapshots = SnapshotStore::new(snapshot_dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Self {
@@ -381,7 +387,7 @@ impl StateMachine {
 /// What one apply call computed, before it is written.
 struct Applying {
     responses: Vec<Response>,
-    batch: sled::Batch,
+    batch: super::frozen::Writes,
     /// The changes to publish once the batch is written.
     events: Vec<Event>,
     /// API keys, the signing key or the policy changed.
@@ -421,7 +427,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // (flushed at append), and data and `last_applied` land together, so after a crash the
         // state is exactly "as of last_applied" and openraft re-applies the rest from the log.
         // Snapshots flush first, so the log is never purged past what the state has on disk.
-        self.shared.tree.apply_batch(batch).map_err(sm_write_err)?;
+        self.shared
+            .freezer
+            .apply(&self.shared.tree, batch)
+            .map_err(sm_write_err)?;
         *self.shared.core.write().expect("state lock poisoned") = Arc::new(core);
         drop(index);
         // Only now is the change durable: tell subscribers.
@@ -456,6 +465,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut snapshot = *snapshot;
         snapshot.flush().await.map_err(|e| read_err(&e))?;
         let mut file = snapshot.into_std().await;
+        let _building = self.shared.snapshot_lock.lock().await;
         let _guard = self.shared.apply_lock.lock().await;
         // The file is read pair by pair into one sled batch: the old state is replaced whole or
         // not at all. Blocking file and tree work runs off the async workers.
@@ -499,46 +509,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        // Apply waits only while the pairs are referenced (sled's values are reference-counted:
-        // no bytes are copied); writing the file happens after, off the async workers. No flush
-        // is needed here: iteration reads what apply wrote, durable or not, and the snapshot
-        // file is synced on its own.
-        let (core, pairs, held) = {
+        // Apply pauses only to mark the snapshot's point in time; the tree is then read as of
+        // that point while apply goes on (`frozen`), and written to the file off the async
+        // workers. No flush is needed: reading sees what apply wrote, durable or not, and the
+        // snapshot file is synced on its own.
+        let _building = self.shared.snapshot_lock.lock().await;
+        let (core, held) = {
             let _guard = self.shared.apply_lock.lock().await;
             let started = std::time::Instant::now();
-            let core = self.shared.core();
-            let pairs: Vec<(sled::IVec, sled::IVec)> = self
-                .shared
-                .tree
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(|e| StorageIOError::read_state_machine(&e))?;
-            (core, pairs, started.elapsed())
+            self.shared.freezer.freeze();
+            (self.shared.core(), started.elapsed())
         };
         let last = core.last_applied;
         let meta = SnapshotMeta {
             last_log_id: last,
             last_membership: core.membership.clone(),
             snapshot_id: match last {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, pairs.len()),
-                None => format!("none-{}", pairs.len()),
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::clock::now_ms()),
+                None => format!("none-{}", crate::clock::now_ms()),
             },
         };
         let snapshots = self.snapshots.clone();
         let file_meta = meta.clone();
-        let count = pairs.len();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, std::fs::File)> {
-            let bytes = snapshots.save(&file_meta, pairs.into_iter())?;
+        let shared = self.shared.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, std::fs::File)> {
+            let mut failed = None;
+            let mut count = 0u64;
+            let pairs = shared.freezer.read(&shared.tree).map_while(|p| match p {
+                Ok(pair) => {
+                    count += 1;
+                    Some(pair)
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+            let saved = snapshots.save(&file_meta, pairs);
+            shared.freezer.thaw();
+            if let Some(e) = failed {
+                return Err(std::io::Error::other(e));
+            }
+            let bytes = saved?;
             let (_, file) = snapshots
                 .open()?
                 .ok_or_else(|| std::io::Error::other("snapshot file vanished"))?;
-            Ok((bytes, file))
+            Ok((bytes, count, file))
         })
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r)
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let (bytes, file) = written;
+        let (bytes, count, file) = written;
         tracing::info!(
             index = last.map(|l| l.index),
             pairs = count,

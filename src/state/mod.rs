@@ -8,6 +8,7 @@ pub mod batcher;
 pub mod bus;
 pub mod command;
 pub mod formation;
+mod frozen;
 pub mod keys;
 pub mod log_store;
 pub mod machine;

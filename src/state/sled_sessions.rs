@@ -160,7 +160,7 @@ pub struct SledSessions<'t> {
     index: &'t mut SessionIndex,
     /// id → new value (`None` = removed) for sessions touched in this apply call.
     overlay: HashMap<String, Option<Session>>,
-    pub batch: sled::Batch,
+    pub batch: super::frozen::Writes,
     /// First I/O error met; the state machine fails the apply if set.
     error: RefCell<Option<sled::Error>>,
 }
@@ -171,7 +171,7 @@ impl<'t> SledSessions<'t> {
             tree,
             index,
             overlay: HashMap::new(),
-            batch: sled::Batch::default(),
+            batch: super::frozen::Writes::default(),
             error: RefCell::new(None),
         }
     }
@@ -259,7 +259,7 @@ mod tests {
         crate::fleet::sessions::check_sessions_contract(&mut s);
         // across apply calls: what one call wrote, the next reads from sled
         let batch = std::mem::take(&mut s.batch);
-        tree.apply_batch(batch).unwrap();
+        tree.apply_batch(batch.into_batch()).unwrap();
         let check = |index: &mut SessionIndex| {
             let s2 = SledSessions::new(&tree, index);
             assert_eq!(s2.by_user("b", "bob").unwrap().stage_id, "b:1");
@@ -298,7 +298,7 @@ mod tests {
             client: None,
         });
         let batch = std::mem::take(&mut s.batch);
-        tree.apply_batch(batch).unwrap();
+        tree.apply_batch(batch.into_batch()).unwrap();
         assert_eq!(tree.len(), 1);
         assert!(stored(&tree, "s1").unwrap().is_some());
     }
