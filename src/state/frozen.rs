@@ -65,9 +65,9 @@ impl Freezer {
             let mut reading = self.reading.lock().expect("freezer lock");
             if let Some(pre) = reading.as_mut() {
                 for key in writes.keys {
-                    if !pre.contains_key(&key) {
-                        let value = tree.get(&key)?;
-                        pre.insert(key, PreImage { value, given: false });
+                    if let std::collections::hash_map::Entry::Vacant(slot) = pre.entry(key) {
+                        let value = tree.get(slot.key())?;
+                        slot.insert(PreImage { value, given: false });
                     }
                 }
             }
