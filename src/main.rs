@@ -100,6 +100,9 @@ enum Command {
         /// IP put in the SFU's ICE candidate (default: the bind IP); a LAN address for a demo across machines.
         #[arg(long)]
         media_advertise_ip: Option<std::net::IpAddr>,
+        /// Most WebRTC sessions (publish and subscribe together) the SFU holds.
+        #[arg(long, default_value_t = 256)]
+        media_max_sessions: usize,
     },
     /// Ask a running node about its cluster, or act on it (admin key).
     Cluster(ClusterArgs),
@@ -185,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             no_media,
             media_bind,
             media_advertise_ip,
+            media_max_sessions,
         } => {
             init_logging(LogFormat::Text, "info");
             let faults = Faults {
@@ -198,6 +202,7 @@ fn main() -> anyhow::Result<()> {
                 sfu: (!no_media).then(|| emulator::media::MediaConfig {
                     bind: media_bind,
                     advertise: media_advertise_ip,
+                    max_sessions: media_max_sessions,
                     ..emulator::media::MediaConfig::default()
                 }),
                 ..emulator::media::MediaSettings::default()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +45,9 @@ pub enum Scenario {
     /// origin: refusals, time to the first READY replica, the fewest free ready seats, and IVS
     /// calls per 1,000 admitted viewers.
     Crowd(CrowdArgs),
+    /// The IVS emulator's SFU (a demo media plane): its CPU per forwarded 720p stream, the most
+    /// subscribers one 360p publisher reaches with < 1 % frames lost, and join to first frame.
+    Media(MediaArgs),
 }
 
 /// Which node(s) to load: given by URL, or started here from a binary.
@@ -342,6 +345,89 @@ pub struct CrowdArgs {
     /// are reported, not judged).
     #[arg(long, value_name = "PCT")]
     pub max_refused_pct: Option<f64>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MediaPart {
+    /// Both parts, the stream first.
+    All,
+    /// One 720p publisher and one subscriber: CPU per forwarded stream.
+    Stream,
+    /// One 360p publisher and a ramp of subscribers: the fan-out ceiling.
+    Fanout,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MediaArgs {
+    /// Start `stagefleet ivs-emulator` from this binary on a free loopback port (the standalone
+    /// emulator serves WHIP and its SFU by default) and sample its CPU from /proc.
+    #[arg(long, env = "STAGEFLEET_BIN", value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+    /// With --server-bin: start a full node (`stagefleet` with its built-in emulator, a fresh
+    /// temporary data dir) instead of the standalone emulator, with `--media-max-sessions` set to
+    /// the largest step + 1, for ramps past the standalone SFU's 256 sessions. Its CPU includes
+    /// the (idle) node's.
+    #[arg(long, requires = "server_bin")]
+    pub node: bool,
+    /// Use this running emulator instead (a standalone one, or a node's built-in one: its
+    /// banner's `IVS … at URL`); its CPU is sampled only with --server-pid.
+    #[arg(long, value_name = "URL", conflicts_with = "server_bin")]
+    pub emulator_url: Option<String>,
+    /// The process of --emulator-url, to sample its CPU.
+    #[arg(long, value_name = "PID", requires = "emulator_url")]
+    pub server_pid: Option<u32>,
+    /// Which part to run.
+    #[arg(long, value_enum, default_value_t = MediaPart::All)]
+    pub part: MediaPart,
+    /// Stream part: how long the subscriber watches (the measured window).
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Stream part: how long the publisher is measured alone first (the ingest cost).
+    #[arg(long, default_value_t = 5.0)]
+    pub ingest_secs: f64,
+    /// Stream part: the publisher's video bitrate (720p-like).
+    #[arg(long, default_value_t = 2500.0)]
+    pub stream_kbps: f64,
+    /// Fan-out part: the publisher's video bitrate (640x360-like).
+    #[arg(long, default_value_t = 800.0)]
+    pub fanout_kbps: f64,
+    /// Pictures per second of both publishers.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// A key frame is this many times a delta frame's size.
+    #[arg(long, default_value_t = 4.0)]
+    pub keyframe_ratio: f64,
+    /// Seconds between periodic key frames (besides the ones the SFU asks for).
+    #[arg(long, default_value_t = 2.0)]
+    pub keyframe_secs: f64,
+    /// Fan-out part: the last step of the ramp 1, 2, 4, 8, … (and this number itself). The
+    /// standalone emulator's SFU holds 256 sessions, the publisher's included; past that, --node.
+    #[arg(long, default_value_t = 255)]
+    pub max_subscribers: usize,
+    /// Fan-out part: these steps instead of the doubling ramp (rising subscriber counts, e.g.
+    /// `1,64,256,384,512,640,768`); the last is the maximum.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N,N,…",
+        conflicts_with = "max_subscribers"
+    )]
+    pub steps: Vec<usize>,
+    /// Fan-out part: the measured window at each step, once its subscribers all play.
+    #[arg(long, default_value_t = 5.0)]
+    pub step_secs: f64,
+    /// A step holds when its worst subscriber lost less than this percentage of the frames.
+    #[arg(long, default_value_t = 1.0)]
+    pub loss_goal_pct: f64,
+    /// Fan-out part: subscribers joining at once when a step adds them.
+    #[arg(long, default_value_t = 8)]
+    pub join_concurrency: usize,
+    /// A frame arriving this long after its window's last one was sent counts as lost.
+    #[arg(long, default_value_t = 1.0)]
+    pub grace_secs: f64,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

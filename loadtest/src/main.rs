@@ -5,7 +5,7 @@ use clap::Parser;
 
 use loadtest::cli::{Cli, Scenario};
 use loadtest::report::Report;
-use loadtest::scenario::{churn, crash, crowd, failover, front_door, hold, join_storm, subscribers};
+use loadtest::scenario::{churn, crash, crowd, failover, front_door, hold, join_storm, media, subscribers};
 use loadtest::setup::publish;
 use loadtest::{calibrate, cli};
 
@@ -43,6 +43,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<i32> {
         Scenario::Subscribers(a) => (subscribers::run(&a).await?, a.common.json),
         Scenario::FrontDoor(a) => (front_door::run(&a).await?, a.json),
         Scenario::Crowd(a) => (crowd::run(&a).await?, a.json),
+        Scenario::Media(a) => (media::run(&a).await?, a.json),
         Scenario::Calibrate(cli::CalibrateArgs { secs, json }) => {
             let c = tokio::task::spawn_blocking(move || calibrate::run(secs)).await?;
             let report = Report {

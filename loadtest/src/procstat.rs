@@ -116,6 +116,56 @@ impl Drop for Sampler {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(cpu_ticks(&stat)? as f64 / TICKS_PER_SEC)
+}
+
+/// The whole machine's CPU time so far, in seconds summed over its cores: (busy, all), from the
+/// first line of `/proc/stat` (idle and iowait are not busy).
+pub fn machine_cpu_secs() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_ticks(stat.lines().next()?).map(|(busy, all)| (busy as f64 / TICKS_PER_SEC, all as f64 / TICKS_PER_SEC))
+}
+
+/// (busy, all) ticks from `/proc/stat`'s `cpu` line; guest time is already in user time.
+pub fn machine_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let all: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((all - idle, all))
+}
+
+/// Datagrams dropped because a UDP socket's receive buffer was full, over this machine's IPv4
+/// UDP sockets (`/proc/net/udp`, this network namespace): (those bound to `port`, all others).
+pub fn udp_drops(port: Option<u16>) -> Option<(u64, u64)> {
+    Some(parse_udp_drops(&std::fs::read_to_string("/proc/net/udp").ok()?, port))
+}
+
+/// [`udp_drops`] from the text of `/proc/net/udp`: the local address is `HEXIP:HEXPORT`, the
+/// drop count the last column.
+pub fn parse_udp_drops(text: &str, port: Option<u16>) -> (u64, u64) {
+    let (mut bound, mut others) = (0, 0);
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(Ok(drops))) = (f.get(1), f.last().map(|d| d.parse::<u64>())) else {
+            continue;
+        };
+        let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+        if port.is_some() && local_port == port {
+            bound += drops;
+        } else {
+            others += drops;
+        }
+    }
+    (bound, others)
+}
+
 /// (CPU ticks, RSS in KiB) of a running process.
 fn read(pid: u32) -> Option<(u64, u64)> {
     if pid == 0 {

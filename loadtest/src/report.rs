@@ -16,6 +16,7 @@ use crate::procstat::ProcUsage;
 use crate::scenario::crowd::CrowdSummary;
 use crate::scenario::failover::FailoverSummary;
 use crate::scenario::front_door::summary::FrontDoorSummary;
+use crate::scenario::media::summary::MediaSummary;
 use crate::scenario::subscribers::SubscribersSummary;
 use crate::verify::Verdict;
 
@@ -76,6 +77,8 @@ pub struct Report {
     pub crowd: Option<CrowdSummary>,
     /// `failover`: the kills, the stall after each, and its own verdict.
     pub failover: Option<FailoverSummary>,
+    /// `media`: the SFU's CPU per forwarded stream, the fan-out ramp, join to first frame.
+    pub media: Option<MediaSummary>,
     /// Scenario-specific numbers (restart times, connections held…).
     pub facts: BTreeMap<String, Value>,
 }
@@ -87,6 +90,7 @@ impl Report {
             && self.subscribers.as_ref().is_none_or(SubscribersSummary::ok)
             && self.crowd.as_ref().is_none_or(CrowdSummary::ok)
             && self.failover.as_ref().is_none_or(FailoverSummary::ok)
+            && self.media.as_ref().is_none_or(MediaSummary::ok)
     }
 
     pub fn text(&self) -> String {
@@ -112,6 +116,9 @@ impl Report {
         }
         if let Some(f) = &self.failover {
             s += &f.text();
+        }
+        if let Some(m) = &self.media {
+            s += &m.text();
         }
         if let Some(r) = self.signing_ratio {
             s += &format!("admitted joins/s = {:.1}% of the 2-thread signing rate\n", 100.0 * r);
@@ -142,8 +149,12 @@ impl Report {
         }
         match &self.verdict {
             Some(v) => s += &v.text(),
-            // calibrate checks nothing; front-door and crowd printed their own verdicts above.
-            None if self.scenario != "calibrate" && self.front_door.is_none() && self.crowd.is_none() => {
+            // calibrate checks nothing; front-door, crowd and media printed their own verdicts above.
+            None if self.scenario != "calibrate"
+                && self.front_door.is_none()
+                && self.crowd.is_none()
+                && self.media.is_none() =>
+            {
                 s += "verdict: not checked\n"
             }
             None => {}

@@ -116,3 +116,51 @@ fn the_front_gate_refuses_every_adversarial_document_and_holds_stalled_sockets()
     assert!(f["oversized_frame_closed_after_secs"].is_number());
     assert!(f["sockets"][1]["rss_peak_mib"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_media_scenario_forwards_frames_to_every_subscriber() {
+    let Some(bin) = server_bin() else { return };
+    // --- 1. the standalone emulator: a 720p stream to one subscriber for 3 s, then a 360p
+    //        publisher to 1 and 2 subscribers (3 s windows); loss judged at 10 % (CI shares
+    //        the machine with other tests)
+    let (code, r) = loadtest(
+        &bin,
+        &[
+            "media",
+            "--seconds",
+            "3",
+            "--ingest-secs",
+            "1",
+            "--max-subscribers",
+            "2",
+            "--step-secs",
+            "3",
+            "--loss-goal-pct",
+            "10",
+        ],
+    );
+    assert_eq!(code, 0, "exit code");
+    let m = &r["media"];
+    assert_eq!(m["failures"], serde_json::json!([]));
+    // --- 2. the stream: 90 pictures sent in the window, (nearly) all arrived
+    let s = &m["stream"];
+    assert_eq!(s["frames_sent"], 90);
+    let received = s["frames_received"].as_u64().unwrap();
+    assert!((81..=90).contains(&received), "{received} of 90 frames");
+    assert!(
+        s["with_subscriber"]["server_pct"].is_number(),
+        "the emulator's CPU was read"
+    );
+    // --- 3. the ramp: both steps, every subscriber playing and receiving the window's frames
+    let steps = m["fanout"]["steps"].as_array().unwrap();
+    let counts: Vec<u64> = steps.iter().map(|s| s["subscribers"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [1, 2]);
+    for step in steps {
+        assert_eq!(step["playing"], step["subscribers"], "{step}");
+        assert_eq!(step["frames_expected"], 90, "{step}");
+        assert!(step["lost_pct_worst"].as_f64().unwrap() < 10.0, "{step}");
+    }
+    // --- 4. three joins, each to a first frame
+    assert_eq!(m["join_to_first_frame_ms"]["count"], 3);
+    assert!(m["join_to_first_frame_ms"]["max"].as_f64().unwrap() > 0.0);
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use loadtest::driver::{Outcome, histogram};
 use loadtest::pacing::{due, planned_duration};
-use loadtest::procstat::{cpu_ticks, rss_kib};
+use loadtest::procstat::{cpu_ticks, machine_ticks, parse_udp_drops, rss_kib};
 use loadtest::report::{Phase, Report};
 use loadtest::scenario::churn::draw;
 use loadtest::target::{Banner, Targets, parse_banner_line};
@@ -25,6 +25,19 @@ fn proc_stat_survives_a_command_name_with_spaces_and_parens() {
     assert_eq!(cpu_ticks(stat), Some(300));
     let status = "Name:\tstagefleet\nVmPeak:\t  900 kB\nVmRSS:\t  123456 kB\nThreads:\t8\n";
     assert_eq!(rss_kib(status), Some(123_456));
+}
+
+#[test]
+fn machine_cpu_and_udp_drops_come_from_proc() {
+    let (busy, all) = machine_ticks("cpu  100 5 50 800 20 3 2 0 0 0").unwrap();
+    assert_eq!((busy, all), (160, 980), "idle and iowait are not busy");
+    assert_eq!(machine_ticks("cpu0 1 2 3 4 5 6 7 8"), None, "only the machine's line");
+    let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+               \x20 12: 0100007F:D2F0 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1001 2 0000000000000000 7\n\
+               \x20 13: 0100007F:9C40 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 1002 2 0000000000000000 3\n\
+               \x20 14: 0100007F:9C41 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 1003 2 0000000000000000 0\n";
+    assert_eq!(parse_udp_drops(udp, Some(0xD2F0)), (7, 3));
+    assert_eq!(parse_udp_drops(udp, None), (0, 10));
 }
 
 #[test]

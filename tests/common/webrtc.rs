@@ -9,12 +9,14 @@
 //!
 //! The frames are not decodable video: they only have to look like key and delta frames to the
 //! depacketizer. Each frame's last byte names its simulcast layer, so a receiver can tell which
-//! layer it was given.
+//! layer it was given; the eight bytes before it carry the picture's number, so a receiver can
+//! count exactly which of a range of pictures it got ([`Peer::count_pictures`]). Their rate and
+//! sizes are the publisher's [`Stream`] (by default ~30 fps of a few hundred bytes).
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -29,10 +31,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-const FRAME_INTERVAL: Duration = Duration::from_millis(33);
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
-/// A real encoder's periodic key frame, besides the ones asked for.
-const KEYFRAME_EVERY: u64 = 60;
 /// The simulcast layers, lowest first, as the SDK names them.
 pub const LAYERS: [&str; 3] = ["low", "mid", "hi"];
 /// The tag ending frames of a publisher without simulcast.
@@ -53,6 +52,66 @@ pub enum Role {
     Subscribe { only: Option<Video> },
 }
 
+/// What a publisher's video looks like: its frame rate and frame sizes. Each simulcast layer `i`
+/// (0 = low) sends `(i + 1)` times the sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stream {
+    /// Time between pictures.
+    pub interval: Duration,
+    /// Bytes of a delta frame (at least the 8 of the picture number).
+    pub frame_bytes: usize,
+    /// Bytes of a key frame.
+    pub keyframe_bytes: usize,
+    /// A real encoder's periodic key frame, every this many pictures, besides the ones asked for.
+    pub keyframe_every: u64,
+}
+
+impl Default for Stream {
+    /// ~30 fps of 600-byte delta and 2,400-byte key frames, a key frame every 60 pictures.
+    fn default() -> Self {
+        Stream {
+            interval: Duration::from_millis(33),
+            frame_bytes: 600,
+            keyframe_bytes: 2_400,
+            keyframe_every: 60,
+        }
+    }
+}
+
+impl Stream {
+    /// `fps` pictures a second averaging `kbps` kbit/s of frame payload, with a key frame
+    /// `keyframe_ratio` times the size of a delta frame every `keyframe_every` pictures.
+    pub fn at(fps: f64, kbps: f64, keyframe_ratio: f64, keyframe_every: u64) -> Stream {
+        let per_picture = kbps * 1000.0 / 8.0 / fps;
+        let n = keyframe_every.max(1) as f64;
+        // (n - 1) deltas and one key frame of `ratio` deltas make n pictures of `per_picture`.
+        let delta = per_picture * n / (n - 1.0 + keyframe_ratio);
+        Stream {
+            interval: Duration::from_secs_f64(1.0 / fps),
+            frame_bytes: (delta as usize).max(PICTURE_TAG_BYTES),
+            keyframe_bytes: ((delta * keyframe_ratio) as usize).max(PICTURE_TAG_BYTES),
+            keyframe_every: keyframe_every.max(1),
+        }
+    }
+
+    /// RTP (90 kHz) ticks between pictures, at the whole frame rate nearest the interval's.
+    fn ticks_per_picture(&self) -> u64 {
+        let fps = (1.0 / self.interval.as_secs_f64()).round().max(1.0);
+        (90_000.0 / fps).round() as u64
+    }
+
+    /// Frame payload bits per second this stream averages (one layer).
+    pub fn bitrate_bps(&self) -> f64 {
+        let n = self.keyframe_every as f64;
+        let bytes = ((n - 1.0) * self.frame_bytes as f64 + self.keyframe_bytes as f64) / n;
+        bytes * 8.0 / self.interval.as_secs_f64()
+    }
+}
+
+/// The picture number's bytes, before the layer tag: one nibble each, as `0x10 | nibble`, so
+/// they can never form an H.264 start code.
+const PICTURE_TAG_BYTES: usize = 8;
+
 /// An `Rtc` that has made its offer and waits for the answer.
 pub struct PendingPeer {
     rtc: Rtc,
@@ -61,6 +120,7 @@ pub struct PendingPeer {
     role: Role,
     audio: Mid,
     video: Mid,
+    stream: Stream,
     pub offer: String,
 }
 
@@ -110,8 +170,15 @@ impl PendingPeer {
             role,
             audio,
             video,
+            stream: Stream::default(),
             offer: offer.to_sdp_string(),
         })
+    }
+
+    /// A publisher sends this stream instead of the default one.
+    pub fn with_stream(mut self, stream: Stream) -> PendingPeer {
+        self.stream = stream;
+        self
     }
 
     /// Applies the answer and starts the peer's task.
@@ -135,6 +202,7 @@ impl PendingPeer {
             audio: self.audio,
             video: self.video,
             shared: shared.clone(),
+            stream: self.stream,
             force_keyframe: true,
             pictures: 0,
             audio_frames: 0,
@@ -160,6 +228,12 @@ struct Shared {
     layers: [AtomicU64; 4],
     keyframe_requests: AtomicU64,
     remb_bps: AtomicU64,
+    /// When the first video frame arrived.
+    first_frame_at: OnceLock<Instant>,
+    /// Pictures numbered in [lo, hi) are counted in `counted`.
+    count_lo: AtomicU64,
+    count_hi: AtomicU64,
+    counted: AtomicU64,
     changed: Notify,
 }
 
@@ -201,6 +275,27 @@ impl Peer {
 
     pub fn keyframe_requests(&self) -> u64 {
         self.shared.keyframe_requests.load(Ordering::Relaxed)
+    }
+
+    /// When the first video frame arrived, if one has.
+    pub fn first_frame_at(&self) -> Option<Instant> {
+        self.shared.first_frame_at.get().copied()
+    }
+
+    /// From now on, count the video frames received whose picture number is in `range` (the
+    /// publisher's `frames_sent()` before it sent them), starting from 0; [`Peer::counted`] says
+    /// how many. A picture received twice counts twice (the SFU does not repeat frames).
+    pub fn count_pictures(&self, range: std::ops::Range<u64>) {
+        let s = &self.shared;
+        s.count_hi.store(0, Ordering::Relaxed);
+        s.counted.store(0, Ordering::Relaxed);
+        s.count_lo.store(range.start, Ordering::Relaxed);
+        s.count_hi.store(range.end, Ordering::Relaxed);
+    }
+
+    /// Frames received in the range given to [`Peer::count_pictures`] so far.
+    pub fn counted(&self) -> u64 {
+        self.shared.counted.load(Ordering::Relaxed)
     }
 
     /// The last REMB the publisher was sent, if any.
@@ -263,6 +358,7 @@ struct Driver {
     audio: Mid,
     video: Mid,
     shared: Arc<Shared>,
+    stream: Stream,
     force_keyframe: bool,
     pictures: u64,
     audio_frames: u64,
@@ -273,6 +369,7 @@ impl Driver {
         let mut buf = vec![0u8; 2048];
         let (mut next_video, mut next_audio) = (Instant::now(), Instant::now());
         let publishes = matches!(self.role, Role::Publish { .. });
+        let frame_interval = self.stream.interval;
         while let Some(timeout) = self.drain() {
             let sending = publishes && self.shared.connected.load(Ordering::Relaxed);
             let wake = if sending {
@@ -295,7 +392,7 @@ impl Driver {
                     let now = Instant::now();
                     if sending && now >= next_video {
                         // After a stall, carry on from now rather than catching up in a burst.
-                        next_video = (next_video + FRAME_INTERVAL).max(now - FRAME_INTERVAL);
+                        next_video = (next_video + frame_interval).max(now - frame_interval);
                         self.send_picture(now);
                     } else if sending && now >= next_audio {
                         next_audio = (next_audio + AUDIO_INTERVAL).max(now - AUDIO_INTERVAL);
@@ -339,6 +436,14 @@ impl Driver {
                 };
                 s.layers[i].fetch_add(1, Ordering::Relaxed);
                 s.frames_received.fetch_add(1, Ordering::Relaxed);
+                if s.first_frame_at.get().is_none() {
+                    let _ = s.first_frame_at.set(Instant::now());
+                }
+                if let Some(picture) = picture_number(&d.data)
+                    && (s.count_lo.load(Ordering::Relaxed)..s.count_hi.load(Ordering::Relaxed)).contains(&picture)
+                {
+                    s.counted.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Event::MediaData(d) if d.mid == self.audio => {
                 s.audio_received.fetch_add(1, Ordering::Relaxed);
@@ -369,12 +474,17 @@ impl Driver {
             self.force_keyframe = true; // the next burst starts decodable
             return;
         }
-        let key = std::mem::take(&mut self.force_keyframe) || self.pictures.is_multiple_of(KEYFRAME_EVERY);
-        let time = MediaTime::from_90khz(self.pictures * 3000);
+        let key = std::mem::take(&mut self.force_keyframe) || self.pictures.is_multiple_of(self.stream.keyframe_every);
+        let time = MediaTime::from_90khz(self.pictures * self.stream.ticks_per_picture());
         let layers: &[&str] = if simulcast { &LAYERS } else { &[""] };
         for (i, layer) in layers.iter().enumerate() {
             let tag = layer.bytes().next().unwrap_or(NO_LAYER_TAG);
-            let data = synthetic_frame(video, key, 600 * (i + 1), tag);
+            let size = if key {
+                self.stream.keyframe_bytes
+            } else {
+                self.stream.frame_bytes
+            };
+            let data = synthetic_frame(video, key, size * (i + 1), self.pictures, tag);
             let Some(writer) = self.rtc.writer(self.video) else {
                 return;
             };
@@ -416,9 +526,9 @@ impl Driver {
 }
 
 /// A frame the depacketizers accept: an H.264 access unit (SPS, PPS and IDR for a key frame, a
-/// non-IDR slice otherwise) or a VP8 frame header with the key-frame bit, `size` bytes of filler
-/// that cannot form a start code, and the layer tag as the last byte.
-fn synthetic_frame(video: Video, key: bool, size: usize, tag: u8) -> Vec<u8> {
+/// non-IDR slice otherwise) or a VP8 frame header with the key-frame bit, filler that cannot form
+/// a start code up to `size` bytes, the picture number (8 bytes) and the layer tag as the last byte.
+fn synthetic_frame(video: Video, key: bool, size: usize, picture: u64, tag: u8) -> Vec<u8> {
     let mut frame = match (video, key) {
         (Video::H264, true) => vec![
             0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40, // SPS
@@ -430,10 +540,24 @@ fn synthetic_frame(video: Video, key: bool, size: usize, tag: u8) -> Vec<u8> {
         (Video::Vp8, true) => vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01],
         (Video::Vp8, false) => vec![0x11, 0x02, 0x00],
     };
-    let size = if key { size * 4 } else { size };
-    frame.extend((0..size).map(|i| 0x10 | (i % 0xe0) as u8));
+    let filler = size.saturating_sub(PICTURE_TAG_BYTES);
+    frame.extend((0..filler).map(|i| 0x10 | (i % 0xe0) as u8));
+    frame.extend(
+        (0..PICTURE_TAG_BYTES)
+            .rev()
+            .map(|k| 0x10 | ((picture >> (4 * k)) & 0xf) as u8),
+    );
     frame.push(tag);
     frame
+}
+
+/// The picture number a [`synthetic_frame`] carries before its layer tag.
+fn picture_number(frame: &[u8]) -> Option<u64> {
+    let end = frame.len().checked_sub(1)?;
+    let bytes = frame.get(end.checked_sub(PICTURE_TAG_BYTES)?..end)?;
+    bytes
+        .iter()
+        .try_fold(0u64, |n, b| (b & 0xf0 == 0x10).then(|| n << 4 | u64::from(b & 0x0f)))
 }
 
 /// A WHIP POST's outcome, for tests that expect a refusal.
@@ -481,8 +605,8 @@ struct WhipSession {
 }
 
 impl WhipSession {
-    async fn open(url: &str, token: &str, role: Role) -> anyhow::Result<WhipSession> {
-        let pending = PendingPeer::new(role).await?;
+    async fn open(url: &str, token: &str, role: Role, stream: Stream) -> anyhow::Result<WhipSession> {
+        let pending = PendingPeer::new(role).await?.with_stream(stream);
         let response = post_offer(url, token, &pending.offer).await?;
         if response.status != StatusCode::CREATED {
             let (url, status, body) = (url.to_owned(), response.status, response.body);
@@ -516,12 +640,19 @@ pub struct WhipPublisher(WhipSession);
 impl WhipPublisher {
     /// `publish_url` e.g. `http://127.0.0.1:PORT/whip/publish/<participantId>`.
     pub async fn start(publish_url: &str, token: &str) -> anyhow::Result<Self> {
+        Self::start_with(publish_url, token, Stream::default()).await
+    }
+
+    /// As [`WhipPublisher::start`], sending `stream`.
+    pub async fn start_with(publish_url: &str, token: &str, stream: Stream) -> anyhow::Result<Self> {
         let role = Role::Publish {
             video: Video::H264,
             simulcast: false,
             frames: u64::MAX,
         };
-        Ok(WhipPublisher(WhipSession::open(publish_url, token, role).await?))
+        Ok(WhipPublisher(
+            WhipSession::open(publish_url, token, role, stream).await?,
+        ))
     }
 
     pub fn frames_sent(&self) -> u64 {
@@ -550,7 +681,9 @@ impl WhipSubscriber {
     /// `subscribe_url` e.g. `http://127.0.0.1:PORT/whip/subscribe/<publisherId>`.
     pub async fn start(subscribe_url: &str, token: &str) -> anyhow::Result<Self> {
         let role = Role::Subscribe { only: None };
-        Ok(WhipSubscriber(WhipSession::open(subscribe_url, token, role).await?))
+        Ok(WhipSubscriber(
+            WhipSession::open(subscribe_url, token, role, Stream::default()).await?,
+        ))
     }
 
     pub fn frames_received(&self) -> u64 {

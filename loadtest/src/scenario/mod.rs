@@ -9,6 +9,7 @@ pub mod failover;
 pub mod front_door;
 pub mod hold;
 pub mod join_storm;
+pub mod media;
 pub mod subscribers;
 
 /// The user id of viewer `n` (stable, so a retried join is the same user).
