@@ -212,7 +212,7 @@ async fn backend_config(cfg: &Config) -> anyhow::Result<(AwsConfig, Option<Emula
                 max_bitrate_bps: cfg.media_max_bitrate_kbps.saturating_mul(1000),
                 ..emulator::media::MediaConfig::default()
             }),
-            ..emulator::media::MediaSettings::default()
+            max_sockets: cfg.media_max_sockets as usize,
         },
         ..EmulatorConfig::default()
     })

@@ -97,6 +97,8 @@ settings! {
     media_advertise_ip: String = String::new(), "STAGEFLEET_MEDIA_ADVERTISE_IP";
     /// Most WebRTC sessions (publish and subscribe together) the SFU holds; more are refused with 503.
     media_max_sessions: u32 = 256, "STAGEFLEET_MEDIA_MAX_SESSIONS";
+    /// Most stage events sockets (browser participants) the emulator holds open; more are refused with `aws:ivs:JOIN_ERROR`.
+    media_max_sockets: u32 = 1_000, "STAGEFLEET_MEDIA_MAX_SOCKETS";
     /// Most incoming video+audio a publish session may send, in kbit/s; a publisher over it for several seconds is disconnected. 0: no cap.
     media_max_bitrate_kbps: u64 = 8_000, "STAGEFLEET_MEDIA_MAX_BITRATE_KBPS";
     /// Viewer seats per stage (IVS allows 10,000 subscribers by default; small values make local demos scale).

@@ -33,12 +33,17 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(MediaSettings {
+        sfu: Some(MediaConfig::default()),
+        ..MediaSettings::default()
+    })
+    .await
+}
+
+async fn rig_with(media: MediaSettings) -> Rig {
     let emu = emulator::start(EmulatorConfig {
         enforce_tps: false,
-        media: MediaSettings {
-            sfu: Some(MediaConfig::default()),
-            ..MediaSettings::default()
-        },
+        media,
         ..Default::default()
     })
     .await
@@ -531,5 +536,37 @@ async fn a_replica_shows_in_the_destination_stage_and_its_viewers_get_the_source
         })
         .await;
     subscriber.stop().await;
+    rig.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn sockets_past_the_cap_are_refused_with_join_error_and_a_freed_slot_is_reused() {
+    let rig = rig_with(MediaSettings {
+        sfu: None,
+        max_sockets: 1,
+    })
+    .await;
+    let stage = rig.stage("show").await;
+    let mut first = Events::open(&stage, &rig.token(&stage, "one", TokenCapabilities::VIEWER)).await;
+    first.state_until("the first", |p| ids(p) == ["one"]).await;
+
+    // --- a second socket finds no room, and joins nobody
+    let mut second = Events::open(&stage, &rig.token(&stage, "two", TokenCapabilities::VIEWER)).await;
+    let refused = second.next().await.unwrap();
+    assert_eq!(refused["type"], "aws:ivs:JOIN_ERROR", "{refused}");
+    assert!(
+        refused["payload"]["message"].as_str().unwrap().contains("maximum of 1"),
+        "{refused}"
+    );
+    assert_eq!(rig.connected(&stage).await, vec![("one".to_string(), false)]);
+
+    // --- the first leaves: its slot takes the next page
+    first.socket.close(None).await.unwrap();
+    common::eventually(WAIT, "the first to leave", || async {
+        rig.connected(&stage).await.is_empty().then_some(())
+    })
+    .await;
+    let mut third = Events::open(&stage, &rig.token(&stage, "three", TokenCapabilities::VIEWER)).await;
+    third.state_until("the third", |p| ids(p) == ["three"]).await;
     rig.emu.shutdown().await;
 }

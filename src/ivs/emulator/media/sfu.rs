@@ -275,7 +275,10 @@ fn roomy_buffers(socket: &UdpSocket) {
             )
         };
         if rc != 0 {
-            tracing::debug!("media socket buffer size not raised: {}", std::io::Error::last_os_error());
+            tracing::debug!(
+                "media socket buffer size not raised: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
