@@ -19,14 +19,6 @@ async fn stage(n: &TestNode, id: &str) -> Value {
     n.admin(STAGE, json!({"id": id})).await["stage"].clone()
 }
 
-async fn host_tokens(n: &TestNode, broadcast: &str) -> Vec<Value> {
-    let q = "mutation($b: ID!) { hostTokens(broadcastId: $b, userId: \"alice\") { participantId token stage { id } } }";
-    n.admin(q, json!({"b": broadcast})).await["hostTokens"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 async fn create_replica(n: &TestNode, broadcast: &str) -> String {
     let q = "mutation($b: ID!) { createStage(broadcastId: $b) { id } }";
     n.admin(q, json!({"b": broadcast})).await["createStage"]["id"]
@@ -47,7 +39,7 @@ async fn a_replica_takes_viewers_only_once_the_publishing_host_is_replicated_int
         "300",
     ]);
     n.start_broadcast("b").await;
-    let tokens = host_tokens(&n, "b").await;
+    let tokens = n.host_tokens("b", "alice").await;
     let host = tokens[0]["participantId"].as_str().unwrap().to_string();
     // The host is in the origin but not publishing yet; its page says it publishes (too early).
     let (status, _) = n.emulator_join(tokens[0]["token"].as_str().unwrap(), false).await;
@@ -117,7 +109,7 @@ async fn with_client_fanout_host_tokens_cover_every_stage_and_a_stage_waits_for_
     let q = "mutation { startBroadcast(id: \"c\", fanout: CLIENT) { fanout } }";
     assert_eq!(n.admin(q, json!({})).await["startBroadcast"]["fanout"], "CLIENT");
     let replica = create_replica(&n, "c").await;
-    let tokens = host_tokens(&n, "c").await;
+    let tokens = n.host_tokens("c", "alice").await;
     let stages: Vec<&str> = tokens.iter().map(|t| t["stage"]["id"].as_str().unwrap()).collect();
     assert_eq!(stages, vec!["c:0", replica.as_str()], "a publish token for every stage");
     let (_, claims) = decode_jwt(tokens[1]["token"].as_str().unwrap());

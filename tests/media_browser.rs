@@ -51,9 +51,8 @@ fn browser_available(test: &str) -> bool {
 }
 
 async fn host_token(n: &TestNode, broadcast: &str) -> (String, String) {
-    let q = "mutation($b: ID!) { hostTokens(broadcastId: $b, userId: \"host\") { participantId token stage { id } } }";
-    let tokens = n.admin(q, json!({"b": broadcast})).await["hostTokens"].clone();
-    assert_eq!(tokens.as_array().unwrap().len(), 1, "one origin stage: {tokens}");
+    let tokens = n.host_tokens(broadcast, "host").await;
+    assert_eq!(tokens.len(), 1, "one origin stage: {tokens:?}");
     let t = &tokens[0];
     (
         t["participantId"].as_str().unwrap().into(),

@@ -151,6 +151,15 @@ impl TestNode {
         self.admin(q, json!({"id": id})).await["startBroadcast"].clone()
     }
 
+    /// `hostTokens` for `user`: one `{participantId token stage { id }}` per origin stage.
+    pub async fn host_tokens(&self, broadcast: &str, user: &str) -> Vec<Value> {
+        let q = "mutation($b: ID!, $u: String!) { hostTokens(broadcastId: $b, userId: $u) { participantId token stage { id } } }";
+        self.admin(q, json!({"b": broadcast, "u": user})).await["hostTokens"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     pub async fn join(&self, broadcast: &str, user: &str) -> Result<Value, String> {
         let q = "mutation($b: ID!, $u: String!) { joinBroadcast(broadcastId: $b, userId: $u) {
             token tokenExpiresAt rejoined

@@ -125,24 +125,23 @@ async fn run_operation(shared: &Shared, op: &str, body: &Bytes) -> ApiResult<Val
         return Err(ApiError::Throttled(format!("rate exceeded for {op}")));
     }
     let request: Value = parse(body)?;
-    let mut state = shared.state.lock().expect("state lock");
-    let now_ms = unix_now_ms();
-    state.settle(now_ms);
-    let outcome = ops::dispatch(
-        op,
-        request,
-        Ctx {
-            state: &mut state,
-            settings: &shared.settings,
-            now: now_ms / 1000,
-            now_ms,
-            replication_active_ms: faults.replication_active_ms as i64,
-        },
-    )?;
-    if outcome.mutated {
-        save(shared, &state);
-    }
-    drop(state);
+    let outcome = shared.with_settled_state(|state, now_ms| {
+        let outcome = ops::dispatch(
+            op,
+            request,
+            Ctx {
+                state: &mut *state,
+                settings: &shared.settings,
+                now: now_ms / 1000,
+                now_ms,
+                replication_active_ms: faults.replication_active_ms as i64,
+            },
+        )?;
+        if outcome.mutated {
+            save(shared, state);
+        }
+        Ok::<_, ApiError>(outcome)
+    })?;
     // A kick, a deleted stage or a replica reaches the stage's sockets (reads wake nobody).
     let moves_people = matches!(
         op,

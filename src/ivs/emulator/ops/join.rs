@@ -9,7 +9,7 @@ use super::lookup::{disconnect, not_found};
 use super::{Ctx, validate};
 use crate::ivs::backend::stage_id_from_arn;
 use crate::ivs::emulator::error::{ApiError, ApiResult};
-use crate::ivs::emulator::state::{PState, Participant, ReplType};
+use crate::ivs::emulator::state::{PState, Participant, ReplType, State};
 use crate::ivs::token::{self, TokenError};
 
 #[derive(Deserialize)]
@@ -155,29 +155,41 @@ pub fn join(ctx: Ctx<'_>, req: JoinRequest) -> ApiResult<Value> {
         );
         return Err(ApiError::QuotaExceeded(msg));
     }
+    let (participant_id, stage_arn) = (a.participant_id.clone(), a.stage_arn.clone());
+    let session_id = connect(ctx.state, ctx.now, a, req.publish);
+    Ok(json!({"participantId": participant_id, "stageArn": stage_arn, "sessionId": session_id}))
+}
+
+/// Connect the participant `a` admits to its stage (which exists), replacing an earlier
+/// connection of the same token; one that published and now does not takes its replicas with it
+/// (they have nothing left to show). Returns the stage session id.
+pub(super) fn connect(state: &mut State, now: i64, a: Admission, publish: bool) -> String {
+    let stage = state
+        .stage_by_arn_mut(&a.stage_arn)
+        .expect("admitted to an existing stage");
     let was_publishing = stage.connected(&a.participant_id).is_some_and(|p| p.published);
-    let participant = Participant {
+    let session_id = stage.connect(Participant {
         id: a.participant_id.clone(),
         user_id: a.user_id,
         attributes: a.attributes,
         state: PState::Connected,
-        published: req.publish,
-        first_join_time: ctx.now,
+        published: publish,
+        first_join_time: now,
         replication: ReplType::None,
         source: None,
         publishes_at: None,
         audio_muted: false,
         video_stopped: false,
-    };
-    let stage = ctx.state.stage_by_arn_mut(&a.stage_arn).expect("looked up above");
-    let session_id = stage.connect(participant);
-    if was_publishing && !req.publish {
-        // Stopped publishing: replicas of it have nothing left to show.
-        let (arn, pid) = (a.stage_arn.as_str(), a.participant_id.as_str());
-        ctx.state
-            .stop_replications(|r| r.source_stage_arn == arn && r.participant_id == pid);
+    });
+    if was_publishing && !publish {
+        stop_replicas_of(state, &a.stage_arn, &a.participant_id);
     }
-    Ok(json!({"participantId": a.participant_id, "stageArn": a.stage_arn, "sessionId": session_id}))
+    session_id
+}
+
+/// Stop every replication of `participant_id` out of `stage_arn`.
+pub(super) fn stop_replicas_of(state: &mut State, stage_arn: &str, participant_id: &str) {
+    state.stop_replications(|r| r.source_stage_arn == stage_arn && r.participant_id == participant_id);
 }
 
 pub fn leave(ctx: Ctx<'_>, req: LeaveRequest) -> ApiResult<Value> {

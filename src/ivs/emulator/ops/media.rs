@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::join::{Refused, admission};
+use super::join::{Refused, admission, connect, stop_replicas_of};
 use crate::ivs::backend::stage_id_from_arn;
 use crate::ivs::emulator::error::ApiError;
 use crate::ivs::emulator::state::{PState, Participant, ReplType, State};
@@ -49,29 +49,12 @@ pub fn socket_join(ctx: Ctx<'_>, token: &str) -> Result<Seat, Refused> {
             ),
         });
     }
-    let was_publishing = stage.connected(&a.participant_id).is_some_and(|p| p.published);
-    let participant = Participant {
-        id: a.participant_id.clone(),
-        user_id: a.user_id,
-        attributes: a.attributes,
-        state: PState::Connected,
-        published: false,
-        first_join_time: ctx.now,
-        replication: ReplType::None,
-        source: None,
-        publishes_at: None,
-        audio_muted: false,
-        video_stopped: false,
+    let seat = Seat {
+        stage_arn: a.stage_arn.clone(),
+        participant_id: a.participant_id.clone(),
     };
-    let stage = ctx.state.stage_by_arn_mut(&a.stage_arn).expect("looked up above");
-    stage.connect(participant);
-    if was_publishing {
-        stop_replicas_of(ctx.state, &a.stage_arn, &a.participant_id);
-    }
-    Ok(Seat {
-        stage_arn: a.stage_arn,
-        participant_id: a.participant_id,
-    })
+    connect(ctx.state, ctx.now, a, false);
+    Ok(seat)
 }
 
 /// The socket closed: its participant leaves (false if it had already gone, e.g. kicked).
@@ -227,8 +210,4 @@ fn connected_mut<'a>(state: &'a mut State, seat: &Seat) -> Option<&'a mut Partic
         .participants
         .iter_mut()
         .find(|p| p.id == seat.participant_id && p.state == PState::Connected)
-}
-
-fn stop_replicas_of(state: &mut State, stage_arn: &str, participant_id: &str) {
-    state.stop_replications(|r| r.source_stage_arn == stage_arn && r.participant_id == participant_id);
 }
