@@ -231,6 +231,10 @@ settings! {
     shutdown_drain_secs: u64 = 10, "STAGEFLEET_SHUTDOWN_DRAIN_SECS";
     /// Comma-separated origins (e.g. `https://example.com`) whose pages may call the API from a browser (CORS). Empty: CORS off, only same-origin pages.
     cors_allowed_origins: String = String::new(), "STAGEFLEET_CORS_ALLOWED_ORIGINS";
+    /// Where the web pages load the IVS Web Broadcast SDK from: an `https://` URL (its origin is added to the pages' Content-Security-Policy) or a path on this node. Empty: AWS's CDN build of the version the pages are tested with, or `/sdk/amazon-ivs-web-broadcast.js` when `sdk_dir` is set.
+    sdk_url: String = String::new(), "STAGEFLEET_SDK_URL";
+    /// A directory served at `/sdk/` to self-host the SDK (e.g. the npm package `amazon-ivs-web-broadcast`'s `dist/`). Empty: nothing served there.
+    sdk_dir: PathBuf = PathBuf::new(), "STAGEFLEET_SDK_DIR";
     /// Log format: `text` or `json`.
     log_format: LogFormat = LogFormat::Text, "STAGEFLEET_LOG_FORMAT";
     /// Log filter in tracing's EnvFilter syntax (RUST_LOG wins when set).
@@ -374,6 +378,12 @@ impl Config {
                 "must be an IP address such as 192.168.1.20 (empty: the bind IP)",
             );
         }
+        if let Err(why) = check_sdk_url(self.sdk_url.trim()) {
+            return invalid("sdk_url", why);
+        }
+        if !self.sdk_dir.as_os_str().is_empty() && !self.sdk_dir.is_dir() {
+            return invalid("sdk_dir", "is not a directory");
+        }
         if !(1.0..=100.0).contains(&self.headroom_safety) {
             return invalid("headroom_safety", "must be between 1 and 100");
         }
@@ -498,6 +508,24 @@ impl Config {
             .or_else(|| env("AWS_DEFAULT_REGION"))
     }
 
+    /// The SDK URL the pages use (`sdk_url` with its default filled in).
+    pub fn sdk_url_effective(&self) -> String {
+        match self.sdk_url.trim() {
+            "" if !self.sdk_dir.as_os_str().is_empty() => "/sdk/amazon-ivs-web-broadcast.js".to_string(),
+            "" => DEFAULT_SDK_URL.to_string(),
+            url => url.to_string(),
+        }
+    }
+
+    /// The origin pages load the SDK from when it is not this node (for the pages' CSP).
+    pub fn sdk_origin(&self) -> Option<String> {
+        let url = self.sdk_url_effective();
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        let scheme = &url[..url.len() - rest.len()];
+        Some(format!("{scheme}{host}"))
+    }
+
     /// `auto` resolved: real IVS when a region is configured.
     pub fn use_aws(&self) -> bool {
         match self.ivs_backend {
@@ -617,5 +645,23 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+/// The IVS Web Broadcast SDK the pages are tested with (tests/browser/package.json pins the same
+/// version), from AWS's CDN.
+pub const DEFAULT_SDK_URL: &str = "https://web-broadcast.live-video.net/1.41.0/amazon-ivs-web-broadcast.js";
+
+/// `sdk_url` is empty, an `https://` URL, plain `http://` on loopback, or a path on this node.
+fn check_sdk_url(url: &str) -> Result<(), &'static str> {
+    let ok_chars = url.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | ';' | ',' | '<' | '>'));
+    let loopback = url
+        .strip_prefix("http://")
+        .is_some_and(|r| r.starts_with("127.") || r.starts_with("localhost") || r.starts_with("[::1]"));
+    let path = url.starts_with('/') && !url.starts_with("//");
+    if url.is_empty() || (ok_chars && (url.starts_with("https://") && url.len() > 8 || loopback || path)) {
+        Ok(())
+    } else {
+        Err("must be an https:// URL, http:// on loopback, or a path on this node such as /sdk/amazon-ivs-web-broadcast.js")
     }
 }

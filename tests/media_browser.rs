@@ -15,40 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::browser::{HERE, browser_available};
 use common::{TestNode, eventually, node};
 use serde_json::{Value, json};
-
-const HERE: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The browser and the harness's npm packages, or why the test cannot run.
-fn prerequisites() -> Result<PathBuf, String> {
-    let chromium =
-        std::env::var_os("STAGEFLEET_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    if !chromium.exists() {
-        return Err(format!("no Chromium at {}", chromium.display()));
-    }
-    let sdk = Path::new(HERE).join("tests/browser/node_modules/amazon-ivs-web-broadcast");
-    if !sdk.exists() {
-        return Err(format!("no {}", sdk.display()));
-    }
-    Ok(chromium)
-}
-
-/// Whether to run; panics when browser tests are required but cannot run.
-fn browser_available(test: &str) -> bool {
-    match prerequisites() {
-        Ok(_) => true,
-        Err(why) if std::env::var_os("STAGEFLEET_BROWSER_TESTS").is_some() => {
-            panic!(
-                "{test}: browser tests are required (STAGEFLEET_BROWSER_TESTS) but {why}: run `bash tests/browser/setup.sh`"
-            )
-        }
-        Err(why) => {
-            eprintln!("SKIPPED {test}: {why}; run `bash tests/browser/setup.sh` to run the browser tests");
-            false
-        }
-    }
-}
 
 async fn host_token(n: &TestNode, broadcast: &str) -> (String, String) {
     let tokens = n.host_tokens(broadcast, "host").await;
@@ -76,9 +45,7 @@ struct Harness {
 
 impl Harness {
     fn start(name: &str, host_token: &str) -> Harness {
-        let artifacts = Path::new(HERE).join("target/browser-artifacts").join(name);
-        let _ = std::fs::remove_dir_all(&artifacts);
-        std::fs::create_dir_all(&artifacts).unwrap();
+        let artifacts = common::browser::artifacts(name);
         let ready = artifacts.join("host-published");
         let tokens = artifacts.join("viewer-tokens");
         let child = tokio::process::Command::new("node")

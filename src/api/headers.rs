@@ -17,12 +17,17 @@ use super::error::error_body;
 /// Largest header set (names and values) accepted; hyper itself stops at 64 KiB.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// The embedded pages: scripts from this node and the IVS Web Broadcast SDK's origin; media and
-/// connections to IVS (or the emulator on another local port).
-const PAGE_CSP: &str = "default-src 'self'; script-src 'self' https://web-broadcast.live-video.net; \
-     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; \
-     connect-src 'self' ws: wss: http: https:; worker-src 'self' blob:; frame-ancestors 'none'; \
-     base-uri 'none'; form-action 'self'";
+/// The embedded pages' policy: scripts from this node and the IVS Web Broadcast SDK's origin
+/// (`sdk_url`); media and connections to IVS (or the emulator on another local port).
+pub fn page_csp(sdk_origin: Option<&str>) -> HeaderValue {
+    let sdk = sdk_origin.map(|o| format!(" {o}")).unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; script-src 'self'{sdk}; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
+         media-src 'self' blob: mediastream:; connect-src 'self' ws: wss: http: https:; worker-src 'self' blob:; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    );
+    HeaderValue::from_str(&csp).expect("sdk_url is validated to printable ASCII without quotes or semicolons")
+}
 /// Everything else (JSON, metrics, text) is never a document.
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
@@ -63,7 +68,7 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
             ErrorCode::RequestTooLarge,
             &msg,
         );
-        secure(r.headers_mut());
+        secure(r.headers_mut(), &app.page_csp);
         return r;
     }
     let origin = app.cors.allows(req.headers()).cloned();
@@ -87,29 +92,41 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
             None => StatusCode::FORBIDDEN.into_response(),
         };
         r.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
-        secure(r.headers_mut());
+        secure(r.headers_mut(), &app.page_csp);
         return r;
     }
     let mut r = next.run(req).await;
+    let status = r.status();
     let h = r.headers_mut();
     if let Some(o) = origin {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         h.append(header::VARY, HeaderValue::from_static("origin"));
     }
-    secure(h);
+    // A 304 keeps the policy the browser stored with the page: a cached page revalidated here
+    // must not get the API's `default-src 'none'` (the 304 has no content type to tell them apart).
+    if status != StatusCode::NOT_MODIFIED {
+        secure(h, &app.page_csp);
+    } else {
+        plain_security(h);
+    }
     r
 }
 
 /// The security headers every response carries.
-fn secure(h: &mut HeaderMap) {
+fn secure(h: &mut HeaderMap, page_csp: &HeaderValue) {
     let html = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-        let csp = if html { PAGE_CSP } else { API_CSP };
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+        let csp = if html { page_csp.clone() } else { HeaderValue::from_static(API_CSP) };
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
+    plain_security(h);
+}
+
+/// The security headers that do not depend on what the response is.
+fn plain_security(h: &mut HeaderMap) {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

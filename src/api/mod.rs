@@ -43,6 +43,8 @@ pub struct AppState {
     pub screen: Arc<screen::Screen>,
     pub identity: Arc<client_ip::ClientIdentity>,
     pub cors: Arc<headers::Cors>,
+    /// The Content-Security-Policy of the embedded pages (allows the SDK's origin).
+    pub page_csp: axum::http::HeaderValue,
     /// One permit per open WebSocket (`max_websockets`).
     pub ws_slots: Arc<Semaphore>,
     /// Executions of WebSocket operations, shared between identical subscriptions.
@@ -97,6 +99,7 @@ pub fn router(node: Arc<Node>) -> Edge {
         screen: Arc::new(screen::Screen::new(&node.cfg, &schema.sdl())),
         identity: Arc::new(identity),
         cors: Arc::new(headers::Cors::new(&node.cfg.cors_allowed_origins)),
+        page_csp: headers::page_csp(node.cfg.sdk_origin().as_deref()),
         ws_slots: Arc::new(Semaphore::new(node.cfg.max_websockets)),
         groups: ws::groups::Groups::new(node.metrics.clone()),
         shutdown,
@@ -113,6 +116,7 @@ pub fn router(node: Arc<Node>) -> Edge {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(cluster::routes(state.clone()))
+        .route("/sdk/{*path}", get(assets::sdk))
         .fallback(assets::serve)
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::layer))
         .with_state(state);

@@ -26,11 +26,12 @@ function finish(result, code) {
 }
 
 // Loaded dynamically so that a missing node_modules still yields the JSON line and a hint.
-let Harness, HarnessError, oneLine, sleep, publishPlay, selftest;
+let Harness, HarnessError, oneLine, sleep, publishPlay, selftest, pages;
 try {
   ({ Harness, HarnessError, oneLine, sleep } = await import('./lib/harness.mjs'));
   publishPlay = (await import('./lib/scenarios/publish-play.mjs')).default;
   selftest = (await import('./lib/scenarios/selftest.mjs')).default;
+  pages = (await import('./lib/scenarios/pages.mjs')).default;
 } catch (e) {
   const hint = e.code === 'ERR_MODULE_NOT_FOUND' ? ' (run: bash tests/browser/setup.sh)' : '';
   finish({ ok: false, error: `cannot load the harness: ${e.message.split('\n')[0]}${hint}` }, 1);
@@ -40,7 +41,7 @@ try {
 // A scenario: problems(opts) -> usage errors, report(opts) -> initial report fields,
 // run(harness, opts, report, failures) -> fills report, pushes check failures, throws on a
 // failed step. Add new ones here (e.g. viewer-joins-first, mute, replica in a second stage).
-const SCENARIOS = Object.fromEntries([publishPlay, selftest].map((s) => [s.name, s]));
+const SCENARIOS = Object.fromEntries([publishPlay, selftest, pages].map((s) => [s.name, s]));
 const DEFAULT_SCENARIO = publishPlay.name;
 
 function usage() {
@@ -66,6 +67,10 @@ function parseCli(argv) {
       'viewer-token': { type: 'string', multiple: true, default: [] },
       'ready-file': { type: 'string' },
       'viewer-tokens-file': { type: 'string' },
+      url: { type: 'string' },
+      'admin-key': { type: 'string' },
+      'host-key': { type: 'string' },
+      broadcast: { type: 'string' },
       artifacts: { type: 'string' },
       'timeout-ms': { type: 'string', default: '60000' },
       chromium: { type: 'string', default: process.env.STAGEFLEET_CHROMIUM || '/usr/bin/chromium' },
@@ -86,6 +91,10 @@ function parseCli(argv) {
     viewerTokens: values['viewer-token'],
     readyFile: values['ready-file'],
     viewerTokensFile: values['viewer-tokens-file'],
+    url: values.url,
+    adminKey: values['admin-key'],
+    hostKey: values['host-key'],
+    broadcast: values.broadcast,
     artifacts: path.resolve(values.artifacts ?? path.join(HERE, 'artifacts', scenario)),
     timeoutMs,
     chromiumPath: values.chromium,

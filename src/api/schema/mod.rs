@@ -144,6 +144,26 @@ impl Query {
         Ok(last.into_iter().map(|(id, d)| ScalerDecision::new(id, d)).collect())
     }
 
+    /// What the web pages need: the SDK's URL and which IVS this node drives. Anyone.
+    async fn site(&self, ctx: &Context<'_>) -> Site {
+        let n = node(ctx);
+        Site {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sdk_url: n.cfg.sdk_url_effective(),
+            ivs: n.backend_label.clone(),
+            emulator: !n.cfg.use_aws(),
+        }
+    }
+
+    /// The role of the key this request presents (null without one): pages check a key with it.
+    async fn me(&self, ctx: &Context<'_>) -> Me {
+        let p = principal(ctx);
+        Me {
+            role: p.role.map(Into::into),
+            key_id: p.key_id.clone().map(ID),
+        }
+    }
+
     /// API keys (admin).
     async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKey>> {
         principal(ctx).require(fleet::Role::Admin)?;

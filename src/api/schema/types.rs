@@ -584,3 +584,26 @@ mod tests {
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }
+
+/// What the web pages need to know about this node.
+#[derive(SimpleObject)]
+pub struct Site {
+    /// stagefleet's version.
+    pub version: String,
+    /// Where pages load the IVS Web Broadcast SDK from (`sdk_url`, or `/sdk/…` with `sdk_dir`).
+    pub sdk_url: String,
+    /// Which IVS this node drives, in words.
+    pub ivs: String,
+    /// True when that is the built-in emulator (no AWS account; media stays on this machine).
+    pub emulator: bool,
+}
+
+/// Who is asking.
+#[derive(SimpleObject)]
+pub struct Me {
+    /// The role of the API key presented; null without a key. (A key that is not valid fails the
+    /// whole request with `UNAUTHENTICATED`.)
+    pub role: Option<Role>,
+    /// The key's id (see `apiKeys`); null without a key.
+    pub key_id: Option<ID>,
+}

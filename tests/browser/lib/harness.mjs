@@ -146,6 +146,38 @@ export class Harness {
     });
   }
 
+  // A page the node itself serves (the embedded web pages), in its own browser context with camera
+  // and microphone allowed for that origin. `waitFor` is not for these; use `until`.
+  async openUrl(name, url, viewport = { width: 1000, height: 760 }) {
+    return this.step(`${name}: loading ${url}`, STEP_MS.load, async (budget) => {
+      const origin = new URL(url).origin;
+      const context = await this.browser.newContext({ viewport });
+      await context.grantPermissions(['camera', 'microphone'], { origin });
+      // Loopback failures of the node's own origin are reported too (origin: none of ours).
+      const handle = new PageHandle(name, context, await context.newPage(), 'about:none');
+      this.pages.push(handle);
+      await handle.observe();
+      await handle.page.goto(url, { timeout: budget });
+      return handle;
+    });
+  }
+
+  // Waits until `fn(arg)` is truthy in the page (polled), as a named step that fails with the
+  // page's recent console and the value of `describe` (if given) at the time.
+  async until(handle, label, ms, fn, arg = null, describe = null) {
+    const step = `${handle.name}: ${label}`;
+    try {
+      return await this.step(step, ms, (budget) =>
+        Promise.race([handle.page.waitForFunction(fn, arg, { timeout: budget, polling: 100 }), handle.broken]),
+      );
+    } catch (e) {
+      let seen = '';
+      if (describe) seen = await handle.page.evaluate(describe, arg).then((v) => `; page shows: ${JSON.stringify(v)}`, () => '');
+      const tail = handle.console.slice(-4).join(' | ');
+      throw new HarnessError(`${e.message}${seen}${tail ? `; last console: ${tail}` : ''}`);
+    }
+  }
+
   // Waits until page.js's `harness.status(what, arg).done`. Fails early with the page's fatal
   // outcome or a failure only Node saw (events socket, crash), else on timeout; every failure
   // message carries the page's recent history (PageHandle.recent).
