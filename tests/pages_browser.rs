@@ -93,7 +93,17 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
         stage["stage"].is_null() || stage["stage"]["status"] != "READY",
         "the drained replica takes no viewers: {stage}"
     );
-    for shot in ["console-1-playing.png", "host-1-playing.png", "viewer1-1-playing.png", "viewer1-2-after-move.png"] {
+    // --- a viewer before the host was told to wait; the next one after the last seat, that it was full
+    assert!(report["earlyViewerStatus"].as_str().unwrap().contains("Waiting for the host"), "{report}");
+    assert!(report["fullStatus"].as_str().unwrap().contains("audience is full"), "{report}");
+    // --- "End" on the broadcaster page told the fleet the host stopped; ending the show reached every viewer
+    for origin in report["origins"].as_array().unwrap() {
+        assert_eq!(origin["publishers"], json!([]), "the host stopped publishing: {origin}");
+    }
+    assert!(report["endedStatus"].as_str().unwrap().contains("ended"), "{report}");
+    let show = n.ok("{ broadcast(id: \"show\") { state } }", json!({}), None).await;
+    assert!(matches!(show["broadcast"]["state"].as_str(), Some("ENDING" | "ENDED")), "{show}");
+    for shot in ["console-1-playing.png", "host-1-playing.png", "viewer1-1-playing.png", "viewer1-2-after-move.png", "viewer1-3-ended.png", "phone-watch.png"] {
         assert!(dir.join(shot).exists(), "screenshot {shot} kept");
     }
 }

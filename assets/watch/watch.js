@@ -46,6 +46,7 @@ window.stagefleetViewer = viewer; // read-only view for tests and curious people
 function setState(state, text, kind = 'info') {
   viewer.state = state;
   viewer.history.push(state);
+  console.debug(`[stagefleet] ${state}: ${text}`);
   main.dataset.state = state;
   statusEl.className = `msg ${kind}`;
   statusEl.textContent = text;
@@ -137,6 +138,7 @@ function follow() {
   stopAssignment?.();
   stopAssignment = live.subscribe(ASSIGNMENT, { s: sessionId }, {
     next: ({ assignment: a }) => {
+      console.debug(`[stagefleet] assignment ${a.kind} ${a.reason ?? ''} ${a.stage?.id ?? ''}`);
       if (a.kind === 'ENDED') return onEnded(a.reason);
       if (a.kind === 'MOVED') viewer.moves += 1;
       if (a.stage) seat(a.stage, a.token, a.kind === 'MOVED');
@@ -170,8 +172,11 @@ function onEnded(reason) {
 function end(text, final = true) {
   ended = final;
   setState('ended', text, final ? 'info' : 'warn');
-  leaveStage(current);
+  // Forget the stage first: leave() emits its last events synchronously, and they must not
+  // turn the page back into "waiting for the host".
+  const last = current;
   current = null;
+  leaveStage(last);
   fill(videos);
 }
 

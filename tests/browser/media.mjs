@@ -169,4 +169,7 @@ async function main() {
   finish(result, result.ok ? 0 : 1);
 }
 
+// A throw in an event handler must still end in the JSON line (playwright's exit hook kills Chromium).
+process.on('uncaughtException', (e) => finish({ ok: false, error: `harness bug: ${e.stack ?? e}` }, 1));
+process.on('unhandledRejection', (e) => finish({ ok: false, error: `harness bug: ${e?.stack ?? e}` }, 1));
 main().catch((e) => finish({ ok: false, error: `harness bug: ${e.stack ?? e}` }, 1));

@@ -39,7 +39,7 @@ export default {
       return body.data;
     };
     const stages = async () =>
-      (await api('query($b: ID!) { broadcast(id: $b) { stages { id role status viewers } } }', { b })).broadcast.stages;
+      (await api('query($b: ID!) { broadcast(id: $b) { stages { id role status viewers publishers } } }', { b })).broadcast.stages;
     const until = async (label, ms, probe) => {
       await h.step(label, ms, async () => {
         for (;;) {
@@ -63,6 +63,7 @@ export default {
 
     // --- 1. console: a wrong key is refused plainly; the admin key signs in
     const con = await h.openUrl('console', `${url}/console/`, { width: 1280, height: 900 });
+    con.page.on('dialog', (d) => d.accept().catch(() => {})); // "End this broadcast?" and the like: yes
     report.console.wrongKeyMessage = await signIn(h, con, '#admin-key', '#sign-in', WRONG_KEY, '#signin-error');
     if (!/not valid/i.test(report.console.wrongKeyMessage)) {
       failures.push(`console: a wrong key showed "${report.console.wrongKeyMessage}", not a clear "not valid"`);
@@ -86,6 +87,13 @@ export default {
     await host.page.click('#sign-in');
     const hostState = () => ({ state: document.querySelector('main').dataset.state, status: document.querySelector('#host-status').textContent });
     await h.until(host, 'camera ready ("Go live" enabled)', STEP_MS.publish, () => !document.querySelector('#go-live').disabled, null, hostState);
+
+    // --- 2b. a viewer who comes before the host is told so, and plays once the host is live
+    const viewerState = () => ({ state: document.querySelector('main').dataset.state, status: document.querySelector('#status').textContent, history: window.stagefleetViewer?.history });
+    const early = await h.openUrl('viewer1', `${url}/watch/?broadcast=${encodeURIComponent(b)}`, { width: 640, height: 600 });
+    await h.until(early, 'waiting for the host', STEP_MS.join, () => document.querySelector('main').dataset.state === 'waiting-host', null, viewerState);
+    report.earlyViewerStatus = await early.page.textContent('#status');
+    await early.page.evaluate(() => (window.loadedOnce = performance.now()));
     const liveAt = Date.now();
     await host.page.click('#go-live');
     await h.until(host, 'live on the origin', STEP_MS.publish, () => document.querySelector('main').dataset.state === 'live', null, hostState);
@@ -102,15 +110,14 @@ export default {
     });
     report.replica1 = replica1.id;
 
-    // --- 4. three viewers, no key: each plays the host
-    const viewers = [];
-    for (let i = 1; i <= VIEWERS; i++) {
+    // --- 4. two more viewers, no key: each of the three plays the host (the first without a reload)
+    const viewers = [early];
+    for (let i = 2; i <= VIEWERS; i++) {
       viewers.push(await h.openUrl(`viewer${i}`, `${url}/watch/?broadcast=${encodeURIComponent(b)}`, { width: 640, height: 600 }));
     }
-    const viewerState = () => ({ state: document.querySelector('main').dataset.state, status: document.querySelector('#status').textContent, history: window.stagefleetViewer?.history });
     await Promise.all(
       viewers.map(async (v) => {
-        await v.page.evaluate(() => (window.loadedOnce = true)); // gone if the page reloads
+        await v.page.evaluate(() => (window.loadedOnce ??= performance.now())); // gone if the page reloads
         await h.until(v, 'playing the host', STEP_MS.firstFrame, () => document.querySelector('main').dataset.state === 'playing', null, viewerState);
       }),
     );
@@ -143,7 +150,6 @@ export default {
     if (onReplica1.length === 0) throw new HarnessError(`no viewer sits on ${replica1.id}: ${JSON.stringify(report.viewers.map((v) => [v.name, v.stage]))}`);
     const row = `#stages tr[data-stage-id="${replica1.id}"]`;
     await con.page.check(`${row} [data-action="move-viewers"]`);
-    con.page.once('dialog', (d) => d.accept());
     await con.page.click(`${row} [data-action="drain"]`);
     await Promise.all(
       viewers
@@ -155,7 +161,7 @@ export default {
             return m.dataset.stageId !== old && m.dataset.state === 'playing';
           }, replica1.id, viewerState);
           r.stageAfterMove = await v.page.evaluate(() => document.querySelector('main').dataset.stageId);
-          r.reloaded = !(await v.page.evaluate(() => window.loadedOnce === true));
+          r.reloaded = !(await v.page.evaluate(() => window.loadedOnce != null));
           if (r.reloaded) failures.push(`${v.name}: the page reloaded to move`);
           const { metrics, failures: f } = judgePlayback(await samplePlayback(v.page, `#videos figure[data-stage="${r.stageAfterMove}"] video`));
           r.playbackAfterMove = metrics;
@@ -164,7 +170,8 @@ export default {
     );
     await h.screenshots('2-after-move');
 
-    // --- 7. on a phone: no sideways scrolling, and every control has a label
+    // --- 7. the last free seat goes to someone else: the next viewer is told the audience is full
+    await api('mutation($b: ID!) { joinBroadcast(broadcastId: $b, userId: "filler") { session { id } } }', { b });
     report.phone = {};
     for (const [name, path] of [['home', '/'], ['watch', `/watch/?broadcast=${encodeURIComponent(b)}`], ['broadcast', '/broadcast/'], ['console', '/console/']]) {
       const p = await h.openUrl(`phone-${name}`, `${url}${path}`, { width: 375, height: 740 });
@@ -176,6 +183,10 @@ export default {
           .map((el) => el.id || el.outerHTML.slice(0, 60));
         return { scrollWidth: document.documentElement.scrollWidth, unlabeled };
       });
+      if (name === 'watch') {
+        await h.until(p, 'told the audience is full', STEP_MS.join, () => document.querySelector('main').dataset.state === 'full', null, viewerState);
+        report.fullStatus = await p.page.textContent('#status');
+      }
       report.phone[name] = audit;
       if (audit.scrollWidth > 376) failures.push(`${path} on a 375 px phone scrolls sideways (${audit.scrollWidth} px wide)`);
       if (audit.unlabeled.length) failures.push(`${path}: controls without a label: ${audit.unlabeled.join(', ')}`);
@@ -184,6 +195,18 @@ export default {
       h.pages.splice(h.pages.indexOf(p), 1);
       p.writeLogs(h.artifacts);
     }
+
+    // --- 8. the host ends: the host page is off air, every viewer waits for the host again
+    await host.page.click('#end');
+    await h.until(host, 'off air', STEP_MS.leave, () => document.querySelector('main').dataset.state === 'off-air', null, hostState);
+    await Promise.all(viewers.map((v) => h.until(v, 'waiting after the host ended', STEP_MS.hostGone, () => document.querySelector('main').dataset.state === 'waiting-host', null, viewerState)));
+    report.origins = (await stages()).filter((s) => s.role === 'ORIGIN');
+
+    // --- 9. the console ends the broadcast: every viewer is told it ended
+    await con.page.click(`#broadcasts button[data-action="end"][data-broadcast-id="${b}"]`);
+    await Promise.all(viewers.map((v) => h.until(v, 'told the broadcast ended', STEP_MS.hostGone, () => document.querySelector('main').dataset.state === 'ended', null, viewerState)));
+    report.endedStatus = await viewers[0].page.textContent('#status');
+    await h.screenshots('3-ended');
   },
 };
 
