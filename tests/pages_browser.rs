@@ -30,6 +30,7 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
     if !browser_available("pages_browser") {
         return;
     }
+    let _one = CHROMIUM.lock().await;
     let sdk = sdk_dist();
     // Two seats per stage: three viewers need the origin and a replica.
     let (_dir, n) = node(&[
@@ -106,4 +107,55 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
     for shot in ["console-1-playing.png", "host-1-playing.png", "viewer1-1-playing.png", "viewer1-2-after-move.png", "viewer1-3-ended.png", "phone-watch.png"] {
         assert!(dir.join(shot).exists(), "screenshot {shot} kept");
     }
+}
+
+/// One Chromium run at a time in this binary: two at once on a 2-core machine make timing flaky.
+static CHROMIUM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn with_client_fanout_the_broadcaster_page_publishes_to_a_stage_added_while_live() {
+    if !browser_available("pages_browser") {
+        return;
+    }
+    let _one = CHROMIUM.lock().await;
+    let sdk = sdk_dist();
+    let (_dir, n) = node(&["--seats-per-stage", "1", "--join-rate-per-ip", "0", "--sdk-dir", sdk.to_str().unwrap()]);
+    let q = "mutation { createApiKey(name: \"studio\", role: HOST) { key } }";
+    let host_key = n.admin(q, json!({})).await["createApiKey"]["key"].as_str().unwrap().to_string();
+    n.admin("mutation { startBroadcast(id: \"cf\", fanout: CLIENT) { id } }", json!({})).await;
+    let dir = artifacts("fanout-client");
+    let admin_key = n.admin_key.clone().unwrap();
+    let args = ["--url", &n.url, "--admin-key", &admin_key, "--host-key", &host_key, "--broadcast", "cf"];
+    let report = run_scenario("fanout-client", &args, &dir, Duration::from_secs(120)).await;
+    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+    let added = report["added"].as_str().unwrap();
+    assert_eq!(report["host"]["stages"].as_object().unwrap().len(), 2, "the origin and the added stage: {report}");
+    assert_eq!(report["host"]["stages"][added], "published");
+    assert_eq!(report["addedPublishers"], 1, "the fleet saw the host publish on {added}");
+    assert_eq!(report["viewerStage"], added);
+    playback_ok(&report["playback"], "the viewer on the added stage");
+}
+
+#[tokio::test]
+async fn the_console_shows_three_nodes_and_follows_a_leader_change_without_a_reload() {
+    if !browser_available("pages_browser") {
+        return;
+    }
+    let _one = CHROMIUM.lock().await;
+    let mut c = common::cluster::Cluster::start(&[]).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let dir = artifacts("console-cluster");
+    let ready = dir.join("leader-shown");
+    let url = c.node(follower).url.clone();
+    let args = ["--url", &url, "--admin-key", &c.admin_key, "--ready-file", ready.to_str().unwrap()];
+    let mut run = common::browser::Scenario::spawn("console-cluster", &args, &dir, Duration::from_secs(90));
+    let shown = run.wait_for_file(&ready).await;
+    assert_eq!(shown, c.members[leader].id.to_string(), "the console names the leader the nodes agree on");
+    c.kill9(leader);
+    let report = run.report().await;
+    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+    let now = c.leader().await;
+    assert_eq!(report["after"]["leaders"], json!([c.members[now].id]), "{report}");
+    eprintln!("the console showed the new leader {} ms after the old one was shown", report["newLeaderShownMs"]);
 }

@@ -319,13 +319,15 @@ function showNode(n) {
     return {
       tr,
       update(m) {
+        // The node status of this update, not of the one that made the row.
+        const now = session.node;
         tr.dataset.nodeId = m.nodeId;
-        tr.classList.toggle('leader', m.nodeId === n.leaderId);
+        tr.classList.toggle('leader', m.nodeId === now.leaderId);
         fill(
           node,
           String(m.nodeId),
-          m.nodeId === n.leaderId ? [' ', badge('leader', 'live')] : null,
-          m.nodeId === n.nodeId ? h('span', { class: 'muted small' }, ' (this node)') : null,
+          m.nodeId === now.leaderId ? [' ', badge('leader', 'live')] : null,
+          m.nodeId === now.nodeId ? h('span', { class: 'muted small' }, ' (this node)') : null,
         );
         addr.textContent = m.raftAddr;
         voter.textContent = m.voter ? 'voter' : 'learner';

@@ -55,22 +55,59 @@ pub fn artifacts(name: &str) -> PathBuf {
 
 /// Runs `media.mjs --scenario <scenario> <args>` to its end and returns its JSON line.
 pub async fn run_scenario(scenario: &str, args: &[&str], artifacts: &Path, timeout: Duration) -> Value {
-    let child = tokio::process::Command::new("node")
-        .arg(Path::new(HERE).join("tests/browser/media.mjs"))
-        .args(["--scenario", scenario])
-        .args(args)
-        .arg("--artifacts")
-        .arg(artifacts)
-        .args(["--timeout-ms", &timeout.as_millis().to_string()])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs tests/browser/media.mjs");
-    let out = tokio::time::timeout(timeout + Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the harness finishes within its own deadline")
-        .expect("the harness ran");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| panic!("the harness printed no report: {text:?}"))
+    Scenario::spawn(scenario, args, artifacts, timeout).report().await
+}
+
+/// A running scenario, for callers that act while it runs (e.g. kill a node once it says so).
+pub struct Scenario {
+    child: tokio::process::Child,
+    timeout: Duration,
+}
+
+impl Scenario {
+    pub fn spawn(scenario: &str, args: &[&str], artifacts: &Path, timeout: Duration) -> Scenario {
+        let child = tokio::process::Command::new("node")
+            .arg(Path::new(HERE).join("tests/browser/media.mjs"))
+            .args(["--scenario", scenario])
+            .args(args)
+            .arg("--artifacts")
+            .arg(artifacts)
+            .args(["--timeout-ms", &timeout.as_millis().to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs tests/browser/media.mjs");
+        Scenario { child, timeout }
+    }
+
+    /// Waits until the scenario has written `file` (or ended: then its report is in the panic).
+    pub async fn wait_for_file(&mut self, file: &Path) -> String {
+        loop {
+            if let Ok(text) = std::fs::read_to_string(file)
+                && text.ends_with('\n')
+            {
+                return text.trim().to_string();
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                use tokio::io::AsyncReadExt;
+                let mut out = String::new();
+                if let Some(mut stdout) = self.child.stdout.take() {
+                    let _ = stdout.read_to_string(&mut out).await;
+                }
+                panic!("the scenario ended before writing {}: {out}", file.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The scenario's one JSON line, once it has finished.
+    pub async fn report(self) -> Value {
+        let out = tokio::time::timeout(self.timeout + Duration::from_secs(30), self.child.wait_with_output())
+            .await
+            .expect("the harness finishes within its own deadline")
+            .expect("the harness ran");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|_| panic!("the harness printed no report: {text:?}"))
+    }
 }

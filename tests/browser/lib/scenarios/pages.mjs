@@ -8,6 +8,7 @@
 import { HarnessError, STEP_MS } from '../harness.mjs';
 import { judgePlayback } from '../checks.mjs';
 import { samplePlayback } from '../video.mjs';
+import { graphql, poll, signIn } from '../pages-kit.mjs';
 
 const VIEWERS = 3;
 const WRONG_KEY = 'sf_this-key-does-not-exist-0000000000';
@@ -28,26 +29,10 @@ export default {
   async run(h, opts, report, failures) {
     const url = opts.url.replace(/\/$/, '');
     const b = opts.broadcast;
-    const api = async (query, variables = {}) => {
-      const res = await fetch(`${url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.adminKey}` },
-        body: JSON.stringify({ query, variables }),
-      });
-      const body = await res.json();
-      if (body.errors?.length) throw new HarnessError(`GraphQL: ${body.errors[0].message}`);
-      return body.data;
-    };
+    const api = graphql(url, opts.adminKey);
     const stages = async () =>
       (await api('query($b: ID!) { broadcast(id: $b) { stages { id role status viewers publishers } } }', { b })).broadcast.stages;
-    const until = async (label, ms, probe) => {
-      await h.step(label, ms, async () => {
-        for (;;) {
-          if (await probe()) return;
-          await new Promise((r) => setTimeout(r, 150));
-        }
-      });
-    };
+    const until = (label, ms, probe) => poll(h, label, ms, probe);
 
     // --- 0. the viewer page and every file it loads hold no key
     report.viewerPage = await h.step('viewer page: fetching its files', STEP_MS.load, () => crawl(url, '/watch/'));
@@ -209,14 +194,6 @@ export default {
     await h.screenshots('3-ended');
   },
 };
-
-// Types a key into a sign-in form and returns the message the page shows.
-async function signIn(h, handle, input, button, key, messageSel) {
-  await handle.page.fill(input, key);
-  await handle.page.click(button);
-  await h.until(handle, 'a message for the wrong key', STEP_MS.load, (sel) => document.querySelector(sel)?.textContent.trim(), messageSel);
-  return (await handle.page.textContent(messageSel)).trim();
-}
 
 // Every file a page loads from the node: its HTML, then scripts, styles and module imports.
 async function crawl(url, start) {
