@@ -32,8 +32,13 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
     }
     let _one = CHROMIUM.lock().await;
     let sdk = sdk_dist();
-    // Two seats per stage: three viewers need the origin and a replica.
+    // Two seats per stage: three viewers need the origin and a replica. A short lease: the run
+    // outlasts it several times, so the viewer pages must keep their seats by their subscriptions.
     let (_dir, n) = node(&[
+        "--session-lease-secs",
+        "4",
+        "--presence-interval-secs",
+        "2",
         "--seats-per-stage",
         "2",
         "--join-rate-per-ip",
@@ -97,6 +102,12 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
     // --- a viewer before the host was told to wait; the next one after the last seat, that it was full
     assert!(report["earlyViewerStatus"].as_str().unwrap().contains("Waiting for the host"), "{report}");
     assert!(report["fullStatus"].as_str().unwrap().contains("audience is full"), "{report}");
+    // --- presence by subscription: the same three sessions from first playing to the end, across
+    // several leases; a network drop showed "reconnecting" and kept the seat
+    assert_eq!(report["sessionsAtStart"], report["sessionsAtEnd"], "{report}");
+    assert!(report["elapsedMs"].as_u64().unwrap() > 3 * 4_000, "the run outlasts several leases");
+    assert!(report["reconnectingStatus"].as_str().unwrap().contains("reconnecting"), "{report}");
+    assert_eq!(report["sessionAfterReconnect"], report["sessionsAtStart"][1]);
     // --- "End" on the broadcaster page told the fleet the host stopped; ending the show reached every viewer
     for origin in report["origins"].as_array().unwrap() {
         assert_eq!(origin["publishers"], json!([]), "the host stopped publishing: {origin}");

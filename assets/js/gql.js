@@ -77,6 +77,15 @@ export class Live {
     this.closed = false;
     this.backoffMs = 500;
     this.timer = null;
+    // A device that loses its network may keep a dead socket open for minutes: drop it at once
+    // (the page says "reconnecting"), and try again the moment the network is back.
+    addEventListener('offline', () => this.ws?.close(4000, 'the network is offline'));
+    addEventListener('online', () => {
+      if (this.ws || this.closed || this.ops.size === 0) return;
+      clearTimeout(this.timer);
+      this.backoffMs = 500;
+      this.#connect();
+    });
   }
 
   subscribe(query, variables, sink) {

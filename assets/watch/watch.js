@@ -183,12 +183,13 @@ function end(text, final = true) {
 // Takes (or keeps) the seat on `stage`: joins it with `token`; the stage played so far is left once
 // video flows on the new one (or after 8 s), so a move shows no black gap.
 async function seat(stage, token, moved = false) {
-  if (current?.stageId === stage.id) return;
+  // The same seat again (e.g. the first message after a reconnect): nothing to switch.
+  if (current?.stageId === stage.id) return afterPlaying();
   IVS ??= await loadSdk().catch((e) => {
     setState('error', e.message, 'error');
     return null;
   });
-  if (!IVS || current?.stageId === stage.id) return;
+  if (!IVS || current?.stageId === stage.id) return undefined;
   const old = current;
   const next = openStage(stage, token);
   current = next;
@@ -199,18 +200,19 @@ async function seat(stage, token, moved = false) {
   try {
     await next.ivs.join();
   } catch (e) {
-    if (current !== next) return;
+    if (current !== next) return undefined;
     setState('reconnecting', `Could not connect to the stage (${e.message ?? e}); retrying…`, 'warn');
     current = old;
     leaveStage(next);
     retryIn(3, () => seat(stage, token, moved));
-    return;
+    return undefined;
   }
   if (old) {
     await Promise.race([next.firstVideo, new Promise((r) => setTimeout(r, 8000))]);
     leaveStage(old);
   }
   if (current === next) afterPlaying();
+  return undefined;
 }
 
 function openStage(stage, token) {

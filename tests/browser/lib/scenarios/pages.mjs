@@ -120,6 +120,16 @@ export default {
     await h.until(con, `audience ${VIEWERS} through subscriptions`, 10000, (n) => Number(document.querySelector('#stat-viewers').textContent) === n, VIEWERS,
       () => document.querySelector('#stat-viewers').textContent);
     report.console.audienceShown = Number(await con.page.textContent('#stat-viewers'));
+    report.sessionsAtStart = await Promise.all(viewers.map((v) => v.page.evaluate(() => window.stagefleetViewer.sessionId)));
+
+    // --- 5b. the network drops for a moment: the page says it is reconnecting, then plays on in the same seat
+    const flaky = viewers[1];
+    await flaky.context.setOffline(true);
+    await h.until(flaky, 'reconnecting while offline', 10000, () => document.querySelector('main').dataset.state === 'reconnecting', null, viewerState);
+    report.reconnectingStatus = await flaky.page.textContent('#status');
+    await flaky.context.setOffline(false);
+    await h.until(flaky, 'playing again after the network came back', 20000, () => document.querySelector('main').dataset.state === 'playing', null, viewerState);
+    report.sessionAfterReconnect = await flaky.page.evaluate(() => window.stagefleetViewer.sessionId);
 
     // --- 6. a second replica; the console drains the first with "move viewers"
     const before2 = new Set((await stages()).map((s) => s.id));
@@ -155,10 +165,11 @@ export default {
     );
     await h.screenshots('2-after-move');
 
-    // --- 7. the last free seat goes to someone else: the next viewer is told the audience is full
-    await api('mutation($b: ID!) { joinBroadcast(broadcastId: $b, userId: "filler") { session { id } } }', { b });
+    // --- 7. on a phone: no sideways scrolling, and every control has a label; the phone viewer comes
+    // just after someone else took the last free seat and must be told the audience is full
     report.phone = {};
     for (const [name, path] of [['home', '/'], ['watch', `/watch/?broadcast=${encodeURIComponent(b)}`], ['broadcast', '/broadcast/'], ['console', '/console/']]) {
+      if (name === 'watch') await api('mutation($b: ID!) { joinBroadcast(broadcastId: $b, userId: "filler") { session { id } } }', { b });
       const p = await h.openUrl(`phone-${name}`, `${url}${path}`, { width: 375, height: 740 });
       await p.page.waitForLoadState('networkidle').catch(() => {});
       const audit = await p.page.evaluate(() => {
@@ -186,6 +197,8 @@ export default {
     await h.until(host, 'off air', STEP_MS.leave, () => document.querySelector('main').dataset.state === 'off-air', null, hostState);
     await Promise.all(viewers.map((v) => h.until(v, 'waiting after the host ended', STEP_MS.hostGone, () => document.querySelector('main').dataset.state === 'waiting-host', null, viewerState)));
     report.origins = (await stages()).filter((s) => s.role === 'ORIGIN');
+    // Presence by subscription: no page had to take a new seat, however many leases went by.
+    report.sessionsAtEnd = await Promise.all(viewers.map((v) => v.page.evaluate(() => window.stagefleetViewer.sessionId)));
 
     // --- 9. the console ends the broadcast: every viewer is told it ended
     await con.page.click(`#broadcasts button[data-action="end"][data-broadcast-id="${b}"]`);
