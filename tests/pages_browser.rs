@@ -145,6 +145,20 @@ async fn with_client_fanout_the_broadcaster_page_publishes_to_a_stage_added_whil
     assert_eq!(report["addedPublishers"], 1, "the fleet saw the host publish on {added}");
     assert_eq!(report["viewerStage"], added);
     playback_ok(&report["playback"], "the viewer on the added stage");
+    // OBS: per stage, the stage's WHIP endpoint and a token for it
+    let stages = n.admin("{ broadcast(id: \"cf\") { stages { ivsStageId whipUrl } } }", json!({})).await;
+    for pair in report["obs"].as_array().unwrap() {
+        let (server, token) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        let (_, claims) = common::decode_jwt(token);
+        let stage = stages["broadcast"]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["ivsStageId"] == claims["topic"])
+            .unwrap_or_else(|| panic!("the token is for a stage of cf: {claims}"));
+        assert_eq!(stage["whipUrl"], server, "the server shown is that stage's WHIP endpoint");
+        assert!(claims["capabilities"]["allow_publish"] == true, "a publish token: {claims}");
+    }
 }
 
 #[tokio::test]
@@ -169,4 +183,32 @@ async fn the_console_shows_three_nodes_and_follows_a_leader_change_without_a_rel
     let now = c.leader().await;
     assert_eq!(report["after"]["leaders"], json!([c.members[now].id]), "{report}");
     eprintln!("the console showed the new leader {} ms after the old one was shown", report["newLeaderShownMs"]);
+}
+
+#[tokio::test]
+async fn the_console_starts_a_broadcast_adds_and_deletes_a_stage_sets_the_policy_and_manages_keys() {
+    if !browser_available("pages_browser") {
+        return;
+    }
+    let _one = CHROMIUM.lock().await;
+    let (_dir, n) = node(&[]);
+    let q = "mutation { createApiKey(name: \"to-revoke\", role: VIEWER) { key } }";
+    let doomed = n.admin(q, json!({})).await["createApiKey"]["key"].as_str().unwrap().to_string();
+    let dir = artifacts("console-actions");
+    let admin_key = n.admin_key.clone().unwrap();
+    let report = run_scenario("console-actions", &["--url", &n.url, "--admin-key", &admin_key], &dir, Duration::from_secs(90)).await;
+    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+
+    let b = n.ok("{ broadcast(id: \"from-console\") { name state } }", json!({}), None).await;
+    assert_eq!(b["broadcast"], json!({"name": "Started in the console", "state": "LIVE"}));
+    let replica = report["replica"].as_str().unwrap();
+    let s = n.admin("query($id: ID!) { stage(id: $id) { status } }", json!({"id": replica})).await;
+    assert!(s["stage"].is_null() || s["stage"]["status"] == "DELETING", "{replica} deleted: {s}");
+    assert!(report["policyRefused"].as_str().unwrap().contains("maxStages"), "{report}");
+    let policy = n.ok("{ fleetPolicy { seatsPerStage maxStages } }", json!({}), None).await;
+    assert_eq!(policy["fleetPolicy"]["seatsPerStage"], 777, "saved from the console");
+    assert!(policy["fleetPolicy"]["maxStages"].as_u64().unwrap() > 0, "the refused value changed nothing");
+    let made = n.ok("{ me { role } }", json!({}), report["newKey"].as_str()).await;
+    assert_eq!(made["me"]["role"], "HOST", "the key the console showed works");
+    assert_eq!(n.err("{ me { role } }", json!({}), Some(&doomed)).await, "UNAUTHENTICATED", "the revoked key is refused");
 }

@@ -305,6 +305,34 @@ async fn stage_events_broadcast_and_node_follow_the_fleet() {
 }
 
 #[tokio::test]
+async fn broadcast_subscription_follows_its_stages_and_their_seats() {
+    let (_dir, n) = node(FAST);
+    let admin = n.admin_key.clone().unwrap();
+    n.start_broadcast("b").await;
+    let mut ws = Ws::connect(&n, Some(&admin)).await;
+    let q = "subscription { broadcast(id: \"b\") { viewers stages { id status viewers } } }";
+    ws.subscribe("b", q, json!({})).await;
+    let first = ws.data("b", "broadcast").await;
+    assert_eq!(first["stages"], json!([{"id": "b:0", "status": "READY", "viewers": 0}]));
+    // a stage added: the broadcast's own record is unchanged, the message is not
+    n.admin("mutation { createStage(broadcastId: \"b\") { id } }", json!({}))
+        .await;
+    ws.data_until("b", "broadcast", |b| b["stages"].as_array().is_some_and(|s| s.len() == 2))
+        .await;
+    // a seat taken shows on its stage
+    n.join("b", "ann").await.unwrap();
+    ws.data_until("b", "broadcast", |b| b["stages"][0]["viewers"] == 1 || b["stages"][1]["viewers"] == 1)
+        .await;
+    // a stage deleted leaves the list
+    n.admin("mutation { deleteStage(id: \"b:1\", force: true) { id } }", json!({}))
+        .await;
+    let after = ws
+        .data_until("b", "broadcast", |b| b["stages"].as_array().is_some_and(|s| s.len() == 1))
+        .await;
+    assert_eq!(after["stages"][0]["id"], "b:0");
+}
+
+#[tokio::test]
 async fn who_may_subscribe_to_what() {
     let (_dir, n) = node(FAST);
     let admin = n.admin_key.clone().unwrap();

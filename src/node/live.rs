@@ -253,12 +253,11 @@ impl Live {
     pub fn broadcast_stream(self: &Arc<Self>, id: &str, every: Duration) -> BoxStream<crate::fleet::Broadcast> {
         let every_ms = (every.as_millis() as i64).max(1);
         let changes = self.watch(id);
-        let state = (
-            self.clone(),
-            id.to_string(),
-            changes,
-            None::<(crate::fleet::Broadcast, i64)>,
-        );
+        // What a subscriber can see: the broadcast and its stages (lifecycle, seats, media). A
+        // stage created, deleted or filling up changes the message even when the broadcast's own
+        // record does not.
+        type Seen = (crate::fleet::Broadcast, Vec<crate::fleet::Stage>);
+        let state = (self.clone(), id.to_string(), changes, None::<(Seen, i64)>);
         Box::pin(stream::unfold(state, move |(live, id, mut changes, last)| async move {
             loop {
                 if let Some((_, window)) = &last {
@@ -266,10 +265,14 @@ impl Live {
                     sleep_until_ms((window + 1) * every_ms).await;
                 }
                 changes.borrow_and_update();
-                let now = live.store.view().fleet.broadcasts.get(&id).cloned()?;
-                if last.as_ref().is_none_or(|(b, _)| *b != now) {
+                let view = live.store.view();
+                let broadcast = view.fleet.broadcasts.get(&id).cloned()?;
+                let mut stages: Vec<_> = view.fleet.stages_of(&id).cloned().collect();
+                stages.sort_by_key(|s| s.slot);
+                let now = (broadcast, stages);
+                if last.as_ref().is_none_or(|(seen, _)| *seen != now) {
                     let window = now_ms().div_euclid(every_ms);
-                    return Some((now.clone(), (live, id, changes, Some((now, window)))));
+                    return Some((now.0.clone(), (live, id, changes, Some((now, window)))));
                 }
             }
         }))

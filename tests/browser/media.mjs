@@ -26,7 +26,7 @@ function finish(result, code) {
 }
 
 // Loaded dynamically so that a missing node_modules still yields the JSON line and a hint.
-let Harness, HarnessError, oneLine, sleep, publishPlay, selftest, pages, fanoutClient, consoleCluster;
+let Harness, HarnessError, oneLine, sleep, publishPlay, selftest, pages, fanoutClient, consoleCluster, consoleActions;
 try {
   ({ Harness, HarnessError, oneLine, sleep } = await import('./lib/harness.mjs'));
   publishPlay = (await import('./lib/scenarios/publish-play.mjs')).default;
@@ -34,6 +34,7 @@ try {
   pages = (await import('./lib/scenarios/pages.mjs')).default;
   fanoutClient = (await import('./lib/scenarios/fanout-client.mjs')).default;
   consoleCluster = (await import('./lib/scenarios/console-cluster.mjs')).default;
+  consoleActions = (await import('./lib/scenarios/console-actions.mjs')).default;
 } catch (e) {
   const hint = e.code === 'ERR_MODULE_NOT_FOUND' ? ' (run: bash tests/browser/setup.sh)' : '';
   finish({ ok: false, error: `cannot load the harness: ${e.message.split('\n')[0]}${hint}` }, 1);
@@ -43,7 +44,7 @@ try {
 // A scenario: problems(opts) -> usage errors, report(opts) -> initial report fields,
 // run(harness, opts, report, failures) -> fills report, pushes check failures, throws on a
 // failed step. Add new ones here (e.g. viewer-joins-first, mute, replica in a second stage).
-const SCENARIOS = Object.fromEntries([publishPlay, selftest, pages, fanoutClient, consoleCluster].map((s) => [s.name, s]));
+const SCENARIOS = Object.fromEntries([publishPlay, selftest, pages, fanoutClient, consoleCluster, consoleActions].map((s) => [s.name, s]));
 const DEFAULT_SCENARIO = publishPlay.name;
 
 function usage() {

@@ -88,8 +88,10 @@ impl Ws {
 
     /// The next text message, or the close frame (None: closed without one).
     pub async fn next_or_close(&mut self) -> Result<Value, Option<CloseFrame>> {
+        // One deadline for the message, however many server pings come first.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let msg = tokio::time::timeout(WAIT, self.socket.next())
+            let msg = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .expect("a message within 20 s");
             let Some(Ok(msg)) = msg else { return Err(None) };
@@ -133,11 +135,19 @@ impl Ws {
 
     /// Messages of operation `id` until one whose `data.<field>` satisfies `f`.
     pub async fn data_until(&mut self, id: &str, field: &str, f: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let d = self.data(id, field).await;
-            if f(&d) {
-                return d;
+        let mut seen = Vec::new();
+        let wait = tokio::time::timeout(WAIT, async {
+            loop {
+                let d = self.data(id, field).await;
+                if f(&d) {
+                    return d;
+                }
+                seen.push(d);
             }
+        });
+        match wait.await {
+            Ok(d) => d,
+            Err(_) => panic!("no message of {id} as wanted within 20 s; got {seen:?}"),
         }
     }
 

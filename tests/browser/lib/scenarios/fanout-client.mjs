@@ -46,6 +46,13 @@ export default {
     const ready = await poll(h, `${added} READY`, 15000, async () => (await stages()).find((s) => s.id === added && s.status === 'READY'));
     report.addedPublishers = ready.publishers.length;
 
+    // --- 2b. WHIP settings for OBS: one server and bearer token per stage the host feeds
+    await host.page.click('#obs');
+    await h.until(host, 'WHIP settings for both stages', STEP_MS.load, () => document.querySelectorAll('#obs-out .panel').length === 2);
+    report.obs = await host.page.evaluate(() =>
+      [...document.querySelectorAll('#obs-out .panel')].map((p) => [...p.querySelectorAll('.mono')].map((m) => m.textContent)),
+    );
+
     // --- 3. the origin's one seat is taken; the next viewer sits on the added stage and plays
     await api('mutation($b: ID!) { joinBroadcast(broadcastId: $b, userId: "first") { session { stageId } } }', { b });
     const v = await h.openUrl('viewer', `${url}/watch/?broadcast=${encodeURIComponent(b)}`, { width: 640, height: 600 });
