@@ -351,7 +351,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         node.cfg.node_id
     );
     println!("  GraphQL (GraphiQL in a browser)  {url}/graphql");
-    println!("  web pages                        {url}/");
+    println!("  watch (viewers, no sign-in)      {url}/watch/");
+    println!("  broadcast (hosts)                {url}/broadcast/");
+    println!("  console (operators)              {url}/console/");
+    println!("  pages load the IVS Web SDK from  {}", node.cfg.sdk_url_effective());
     println!("  health, metrics                  {url}/readyz  {url}/metrics");
     println!("  IVS                              {}", node.backend_label);
     if let Some(udp) = app.media_addr() {

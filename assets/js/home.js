@@ -1,19 +1,12 @@
 // The landing page: what is live (with links to watch it) and the fleet's totals.
 import { gql } from './gql.js';
-import { showBackend, h, fill, explain } from './site.js';
+import { showBackend, h, fill, explain, liveItems } from './site.js';
 
 showBackend();
 const list = document.getElementById('live-list');
 gql('{ broadcasts(state: LIVE) { id name viewers } stats { broadcastsLive stagesActive viewers capacity } }')
   .then(({ broadcasts, stats }) => {
-    fill(
-      list,
-      broadcasts.length
-        ? broadcasts.map((b) =>
-            h('li', {}, h('a', { href: `/watch/?broadcast=${encodeURIComponent(b.id)}` }, b.name || b.id), ` — ${b.viewers} watching`),
-          )
-        : h('li', {}, 'Nothing is live right now.'),
-    );
+    fill(list, liveItems(broadcasts));
     document.getElementById('totals').textContent =
       `${stats.broadcastsLive} live broadcast(s), ${stats.stagesActive} active stage(s), ${stats.viewers} of ${stats.capacity} seats taken.`;
   })

@@ -80,3 +80,11 @@ export function explain(e) {
   }[e?.code];
   return text ? `${text} (${e.message})` : e?.message || String(e);
 }
+
+/** List items for the live broadcasts, each linking to its viewer page. */
+export function liveItems(broadcasts) {
+  if (!broadcasts.length) return [h('li', {}, 'Nothing is live right now.')];
+  return broadcasts.map((b) =>
+    h('li', {}, h('a', { href: `/watch/?broadcast=${encodeURIComponent(b.id)}` }, b.name || b.id), ` — ${b.viewers} watching`),
+  );
+}

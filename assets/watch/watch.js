@@ -7,7 +7,7 @@
 // `main#viewer` carries `data-state` (loading, choose, joining, waiting-host, playing, not-live,
 // full, region-full, reconnecting, ended, error) and `data-stage-id`, for people and tests alike.
 import { gql, gqlOnUnload, Live } from '/js/gql.js';
-import { loadSdk, showBackend, h, fill, explain } from '/js/site.js';
+import { loadSdk, showBackend, h, fill, explain, liveItems } from '/js/site.js';
 
 const params = new URLSearchParams(location.search);
 const broadcastId = params.get('broadcast') || params.get('b');
@@ -66,14 +66,7 @@ async function chooseBroadcast() {
   const list = document.getElementById('live-list');
   try {
     const { broadcasts } = await gql('{ broadcasts(state: LIVE) { id name viewers } }');
-    fill(
-      list,
-      broadcasts.length
-        ? broadcasts.map((b) =>
-            h('li', {}, h('a', { href: `/watch/?broadcast=${encodeURIComponent(b.id)}` }, b.name || b.id), ` — ${b.viewers} watching`),
-          )
-        : h('li', {}, 'Nothing is live right now.'),
-    );
+    fill(list, liveItems(broadcasts));
   } catch (e) {
     setState('error', explain(e), 'error');
   }
