@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, SECRET};
 use common::{decode_jwt, eventually};
-use serde_json::json;
+use serde_json::{Value, json};
 
 async fn viewers(c: &Cluster, i: usize, broadcast: &str) -> u64 {
     c.node(i)
@@ -92,6 +92,45 @@ async fn three_nodes_form_one_cluster_and_every_node_answers_joins() {
             assert_eq!(found["session"]["id"], s.as_str(), "node {i} knows session {s}");
         }
     }
+}
+
+/// POST a query to node `i`, asking for a current read or not: status, headers, body.
+async fn read(c: &Cluster, i: usize, query: &str, current: bool) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = c
+        .node(i)
+        .http()
+        .post(format!("{}/graphql", c.node(i).url))
+        .json(&json!({"query": query}));
+    if current {
+        req = req.header("x-stagefleet-read", "current");
+    }
+    let resp = req.send().await.expect("POST /graphql");
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, resp.json().await.expect("a JSON body"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_current_read_on_a_follower_sees_every_write_committed_before_it() {
+    let c = Cluster::start(&[]).await;
+    let leader = c.leader().await;
+    c.node(leader).start_broadcast("show").await;
+    let q = "{ stats(broadcastId: \"show\") { viewers } }";
+    for n in 1..=20u64 {
+        c.node(leader).join("show", &format!("viewer-{n}")).await.expect("a seat");
+        // At once, on a follower: the join the leader acknowledged is in the answer, every time.
+        let follower = (leader + 1 + (n as usize % 2)) % 3;
+        let (status, headers, body) = read(&c, follower, q, true).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["stats"]["viewers"], n, "node {follower}, join {n}");
+        assert_eq!(headers["x-stagefleet-read"], "current");
+        assert_eq!(headers["x-stagefleet-leader"], c.members[leader].id.to_string().as_str());
+        let applied: u64 = headers["x-stagefleet-applied-index"].to_str().unwrap().parse().unwrap();
+        assert!(applied > 0, "{headers:?}");
+    }
+    // Without the header the answer is local, and says which index it is of.
+    let (_, headers, _) = read(&c, (leader + 1) % 3, q, false).await;
+    assert_eq!(headers["x-stagefleet-read"], "local");
+    assert!(headers.contains_key("x-stagefleet-applied-index"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,8 +268,13 @@ async fn a_leader_cut_off_from_the_majority_refuses_writes_then_heals_and_catche
     let waited = asked.elapsed();
     assert_eq!(body["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{body}");
     assert!(waited < Duration::from_secs(15), "answered after {waited:?}");
-    // Reads still answer from the node's own state.
+    // Reads still answer from the node's own state, and say so; a current read cannot be had.
     assert_eq!(viewers(&c, leader, "show").await, 1);
+    let (status, headers, body) = read(&c, leader, "{ stats(broadcastId: \"show\") { viewers } }", true).await;
+    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("current read"), "{body} {headers:?}");
+    let (_, headers, _) = read(&c, leader, "{ stats(broadcastId: \"show\") { viewers } }", false).await;
+    assert_eq!(headers["x-stagefleet-read"], "local");
 
     for i in &others {
         c.node(*i).thaw();

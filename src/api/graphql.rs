@@ -132,6 +132,17 @@ pub async fn post_graphql(
         }
         app.parsed.attach(&mut request);
     }
+    // A current read (`x-stagefleet-read: current`): every write committed before this request
+    // is applied here first, on a follower too (one read barrier; concurrent ones share rounds).
+    // Otherwise the answer is this node's applied state, as the response's headers say.
+    let current = headers
+        .get(READ_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("current"));
+    if current && let Err(e) = app.node.store.catch_up().await {
+        let msg = format!("a current read needs the leader to confirm the commit index: {e}");
+        return error_body(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &msg);
+    }
     let validated = prepared.validated;
     let query = (!validated).then(|| request.query.clone());
     let schema = if validated { &app.schema_validated } else { &app.schema };
@@ -154,8 +165,28 @@ pub async fn post_graphql(
         .graphql_http_seconds
         .observe(started.elapsed().as_secs_f64());
     let body = serde_json::to_vec(&response).expect("responses serialize");
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let status = app.node.store.cluster_status();
+    let applied = status.last_applied_index.unwrap_or(0).to_string();
+    let leader = status.leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (READ_HEADER, HeaderValue::from_static(if current { "current" } else { "local" })),
+            (APPLIED_HEADER, HeaderValue::from_str(&applied).expect("digits")),
+            (LEADER_HEADER, HeaderValue::from_str(&leader).expect("digits")),
+        ],
+        body,
+    )
+        .into_response()
 }
+
+/// Asks for a current read (`current`); answered with how the request was read (`current` or
+/// `local`).
+pub const READ_HEADER: header::HeaderName = header::HeaderName::from_static("x-stagefleet-read");
+/// The log index of the state the answer was read from.
+pub const APPLIED_HEADER: header::HeaderName = header::HeaderName::from_static("x-stagefleet-applied-index");
+/// The leader as the answering node knows it (`none` during an election).
+pub const LEADER_HEADER: header::HeaderName = header::HeaderName::from_static("x-stagefleet-leader");
 
 pub async fn get_graphql(
     State(app): State<AppState>,

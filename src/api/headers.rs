@@ -84,7 +84,7 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
                 );
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("authorization, content-type"),
+                    HeaderValue::from_static("authorization, content-type, x-stagefleet-read"),
                 );
                 h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
                 r
@@ -100,6 +100,10 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
     let h = r.headers_mut();
     if let Some(o) = origin {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-stagefleet-read, x-stagefleet-applied-index, x-stagefleet-leader"),
+        );
         h.append(header::VARY, HeaderValue::from_static("origin"));
     }
     // A 304 keeps the policy the browser stored with the page: a cached page revalidated here
