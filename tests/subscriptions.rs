@@ -333,6 +333,43 @@ async fn broadcast_subscription_follows_its_stages_and_their_seats() {
 }
 
 #[tokio::test]
+async fn assignment_answers_any_valid_selection_and_refuses_a_wrong_one_as_the_schema_does() {
+    let (_dir, n) = node(FAST);
+    n.start_broadcast("b").await;
+    let joined = n.join("b", "ann").await.unwrap();
+    let s = joined["session"]["id"].as_str().unwrap().to_string();
+    let mut ws = Ws::connect(&n, None).await;
+    // aliases, a fragment, a variable and __typename, as a client library writes them
+    let q = "subscription Seat($s: ID!) { seat: assignment(sessionId: $s) { __typename kind ...Where } }
+             fragment Where on Assignment { place: stage { id } session { userId } }";
+    ws.subscribe("a", q, json!({"s": s})).await;
+    let m = ws.next_of("a").await;
+    assert_eq!(
+        m["payload"]["data"],
+        json!({"seat": {"__typename": "Assignment", "kind": "SEATED", "place": {"id": "b:0"}, "session": {"userId": "ann"}}}),
+        "{m}"
+    );
+    // a field the type does not have: refused by validation, nothing opened
+    ws.subscribe("b", "subscription($s: ID!) { assignment(sessionId: $s) { kind seatNumber } }", json!({"s": s}))
+        .await;
+    let m = ws.next_of("b").await;
+    let msg = m["payload"]["errors"][0]["message"].as_str().unwrap_or_else(|| panic!("{m}"));
+    assert!(msg.contains("seatNumber"), "{m}");
+    assert_eq!(ws.next_of("b").await["type"], "complete");
+    // a missing variable, and a session that does not exist
+    ws.subscribe("c", "subscription($s: ID!) { assignment(sessionId: $s) { kind } }", json!({})).await;
+    assert!(ws.next_of("c").await["payload"]["errors"][0]["message"].is_string());
+    assert_eq!(ws.next_of("c").await["type"], "complete");
+    ws.subscribe("d", "subscription { assignment(sessionId: \"nope\") { kind } }", json!({})).await;
+    assert_eq!(ws.error_code("d").await, "SESSION_NOT_FOUND");
+    // the first one is still open and ends with the reason when the viewer leaves
+    n.ok("mutation($s: ID!) { leave(sessionId: $s) { id } }", json!({"s": s}), None).await;
+    let ended = ws.data("a", "seat").await;
+    assert_eq!(ended["kind"], "ENDED", "{ended}");
+    assert_eq!(ws.next_of("a").await["type"], "complete");
+}
+
+#[tokio::test]
 async fn who_may_subscribe_to_what() {
     let (_dir, n) = node(FAST);
     let admin = n.admin_key.clone().unwrap();

@@ -49,6 +49,8 @@ pub struct AppState {
     pub ws_slots: Arc<Semaphore>,
     /// Executions of WebSocket operations, shared between identical subscriptions.
     pub groups: Arc<ws::groups::Groups>,
+    /// Renders `assignment` updates without an execution held open per subscriber.
+    pub assignments: ws::assignment::Renderer,
     /// Becomes true when the node starts shutting down: WebSockets close themselves.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -102,6 +104,7 @@ pub fn router(node: Arc<Node>) -> Edge {
         page_csp: headers::page_csp(node.cfg.sdk_origin().as_deref()),
         ws_slots: Arc::new(Semaphore::new(node.cfg.max_websockets)),
         groups: ws::groups::Groups::new(node.metrics.clone()),
+        assignments: ws::assignment::renderer(node.clone(), node.cfg.graphql_max_depth, node.cfg.graphql_max_complexity),
         shutdown,
         node,
         schema,

@@ -14,6 +14,7 @@
 //! - Shutting the node down ends every open operation with an `UNAVAILABLE` error, then closes
 //!   the socket (1001).
 
+pub mod assignment;
 pub mod frames;
 pub mod groups;
 
@@ -335,7 +336,7 @@ impl Conn {
             request = request.data(super::schema::types::RequestView::default());
         }
         let key = match shape {
-            Shape::Subscription(true) => format!(
+            Shape::Shared => format!(
                 "shared\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{}",
                 role,
                 request.query,
@@ -351,8 +352,13 @@ impl Conn {
         data.insert(principal);
         let session = Arc::new(data);
         let schema = app.schema.clone();
+        let renderer = app.assignments.clone();
         let start = move || -> BoxStream<'static, async_graphql::Response> {
-            Executor::execute_stream(&schema, request, Some(session))
+            if shape == Shape::Assignment {
+                assignment::follow(renderer, request, session)
+            } else {
+                Executor::execute_stream(&schema, request, Some(session))
+            }
         };
         let membership = app.groups.join(key, &id, self.out.clone(), start);
         self.ops.insert(id, membership);
@@ -362,8 +368,12 @@ impl Conn {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shape {
-    /// A subscription; `true` when identical copies may share one execution.
-    Subscription(bool),
+    /// A subscription whose identical copies may share one execution.
+    Shared,
+    /// `assignment` alone: rendered per update, no execution held open (`assignment`).
+    Assignment,
+    /// Another subscription.
+    Subscription,
     Other,
 }
 
@@ -394,8 +404,10 @@ fn shape(request: &mut async_graphql::Request) -> Shape {
             _ => None,
         })
         .collect();
-    let shared = fields.len() == op.node.selection_set.node.items.len()
-        && fields.len() == 1
-        && SHARED_FIELDS.contains(&fields[0]);
-    Shape::Subscription(shared)
+    let single = (fields.len() == 1 && op.node.selection_set.node.items.len() == 1).then(|| fields[0]);
+    match single {
+        Some(f) if SHARED_FIELDS.contains(&f) => Shape::Shared,
+        Some("assignment") => Shape::Assignment,
+        _ => Shape::Subscription,
+    }
 }
