@@ -230,8 +230,8 @@ pub async fn get_graphql(
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
         // tungstenite's default 128 KiB read buffer per socket made 10,000 held viewers cost
-        // ~1.5 GiB; GraphQL messages here are a few hundred bytes.
-        .read_buffer_size(4 * 1024)
+        // ~1.5 GiB; GraphQL messages here are a few hundred bytes (a longer one is read in parts).
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         // Outgoing messages of any size are written (an answer listing many stages or keys can
         // be large); back-pressure comes from the bounded queue in `super::ws`.

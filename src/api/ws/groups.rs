@@ -26,17 +26,20 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Message>,
-    slow: Arc<Slow>,
-    ended: mpsc::UnboundedSender<String>,
+    signals: Arc<Signals>,
 }
 
+/// What the groups tell a socket besides frames: its queue was found full, or operations ended.
+/// One small struct per socket (a channel for the ended ids cost ~1 KiB a subscriber).
 #[derive(Default)]
-pub struct Slow {
+pub struct Signals {
     tripped: AtomicBool,
     notify: Notify,
+    ended: Mutex<Vec<String>>,
+    ended_notify: Notify,
 }
 
-impl Slow {
+impl Signals {
     /// Resolves once the socket's queue was found full.
     pub async fn tripped(&self) {
         loop {
@@ -47,18 +50,34 @@ impl Slow {
             notified.await;
         }
     }
+
+    /// The ids of operations that ended since the last call (waits for at least one).
+    pub async fn ended(&self) -> Vec<String> {
+        loop {
+            let notified = self.ended_notify.notified();
+            let ids = std::mem::take(&mut *self.ended.lock().expect("ended lock"));
+            if !ids.is_empty() {
+                return ids;
+            }
+            notified.await;
+        }
+    }
+
+    fn end(&self, op_id: String) {
+        self.ended.lock().expect("ended lock").push(op_id);
+        self.ended_notify.notify_one();
+    }
 }
 
 impl Outbox {
-    pub fn new(tx: mpsc::Sender<Message>, ended: mpsc::UnboundedSender<String>) -> (Self, Arc<Slow>) {
-        let slow = Arc::new(Slow::default());
+    pub fn new(tx: mpsc::Sender<Message>) -> (Self, Arc<Signals>) {
+        let signals = Arc::new(Signals::default());
         (
             Outbox {
                 tx,
-                slow: slow.clone(),
-                ended,
+                signals: signals.clone(),
             },
-            slow,
+            signals,
         )
     }
 
@@ -68,8 +87,8 @@ impl Outbox {
         match self.tx.try_send(Message::Text(frame.into())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow.tripped.store(true, Ordering::Release);
-                self.slow.notify.notify_one();
+                self.signals.tripped.store(true, Ordering::Release);
+                self.signals.notify.notify_one();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -233,7 +252,7 @@ async fn run(groups: Weak<Groups>, group: Arc<Group>, mut stream: BoxStream<'sta
     }
     for m in members.list.values() {
         m.out.offer(frames::complete(&m.id_json));
-        let _ = m.out.ended.send(m.op_id.clone());
+        m.out.signals.end(m.op_id.clone());
     }
     members.list.clear();
 }

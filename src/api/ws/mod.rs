@@ -128,8 +128,7 @@ pub async fn serve(
         }
         Some(sink)
     });
-    let (ended_tx, mut ended) = mpsc::unbounded_channel::<String>();
-    let (out, slow) = Outbox::new(tx, ended_tx);
+    let (out, signals) = Outbox::new(tx);
     let mut conn = Conn {
         socket: next_socket(),
         app: app.clone(),
@@ -162,7 +161,7 @@ pub async fn serve(
                 }
                 break Some(Close::new(CLOSE_SHUTDOWN, "the node is shutting down"));
             }
-            () = slow.tripped() => {
+            () = signals.tripped() => {
                 metrics.refuse("slow_subscriber");
                 break Some(Close::new(CLOSE_SLOW, format!("fell behind: {OUTBOX} messages queued and not read")));
             }
@@ -171,9 +170,11 @@ pub async fn serve(
                 writer_done = true;
                 break None;
             }
-            Some(id) = ended.recv() => {
-                if conn.ops.remove(&id).is_some() {
-                    metrics.subscriptions_open.dec();
+            ids = signals.ended() => {
+                for id in ids {
+                    if conn.ops.remove(&id).is_some() {
+                        metrics.subscriptions_open.dec();
+                    }
                 }
             }
             msg = incoming.next() => {
