@@ -9,30 +9,36 @@
 //! never buffered without limit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use axum::extract::ws::Message;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::frames;
 use crate::metrics::Metrics;
 
 /// Where a socket's frames go, and how the socket learns that it fell behind or that one of its
-/// operations ended.
-#[derive(Clone)]
+/// operations ended. Every clone is a sender: the socket's writer sees the end of its queue once
+/// the last one is dropped.
 pub struct Outbox {
-    tx: mpsc::Sender<Message>,
     signals: Arc<Signals>,
 }
 
-/// What the groups tell a socket besides frames: its queue was found full, or operations ended.
-/// One small struct per socket (a channel for the ended ids cost ~1 KiB a subscriber).
+/// One socket's queue of frames for its writer and what the groups tell the socket besides:
+/// its queue was found full, or operations ended. One small struct per socket: a tokio channel
+/// per socket (its padded state and a first block of 32 slots) and one for the ended ids cost
+/// ~3 KiB a subscriber, most of it while nothing is queued.
 #[derive(Default)]
 pub struct Signals {
+    queue: Mutex<std::collections::VecDeque<Message>>,
+    capacity: usize,
+    queued: Notify,
+    senders: AtomicUsize,
+    writer_gone: AtomicBool,
     tripped: AtomicBool,
     notify: Notify,
     ended: Mutex<Vec<String>>,
@@ -69,12 +75,71 @@ impl Signals {
     }
 }
 
+/// The writer's end of a socket's queue.
+pub struct Inbox {
+    signals: Arc<Signals>,
+}
+
+impl Inbox {
+    /// The next frame; `None` once every `Outbox` is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            let notified = self.signals.queued.notified();
+            {
+                let mut queue = self.signals.queue.lock().expect("queue lock");
+                if let Some(m) = queue.pop_front() {
+                    // A burst's room is given back once it is written.
+                    if queue.is_empty() && queue.capacity() > 16 {
+                        queue.shrink_to(4);
+                    }
+                    return Some(m);
+                }
+            }
+            if self.signals.senders.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.signals.writer_gone.store(true, Ordering::Release);
+    }
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.signals.senders.fetch_add(1, Ordering::AcqRel);
+        Outbox {
+            signals: self.signals.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.signals.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.signals.queued.notify_one();
+        }
+    }
+}
+
 impl Outbox {
-    pub fn new(tx: mpsc::Sender<Message>) -> (Self, Arc<Signals>) {
-        let signals = Arc::new(Signals::default());
+    /// A socket's queue of at most `capacity` frames: the senders' end, the writer's end, and the
+    /// signals the socket watches.
+    pub fn new(capacity: usize) -> (Self, Inbox, Arc<Signals>) {
+        let signals = Arc::new(Signals {
+            capacity,
+            senders: AtomicUsize::new(1),
+            ..Signals::default()
+        });
         (
             Outbox {
-                tx,
+                signals: signals.clone(),
+            },
+            Inbox {
                 signals: signals.clone(),
             },
             signals,
@@ -84,15 +149,21 @@ impl Outbox {
     /// Queue `frame` without waiting; false when the socket is gone or its queue is full (then
     /// the socket is told it fell behind).
     pub fn offer(&self, frame: String) -> bool {
-        match self.tx.try_send(Message::Text(frame.into())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.signals.tripped.store(true, Ordering::Release);
-                self.signals.notify.notify_one();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let s = &self.signals;
+        if s.writer_gone.load(Ordering::Acquire) {
+            return false;
         }
+        let mut queue = s.queue.lock().expect("queue lock");
+        if queue.len() >= s.capacity {
+            drop(queue);
+            s.tripped.store(true, Ordering::Release);
+            s.notify.notify_one();
+            return false;
+        }
+        queue.push_back(Message::Text(frame.into()));
+        drop(queue);
+        s.queued.notify_one();
+        true
     }
 }
 
@@ -255,4 +326,61 @@ async fn run(groups: Weak<Groups>, group: Arc<Group>, mut stream: BoxStream<'sta
         m.out.signals.end(m.op_id.clone());
     }
     members.list.clear();
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn text(m: Option<Message>) -> String {
+        match m {
+            Some(Message::Text(t)) => t.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_and_the_end_comes_when_the_last_sender_goes() {
+        let (out, mut inbox, signals) = Outbox::new(2);
+        let other = out.clone();
+        assert!(out.offer("a".into()));
+        assert!(other.offer("b".into()));
+        // full: refused, and the socket is told it fell behind
+        assert!(!out.offer("c".into()));
+        tokio::time::timeout(std::time::Duration::from_secs(1), signals.tripped())
+            .await
+            .expect("tripped");
+        assert_eq!(text(inbox.recv().await), "a");
+        assert_eq!(text(inbox.recv().await), "b");
+        drop(out);
+        assert!(other.offer("d".into()), "room again once written");
+        drop(other);
+        assert_eq!(text(inbox.recv().await), "d", "what was queued is still written");
+        assert!(inbox.recv().await.is_none(), "then the end");
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_is_gone_takes_nothing_more() {
+        let (out, inbox, _signals) = Outbox::new(4);
+        drop(inbox);
+        assert!(!out.offer("x".into()));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_for_a_frame_and_for_the_end() {
+        let (out, mut inbox, _signals) = Outbox::new(4);
+        let writer = tokio::spawn(async move {
+            let first = inbox.recv().await.map(|_| ());
+            let end = inbox.recv().await.map(|_| ());
+            (first, end)
+        });
+        tokio::task::yield_now().await;
+        assert!(out.offer("x".into()));
+        drop(out);
+        let (first, end) = tokio::time::timeout(std::time::Duration::from_secs(1), writer)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!((first, end), (Some(()), None));
+    }
 }

@@ -28,7 +28,7 @@ use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use self::frames::ClientMessage;
@@ -119,7 +119,7 @@ pub async fn serve(
     let init_timeout = Duration::from_secs(cfg.ws_init_timeout_secs.max(1));
     let idle_timeout = Duration::from_secs(cfg.ws_idle_timeout_secs.max(3));
     let (mut sink, mut incoming) = socket.split();
-    let (tx, mut outbox) = mpsc::channel::<Message>(OUTBOX);
+    let (out, mut outbox, signals) = Outbox::new(OUTBOX);
     // The one writer: a socket whose reader stalls blocks only this task, and hands the sink back
     // for the close frame once every sender is gone.
     let mut writer = tokio::spawn(async move {
@@ -128,7 +128,6 @@ pub async fn serve(
         }
         Some(sink)
     });
-    let (out, signals) = Outbox::new(tx);
     let mut conn = Conn {
         socket: next_socket(),
         app: app.clone(),
