@@ -27,13 +27,15 @@ impl Subscription {
     /// hosts and admins any broadcast.
     async fn stats(&self, ctx: &Context<'_>, broadcast_id: ID) -> async_graphql::Result<impl Stream<Item = LiveStats>> {
         let n = node(ctx);
-        let state = n
-            .store
-            .view()
-            .fleet
-            .broadcasts
-            .get(broadcast_id.as_str())
-            .map(|b| b.state);
+        let state_now = || n.store.view().fleet.broadcasts.get(broadcast_id.as_str()).map(|b| b.state);
+        let mut state = state_now();
+        if state != Some(fleet::BroadcastState::Live) {
+            // Refuse only on current state: a follower may not have applied the broadcast's start
+            // (or its going live) that a viewer already saw through another node.
+            if n.store.catch_up().await.is_ok() {
+                state = state_now();
+            }
+        }
         match state {
             None => return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", broadcast_id.as_str()))),
             Some(fleet::BroadcastState::Live) => {}
