@@ -654,7 +654,9 @@ pub const DEFAULT_SDK_URL: &str = "https://web-broadcast.live-video.net/1.41.0/a
 
 /// `sdk_url` is empty, an `https://` URL, plain `http://` on loopback, or a path on this node.
 fn check_sdk_url(url: &str) -> Result<(), &'static str> {
-    let ok_chars = url.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | ';' | ',' | '<' | '>'));
+    let ok_chars = url
+        .chars()
+        .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | ';' | ',' | '<' | '>'));
     let loopback = url
         .strip_prefix("http://")
         .is_some_and(|r| r.starts_with("127.") || r.starts_with("localhost") || r.starts_with("[::1]"));
@@ -662,6 +664,8 @@ fn check_sdk_url(url: &str) -> Result<(), &'static str> {
     if url.is_empty() || (ok_chars && (url.starts_with("https://") && url.len() > 8 || loopback || path)) {
         Ok(())
     } else {
-        Err("must be an https:// URL, http:// on loopback, or a path on this node such as /sdk/amazon-ivs-web-broadcast.js")
+        Err(
+            "must be an https:// URL, http:// on loopback, or a path on this node such as /sdk/amazon-ivs-web-broadcast.js",
+        )
     }
 }

@@ -116,14 +116,20 @@ async fn a_current_read_on_a_follower_sees_every_write_committed_before_it() {
     c.node(leader).start_broadcast("show").await;
     let q = "{ stats(broadcastId: \"show\") { viewers } }";
     for n in 1..=20u64 {
-        c.node(leader).join("show", &format!("viewer-{n}")).await.expect("a seat");
+        c.node(leader)
+            .join("show", &format!("viewer-{n}"))
+            .await
+            .expect("a seat");
         // At once, on a follower: the join the leader acknowledged is in the answer, every time.
         let follower = (leader + 1 + (n as usize % 2)) % 3;
         let (status, headers, body) = read(&c, follower, q, true).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"]["stats"]["viewers"], n, "node {follower}, join {n}");
         assert_eq!(headers["x-stagefleet-read"], "current");
-        assert_eq!(headers["x-stagefleet-leader"], c.members[leader].id.to_string().as_str());
+        assert_eq!(
+            headers["x-stagefleet-leader"],
+            c.members[leader].id.to_string().as_str()
+        );
         let applied: u64 = headers["x-stagefleet-applied-index"].to_str().unwrap().parse().unwrap();
         assert!(applied > 0, "{headers:?}");
     }
@@ -271,8 +277,15 @@ async fn a_leader_cut_off_from_the_majority_refuses_writes_then_heals_and_catche
     // Reads still answer from the node's own state, and say so; a current read cannot be had.
     assert_eq!(viewers(&c, leader, "show").await, 1);
     let (status, headers, body) = read(&c, leader, "{ stats(broadcastId: \"show\") { viewers } }", true).await;
-    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("current read"), "{body} {headers:?}");
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().contains("current read"),
+        "{body} {headers:?}"
+    );
     let (_, headers, _) = read(&c, leader, "{ stats(broadcastId: \"show\") { viewers } }", false).await;
     assert_eq!(headers["x-stagefleet-read"], "local");
 

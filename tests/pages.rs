@@ -28,7 +28,11 @@ async fn pages_and_modules_are_served_with_types_etags_and_a_csp_for_the_default
         let r = n.http().get(format!("{}{path}", n.url)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let h = r.headers().clone();
-        assert!(h["content-type"].to_str().unwrap().starts_with(ty), "{path}: {:?}", h["content-type"]);
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(ty),
+            "{path}: {:?}",
+            h["content-type"]
+        );
         assert_eq!(h["cache-control"], "no-cache", "{path}");
         let etag = h["etag"].to_str().unwrap().to_string();
         let again = n
@@ -69,7 +73,13 @@ async fn pages_and_modules_are_served_with_types_etags_and_a_csp_for_the_default
     // --- site: the SDK from AWS's CDN (the version the pages are tested with) and the emulator
     let site = n.ok("{ site { version sdkUrl ivs emulator } }", json!({}), None).await["site"].clone();
     let pinned = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/package.json")).unwrap();
-    let version = pinned.split("\"amazon-ivs-web-broadcast\": \"").nth(1).unwrap().split('"').next().unwrap();
+    let version = pinned
+        .split("\"amazon-ivs-web-broadcast\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     assert_eq!(
         site["sdkUrl"],
         format!("https://web-broadcast.live-video.net/{version}/amazon-ivs-web-broadcast.js"),
@@ -89,18 +99,29 @@ async fn me_names_the_role_of_the_key_presented_and_a_wrong_key_is_unauthenticat
     let admin = n.admin("{ me { role } }", json!({})).await;
     assert_eq!(admin["me"]["role"], "ADMIN");
     let host = n
-        .admin("mutation { createApiKey(name: \"h\", role: HOST) { key apiKey { id } } }", json!({}))
+        .admin(
+            "mutation { createApiKey(name: \"h\", role: HOST) { key apiKey { id } } }",
+            json!({}),
+        )
         .await["createApiKey"]
         .clone();
     let me = n.ok("{ me { role keyId } }", json!({}), host["key"].as_str()).await;
     assert_eq!(me["me"], json!({"role": "HOST", "keyId": host["apiKey"]["id"]}));
-    assert_eq!(n.err("{ me { role } }", json!({}), Some("sf_not-a-key-at-all-000000")).await, "UNAUTHENTICATED");
+    assert_eq!(
+        n.err("{ me { role } }", json!({}), Some("sf_not-a-key-at-all-000000"))
+            .await,
+        "UNAUTHENTICATED"
+    );
 }
 
 #[tokio::test]
 async fn sdk_dir_self_hosts_the_sdk_and_serves_nothing_outside_it() {
     let sdk = tempfile::tempdir().unwrap();
-    std::fs::write(sdk.path().join("amazon-ivs-web-broadcast.js"), "window.IVSBroadcastClient = {};\n").unwrap();
+    std::fs::write(
+        sdk.path().join("amazon-ivs-web-broadcast.js"),
+        "window.IVSBroadcastClient = {};\n",
+    )
+    .unwrap();
     std::fs::write(sdk.path().parent().unwrap().join("outside-sdk-dir.txt"), "secret").unwrap();
     let (_dir, n) = node(&["--sdk-dir", sdk.path().to_str().unwrap()]);
     let site = n.ok("{ site { sdkUrl } }", json!({}), None).await;
@@ -112,9 +133,18 @@ async fn sdk_dir_self_hosts_the_sdk_and_serves_nothing_outside_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     assert_eq!(r.text().await.unwrap(), "window.IVSBroadcastClient = {};\n");
-    for bad in ["/sdk/../outside-sdk-dir.txt", "/sdk/%2e%2e/outside-sdk-dir.txt", "/sdk/missing.js"] {
+    for bad in [
+        "/sdk/../outside-sdk-dir.txt",
+        "/sdk/%2e%2e/outside-sdk-dir.txt",
+        "/sdk/missing.js",
+    ] {
         assert_eq!(n.get(bad).await.0, 404, "{bad}");
     }
     // self-hosted: the pages' CSP names no other script origin
@@ -133,7 +163,14 @@ fn a_bad_sdk_url_or_sdk_dir_stops_the_node_at_start_with_the_setting_named() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(binary())
-            .args(["--data-dir", dir.path().to_str().unwrap(), "--http-addr", "127.0.0.1:0", flag, value])
+            .args([
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--http-addr",
+                "127.0.0.1:0",
+                flag,
+                value,
+            ])
             .env("STAGEFLEET_AUTOSCALE", "false")
             .output()
             .unwrap();

@@ -18,8 +18,14 @@ use common::node;
 use serde_json::{Value, json};
 
 fn playback_ok(v: &Value, who: &str) {
-    assert!(v["videoWidth"].as_u64().unwrap_or(0) > 0, "{who}: a decoded picture: {v}");
-    assert!(v["advancedSeconds"].as_f64().unwrap_or(0.0) >= 2.0, "{who}: time advances: {v}");
+    assert!(
+        v["videoWidth"].as_u64().unwrap_or(0) > 0,
+        "{who}: a decoded picture: {v}"
+    );
+    assert!(
+        v["advancedSeconds"].as_f64().unwrap_or(0.0) >= 2.0,
+        "{who}: time advances: {v}"
+    );
     assert_eq!(v["framesGrew"], true, "{who}: frames keep coming: {v}");
     assert!(v["lumaStd"].as_f64().unwrap_or(0.0) > 5.0, "{who}: not black: {v}");
     assert_eq!(v["changed"], true, "{who}: a moving picture: {v}");
@@ -47,9 +53,15 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
         sdk.to_str().unwrap(),
     ]);
     let q = "mutation { createApiKey(name: \"studio\", role: HOST) { key } }";
-    let host_key = n.admin(q, json!({})).await["createApiKey"]["key"].as_str().unwrap().to_string();
-    n.admin("mutation { startBroadcast(id: \"show\", name: \"The show\") { id } }", json!({}))
-        .await;
+    let host_key = n.admin(q, json!({})).await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    n.admin(
+        "mutation { startBroadcast(id: \"show\", name: \"The show\") { id } }",
+        json!({}),
+    )
+    .await;
 
     let dir = artifacts("pages");
     let admin_key = n.admin_key.clone().unwrap();
@@ -64,7 +76,12 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
         "show",
     ];
     let report = run_scenario("pages", &args, &dir, Duration::from_secs(180)).await;
-    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+    assert_eq!(
+        report["ok"],
+        true,
+        "the browser run failed (artifacts in {}): {report:#}",
+        dir.display()
+    );
 
     // --- wrong keys were refused in words a user understands
     for page in ["console", "host"] {
@@ -73,7 +90,10 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
     }
     // --- the viewer page carried no key (the harness crawled its HTML, scripts and styles)
     let files = report["viewerPage"]["files"].as_array().unwrap();
-    assert!(files.iter().any(|f| f == "/watch/watch.js") && files.iter().any(|f| f == "/js/gql.js"), "{files:?}");
+    assert!(
+        files.iter().any(|f| f == "/watch/watch.js") && files.iter().any(|f| f == "/js/gql.js"),
+        "{files:?}"
+    );
     // --- every viewer played the host; the console showed all three through its subscriptions
     let viewers = report["viewers"].as_array().unwrap();
     assert_eq!(viewers.len(), 3);
@@ -100,13 +120,28 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
         "the drained replica takes no viewers: {stage}"
     );
     // --- a viewer before the host was told to wait; the next one after the last seat, that it was full
-    assert!(report["earlyViewerStatus"].as_str().unwrap().contains("Waiting for the host"), "{report}");
-    assert!(report["fullStatus"].as_str().unwrap().contains("audience is full"), "{report}");
+    assert!(
+        report["earlyViewerStatus"]
+            .as_str()
+            .unwrap()
+            .contains("Waiting for the host"),
+        "{report}"
+    );
+    assert!(
+        report["fullStatus"].as_str().unwrap().contains("audience is full"),
+        "{report}"
+    );
     // --- presence by subscription: the same three sessions from first playing to the end, across
     // several leases; a network drop showed "reconnecting" and kept the seat
     assert_eq!(report["sessionsAtStart"], report["sessionsAtEnd"], "{report}");
-    assert!(report["elapsedMs"].as_u64().unwrap() > 3 * 4_000, "the run outlasts several leases");
-    assert!(report["reconnectingStatus"].as_str().unwrap().contains("reconnecting"), "{report}");
+    assert!(
+        report["elapsedMs"].as_u64().unwrap() > 3 * 4_000,
+        "the run outlasts several leases"
+    );
+    assert!(
+        report["reconnectingStatus"].as_str().unwrap().contains("reconnecting"),
+        "{report}"
+    );
     assert_eq!(report["sessionAfterReconnect"], report["sessionsAtStart"][1]);
     // --- "End" on the broadcaster page told the fleet the host stopped; ending the show reached every viewer
     for origin in report["origins"].as_array().unwrap() {
@@ -114,8 +149,18 @@ async fn console_broadcaster_and_viewer_pages_run_a_broadcast_and_a_drain_moves_
     }
     assert!(report["endedStatus"].as_str().unwrap().contains("ended"), "{report}");
     let show = n.ok("{ broadcast(id: \"show\") { state } }", json!({}), None).await;
-    assert!(matches!(show["broadcast"]["state"].as_str(), Some("ENDING" | "ENDED")), "{show}");
-    for shot in ["console-1-playing.png", "host-1-playing.png", "viewer1-1-playing.png", "viewer1-2-after-move.png", "viewer1-3-ended.png", "phone-watch.png"] {
+    assert!(
+        matches!(show["broadcast"]["state"].as_str(), Some("ENDING" | "ENDED")),
+        "{show}"
+    );
+    for shot in [
+        "console-1-playing.png",
+        "host-1-playing.png",
+        "viewer1-1-playing.png",
+        "viewer1-2-after-move.png",
+        "viewer1-3-ended.png",
+        "phone-watch.png",
+    ] {
         assert!(dir.join(shot).exists(), "screenshot {shot} kept");
     }
 }
@@ -130,23 +175,60 @@ async fn with_client_fanout_the_broadcaster_page_publishes_to_a_stage_added_whil
     }
     let _one = CHROMIUM.lock().await;
     let sdk = sdk_dist();
-    let (_dir, n) = node(&["--seats-per-stage", "1", "--join-rate-per-ip", "0", "--sdk-dir", sdk.to_str().unwrap()]);
+    let (_dir, n) = node(&[
+        "--seats-per-stage",
+        "1",
+        "--join-rate-per-ip",
+        "0",
+        "--sdk-dir",
+        sdk.to_str().unwrap(),
+    ]);
     let q = "mutation { createApiKey(name: \"studio\", role: HOST) { key } }";
-    let host_key = n.admin(q, json!({})).await["createApiKey"]["key"].as_str().unwrap().to_string();
-    n.admin("mutation { startBroadcast(id: \"cf\", fanout: CLIENT) { id } }", json!({})).await;
+    let host_key = n.admin(q, json!({})).await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    n.admin(
+        "mutation { startBroadcast(id: \"cf\", fanout: CLIENT) { id } }",
+        json!({}),
+    )
+    .await;
     let dir = artifacts("fanout-client");
     let admin_key = n.admin_key.clone().unwrap();
-    let args = ["--url", &n.url, "--admin-key", &admin_key, "--host-key", &host_key, "--broadcast", "cf"];
+    let args = [
+        "--url",
+        &n.url,
+        "--admin-key",
+        &admin_key,
+        "--host-key",
+        &host_key,
+        "--broadcast",
+        "cf",
+    ];
     let report = run_scenario("fanout-client", &args, &dir, Duration::from_secs(120)).await;
-    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+    assert_eq!(
+        report["ok"],
+        true,
+        "the browser run failed (artifacts in {}): {report:#}",
+        dir.display()
+    );
     let added = report["added"].as_str().unwrap();
-    assert_eq!(report["host"]["stages"].as_object().unwrap().len(), 2, "the origin and the added stage: {report}");
+    assert_eq!(
+        report["host"]["stages"].as_object().unwrap().len(),
+        2,
+        "the origin and the added stage: {report}"
+    );
     assert_eq!(report["host"]["stages"][added], "published");
-    assert_eq!(report["addedPublishers"], 1, "the fleet saw the host publish on {added}");
+    assert_eq!(
+        report["addedPublishers"], 1,
+        "the fleet saw the host publish on {added}"
+    );
     assert_eq!(report["viewerStage"], added);
     playback_ok(&report["playback"], "the viewer on the added stage");
     // OBS: per stage, the stage's WHIP endpoint and a token for it
-    let stages = n.admin("{ broadcast(id: \"cf\") { stages { ivsStageId whipUrl } } }", json!({})).await;
+    let stages = n
+        .admin("{ broadcast(id: \"cf\") { stages { ivsStageId whipUrl } } }", json!({}))
+        .await;
     for pair in report["obs"].as_array().unwrap() {
         let (server, token) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
         let (_, claims) = common::decode_jwt(token);
@@ -156,8 +238,14 @@ async fn with_client_fanout_the_broadcaster_page_publishes_to_a_stage_added_whil
             .iter()
             .find(|s| s["ivsStageId"] == claims["topic"])
             .unwrap_or_else(|| panic!("the token is for a stage of cf: {claims}"));
-        assert_eq!(stage["whipUrl"], server, "the server shown is that stage's WHIP endpoint");
-        assert!(claims["capabilities"]["allow_publish"] == true, "a publish token: {claims}");
+        assert_eq!(
+            stage["whipUrl"], server,
+            "the server shown is that stage's WHIP endpoint"
+        );
+        assert!(
+            claims["capabilities"]["allow_publish"] == true,
+            "a publish token: {claims}"
+        );
     }
 }
 
@@ -173,16 +261,35 @@ async fn the_console_shows_three_nodes_and_follows_a_leader_change_without_a_rel
     let dir = artifacts("console-cluster");
     let ready = dir.join("leader-shown");
     let url = c.node(follower).url.clone();
-    let args = ["--url", &url, "--admin-key", &c.admin_key, "--ready-file", ready.to_str().unwrap()];
+    let args = [
+        "--url",
+        &url,
+        "--admin-key",
+        &c.admin_key,
+        "--ready-file",
+        ready.to_str().unwrap(),
+    ];
     let mut run = common::browser::Scenario::spawn("console-cluster", &args, &dir, Duration::from_secs(90));
     let shown = run.wait_for_file(&ready).await;
-    assert_eq!(shown, c.members[leader].id.to_string(), "the console names the leader the nodes agree on");
+    assert_eq!(
+        shown,
+        c.members[leader].id.to_string(),
+        "the console names the leader the nodes agree on"
+    );
     c.kill9(leader);
     let report = run.report().await;
-    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+    assert_eq!(
+        report["ok"],
+        true,
+        "the browser run failed (artifacts in {}): {report:#}",
+        dir.display()
+    );
     let now = c.leader().await;
     assert_eq!(report["after"]["leaders"], json!([c.members[now].id]), "{report}");
-    eprintln!("the console showed the new leader {} ms after the old one was shown", report["newLeaderShownMs"]);
+    eprintln!(
+        "the console showed the new leader {} ms after the old one was shown",
+        report["newLeaderShownMs"]
+    );
 }
 
 #[tokio::test]
@@ -193,22 +300,58 @@ async fn the_console_starts_a_broadcast_adds_and_deletes_a_stage_sets_the_policy
     let _one = CHROMIUM.lock().await;
     let (_dir, n) = node(&[]);
     let q = "mutation { createApiKey(name: \"to-revoke\", role: VIEWER) { key } }";
-    let doomed = n.admin(q, json!({})).await["createApiKey"]["key"].as_str().unwrap().to_string();
+    let doomed = n.admin(q, json!({})).await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let dir = artifacts("console-actions");
     let admin_key = n.admin_key.clone().unwrap();
-    let report = run_scenario("console-actions", &["--url", &n.url, "--admin-key", &admin_key], &dir, Duration::from_secs(90)).await;
-    assert_eq!(report["ok"], true, "the browser run failed (artifacts in {}): {report:#}", dir.display());
+    let report = run_scenario(
+        "console-actions",
+        &["--url", &n.url, "--admin-key", &admin_key],
+        &dir,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(
+        report["ok"],
+        true,
+        "the browser run failed (artifacts in {}): {report:#}",
+        dir.display()
+    );
 
-    let b = n.ok("{ broadcast(id: \"from-console\") { name state } }", json!({}), None).await;
-    assert_eq!(b["broadcast"], json!({"name": "Started in the console", "state": "LIVE"}));
+    let b = n
+        .ok("{ broadcast(id: \"from-console\") { name state } }", json!({}), None)
+        .await;
+    assert_eq!(
+        b["broadcast"],
+        json!({"name": "Started in the console", "state": "LIVE"})
+    );
     let replica = report["replica"].as_str().unwrap();
-    let s = n.admin("query($id: ID!) { stage(id: $id) { status } }", json!({"id": replica})).await;
-    assert!(s["stage"].is_null() || s["stage"]["status"] == "DELETING", "{replica} deleted: {s}");
-    assert!(report["policyRefused"].as_str().unwrap().contains("maxStages"), "{report}");
-    let policy = n.ok("{ fleetPolicy { seatsPerStage maxStages } }", json!({}), None).await;
+    let s = n
+        .admin("query($id: ID!) { stage(id: $id) { status } }", json!({"id": replica}))
+        .await;
+    assert!(
+        s["stage"].is_null() || s["stage"]["status"] == "DELETING",
+        "{replica} deleted: {s}"
+    );
+    assert!(
+        report["policyRefused"].as_str().unwrap().contains("maxStages"),
+        "{report}"
+    );
+    let policy = n
+        .ok("{ fleetPolicy { seatsPerStage maxStages } }", json!({}), None)
+        .await;
     assert_eq!(policy["fleetPolicy"]["seatsPerStage"], 777, "saved from the console");
-    assert!(policy["fleetPolicy"]["maxStages"].as_u64().unwrap() > 0, "the refused value changed nothing");
+    assert!(
+        policy["fleetPolicy"]["maxStages"].as_u64().unwrap() > 0,
+        "the refused value changed nothing"
+    );
     let made = n.ok("{ me { role } }", json!({}), report["newKey"].as_str()).await;
     assert_eq!(made["me"]["role"], "HOST", "the key the console showed works");
-    assert_eq!(n.err("{ me { role } }", json!({}), Some(&doomed)).await, "UNAUTHENTICATED", "the revoked key is refused");
+    assert_eq!(
+        n.err("{ me { role } }", json!({}), Some(&doomed)).await,
+        "UNAUTHENTICATED",
+        "the revoked key is refused"
+    );
 }

@@ -317,17 +317,23 @@ async fn broadcast_subscription_follows_its_stages_and_their_seats() {
     // a stage added: the broadcast's own record is unchanged, the message is not
     n.admin("mutation { createStage(broadcastId: \"b\") { id } }", json!({}))
         .await;
-    ws.data_until("b", "broadcast", |b| b["stages"].as_array().is_some_and(|s| s.len() == 2))
-        .await;
+    ws.data_until("b", "broadcast", |b| {
+        b["stages"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
     // a seat taken shows on its stage
     n.join("b", "ann").await.unwrap();
-    ws.data_until("b", "broadcast", |b| b["stages"][0]["viewers"] == 1 || b["stages"][1]["viewers"] == 1)
-        .await;
+    ws.data_until("b", "broadcast", |b| {
+        b["stages"][0]["viewers"] == 1 || b["stages"][1]["viewers"] == 1
+    })
+    .await;
     // a stage deleted leaves the list
     n.admin("mutation { deleteStage(id: \"b:1\", force: true) { id } }", json!({}))
         .await;
     let after = ws
-        .data_until("b", "broadcast", |b| b["stages"].as_array().is_some_and(|s| s.len() == 1))
+        .data_until("b", "broadcast", |b| {
+            b["stages"].as_array().is_some_and(|s| s.len() == 1)
+        })
         .await;
     assert_eq!(after["stages"][0]["id"], "b:0");
 }
@@ -350,20 +356,41 @@ async fn assignment_answers_any_valid_selection_and_refuses_a_wrong_one_as_the_s
         "{m}"
     );
     // a field the type does not have: refused by validation, nothing opened
-    ws.subscribe("b", "subscription($s: ID!) { assignment(sessionId: $s) { kind seatNumber } }", json!({"s": s}))
-        .await;
+    ws.subscribe(
+        "b",
+        "subscription($s: ID!) { assignment(sessionId: $s) { kind seatNumber } }",
+        json!({"s": s}),
+    )
+    .await;
     let m = ws.next_of("b").await;
-    let msg = m["payload"]["errors"][0]["message"].as_str().unwrap_or_else(|| panic!("{m}"));
+    let msg = m["payload"]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{m}"));
     assert!(msg.contains("seatNumber"), "{m}");
     assert_eq!(ws.next_of("b").await["type"], "complete");
     // a missing variable, and a session that does not exist
-    ws.subscribe("c", "subscription($s: ID!) { assignment(sessionId: $s) { kind } }", json!({})).await;
+    ws.subscribe(
+        "c",
+        "subscription($s: ID!) { assignment(sessionId: $s) { kind } }",
+        json!({}),
+    )
+    .await;
     assert!(ws.next_of("c").await["payload"]["errors"][0]["message"].is_string());
     assert_eq!(ws.next_of("c").await["type"], "complete");
-    ws.subscribe("d", "subscription { assignment(sessionId: \"nope\") { kind } }", json!({})).await;
+    ws.subscribe(
+        "d",
+        "subscription { assignment(sessionId: \"nope\") { kind } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(ws.error_code("d").await, "SESSION_NOT_FOUND");
     // the first one is still open and ends with the reason when the viewer leaves
-    n.ok("mutation($s: ID!) { leave(sessionId: $s) { id } }", json!({"s": s}), None).await;
+    n.ok(
+        "mutation($s: ID!) { leave(sessionId: $s) { id } }",
+        json!({"s": s}),
+        None,
+    )
+    .await;
     let ended = ws.data("a", "seat").await;
     assert_eq!(ended["kind"], "ENDED", "{ended}");
     assert_eq!(ws.next_of("a").await["type"], "complete");

@@ -45,7 +45,10 @@ pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
     }
     (
         [
-            (header::CONTENT_TYPE, content_type(&path, Some(file.metadata.mimetype()))),
+            (
+                header::CONTENT_TYPE,
+                content_type(&path, Some(file.metadata.mimetype())),
+            ),
             (header::ETAG, HeaderValue::from_str(&etag).expect("hex etag")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],

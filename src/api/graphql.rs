@@ -171,7 +171,10 @@ pub async fn post_graphql(
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (READ_HEADER, HeaderValue::from_static(if current { "current" } else { "local" })),
+            (
+                READ_HEADER,
+                HeaderValue::from_static(if current { "current" } else { "local" }),
+            ),
             (APPLIED_HEADER, HeaderValue::from_str(&applied).expect("digits")),
             (LEADER_HEADER, HeaderValue::from_str(&leader).expect("digits")),
         ],

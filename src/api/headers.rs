@@ -123,7 +123,11 @@ fn secure(h: &mut HeaderMap, page_csp: &HeaderValue) {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-        let csp = if html { page_csp.clone() } else { HeaderValue::from_static(API_CSP) };
+        let csp = if html {
+            page_csp.clone()
+        } else {
+            HeaderValue::from_static(API_CSP)
+        };
         h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     plain_security(h);

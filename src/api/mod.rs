@@ -104,7 +104,11 @@ pub fn router(node: Arc<Node>) -> Edge {
         page_csp: headers::page_csp(node.cfg.sdk_origin().as_deref()),
         ws_slots: Arc::new(Semaphore::new(node.cfg.max_websockets)),
         groups: ws::groups::Groups::new(node.metrics.clone()),
-        assignments: ws::assignment::renderer(node.clone(), node.cfg.graphql_max_depth, node.cfg.graphql_max_complexity),
+        assignments: ws::assignment::renderer(
+            node.clone(),
+            node.cfg.graphql_max_depth,
+            node.cfg.graphql_max_complexity,
+        ),
         shutdown,
         node,
         schema,

@@ -27,7 +27,14 @@ impl Subscription {
     /// hosts and admins any broadcast.
     async fn stats(&self, ctx: &Context<'_>, broadcast_id: ID) -> async_graphql::Result<impl Stream<Item = LiveStats>> {
         let n = node(ctx);
-        let state_now = || n.store.view().fleet.broadcasts.get(broadcast_id.as_str()).map(|b| b.state);
+        let state_now = || {
+            n.store
+                .view()
+                .fleet
+                .broadcasts
+                .get(broadcast_id.as_str())
+                .map(|b| b.state)
+        };
         let mut state = state_now();
         if state != Some(fleet::BroadcastState::Live) {
             // Refuse only on current state: a follower may not have applied the broadcast's start

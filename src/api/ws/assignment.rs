@@ -102,7 +102,11 @@ impl Template {
 }
 
 /// The `assignment` subscription `request` asks for, as the responses to send.
-pub fn follow(renderer: Renderer, request: async_graphql::Request, session: Arc<Data>) -> BoxStream<'static, async_graphql::Response> {
+pub fn follow(
+    renderer: Renderer,
+    request: async_graphql::Request,
+    session: Arc<Data>,
+) -> BoxStream<'static, async_graphql::Response> {
     let template = Template {
         renderer,
         query: request.query,

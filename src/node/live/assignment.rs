@@ -40,7 +40,6 @@ pub enum AssignmentUpdate {
     },
 }
 
-
 /// What an open assignment hears about its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Notice {
@@ -181,4 +180,3 @@ struct Following {
     /// `None` once ended.
     open: Option<OpenAssignment>,
 }
-
