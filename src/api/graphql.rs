@@ -165,9 +165,9 @@ pub async fn post_graphql(
         .graphql_http_seconds
         .observe(started.elapsed().as_secs_f64());
     let body = serde_json::to_vec(&response).expect("responses serialize");
-    let status = app.node.store.cluster_status();
-    let applied = status.last_applied_index.unwrap_or(0).to_string();
-    let leader = status.leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+    let (applied, leader) = app.node.store.applied_and_leader();
+    let applied = applied.unwrap_or(0).to_string();
+    let leader = leader.map_or_else(|| "none".to_string(), |l| l.to_string());
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),

@@ -450,6 +450,14 @@ impl Store {
     }
 
     /// This node's view of the cluster, for health, metrics and the API.
+    /// The applied index and the known leader, without copying the rest of the metrics (every
+    /// GraphQL answer over HTTP says which state it was read from).
+    pub fn applied_and_leader(&self) -> (Option<u64>, Option<NodeId>) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.last_applied.map(|l| l.index), known_leader(&m))
+    }
+
     pub fn cluster_status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow().clone();
         ClusterStatus {
