@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use futures_util::stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::clock::now_ms;
 use crate::fleet::event::{Change, StageStep};
@@ -109,7 +109,7 @@ struct Inner {
     /// Per broadcast, bumped on every change to it; only broadcasts someone watches have one.
     versions: HashMap<String, watch::Sender<u64>>,
     /// Open assignment subscriptions by session id.
-    assignments: HashMap<String, Vec<mpsc::Sender<Notice>>>,
+    assignments: HashMap<String, Vec<Arc<Notices>>>,
 }
 
 pub struct Live {
@@ -315,14 +315,14 @@ impl Live {
     /// deregistered when dropped.
     fn open_assignment(self: &Arc<Self>, session_id: &str) -> OpenAssignment {
         // A move that finds the queue full is not lost: the queued notice reads the session anew.
-        let (tx, rx) = mpsc::channel(2);
+        let notices = Arc::new(Notices::default());
         self.inner()
             .assignments
             .entry(session_id.to_string())
             .or_default()
-            .push(tx);
+            .push(notices.clone());
         OpenAssignment {
-            ended: Some(rx),
+            notices,
             live: self.clone(),
             session_id: session_id.to_string(),
         }
@@ -354,15 +354,13 @@ impl Live {
                     .cloned()
                     .collect();
                 for id in gone {
-                    for tx in inner.assignments.remove(&id).unwrap_or_default() {
-                        let _ = tx.try_send(Notice::Ended(None));
+                    for n in inner.assignments.remove(&id).unwrap_or_default() {
+                        n.end(None);
                     }
                 }
                 // The others may have been moved meanwhile: each looks again.
-                for txs in inner.assignments.values() {
-                    for tx in txs {
-                        let _ = tx.try_send(Notice::Moved);
-                    }
+                for n in inner.assignments.values().flatten() {
+                    n.moved();
                 }
             }
             Applied::Changes(events) => {
@@ -393,10 +391,8 @@ impl Live {
                             reason,
                             ..
                         } => {
-                            if let Some(txs) = inner.assignments.remove(session_id) {
-                                for tx in txs {
-                                    let _ = tx.try_send(Notice::Ended(Some(*reason)));
-                                }
+                            for n in inner.assignments.remove(session_id).unwrap_or_default() {
+                                n.end(Some(*reason));
                             }
                             inner.windows.entry(broadcast_id.clone()).or_default().changed_at_ms = e.at_ms;
                             broadcast_id
@@ -410,8 +406,8 @@ impl Live {
                             broadcast_id,
                             ..
                         } => {
-                            for tx in inner.assignments.get(session_id).into_iter().flatten() {
-                                let _ = tx.try_send(Notice::Moved);
+                            for n in inner.assignments.get(session_id).into_iter().flatten() {
+                                n.moved();
                             }
                             inner.windows.entry(broadcast_id.clone()).or_default().changed_at_ms = e.at_ms;
                             broadcast_id
@@ -468,12 +464,13 @@ async fn run(live: std::sync::Weak<Live>, mut bus: Subscription) {
 mod assignment;
 
 pub use assignment::AssignmentUpdate;
-use assignment::{Notice, OpenAssignment};
+use assignment::{Notices, OpenAssignment};
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use super::assignment::Notice;
     use super::*;
     use crate::fleet::event::EndReason;
     use crate::state::{Event, StoreConfig};
@@ -524,21 +521,44 @@ mod tests {
 
         live.apply(ended("s1", EndReason::Expired));
         for open in [&mut a, &mut again] {
-            let got = open.ended.as_mut().unwrap().recv().await;
+            let got = open.notices.recv().await;
             assert_eq!(
                 got,
-                Some(Notice::Ended(Some(EndReason::Expired))),
+                Notice::Ended(Some(EndReason::Expired)),
                 "both subscribers of s1 hear why"
             );
         }
         assert!(
-            other.ended.as_mut().unwrap().try_recv().is_err(),
+            other.notices.try_recv().is_none(),
             "another session's subscriber hears nothing"
         );
         assert_eq!(live.open_sessions(), vec!["s2".to_string()], "s1 is no longer renewed");
         drop(other);
         assert!(live.open_sessions().is_empty(), "a closed assignment stops renewing");
         store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn moves_coalesce_and_an_end_behind_them_is_never_lost() {
+        let n = Notices::default();
+        n.moved();
+        n.moved();
+        n.end(Some(EndReason::Left));
+        n.end(None);
+        assert_eq!(
+            n.recv().await,
+            Notice::Ended(Some(EndReason::Left)),
+            "the first reason told"
+        );
+        let m = Notices::default();
+        m.moved();
+        m.moved();
+        assert_eq!(m.recv().await, Notice::Moved);
+        assert_eq!(
+            m.try_recv(),
+            None,
+            "many moves read as one: each reads the session anew"
+        );
     }
 
     #[test]

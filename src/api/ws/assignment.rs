@@ -116,17 +116,18 @@ pub fn follow(
     };
     // `None` updates: not opened yet; then the session's updates until they end.
     let state: (Template, Option<Option<BoxStream<'static, AssignmentUpdate>>>) = (template, None);
+    // Renders are boxed: held only while one runs, not inline in every subscriber's state.
     Box::pin(stream::unfold(state, |(template, updates)| async move {
         match updates {
             None => {
-                let (response, exchange) = template.render(Turn::Open).await;
+                let (response, exchange) = Box::pin(template.render(Turn::Open)).await;
                 // Refused (not valid, unknown session): that answer, then the end.
                 let updates = exchange.updates.lock().expect("exchange lock").take();
                 response.map(|r| (r, (template, Some(updates))))
             }
             Some(Some(mut updates)) => {
                 let update = updates.next().await?;
-                let (response, _) = template.render(Turn::Update(update)).await;
+                let (response, _) = Box::pin(template.render(Turn::Update(update))).await;
                 response.map(|r| (r, (template, Some(Some(updates)))))
             }
             Some(None) => None,

@@ -25,7 +25,10 @@ pub enum ClientMessage {
 
 /// An operation id as a JSON string (with its quotes), ready to splice into frames.
 pub fn id_json(id: &str) -> String {
-    serde_json::to_string(id).expect("strings serialize")
+    let mut s = serde_json::to_string(id).expect("strings serialize");
+    // Kept for the operation's life: no spare room (serde_json starts at 128 bytes).
+    s.shrink_to_fit();
+    s
 }
 
 /// `{"id":…,"type":"next","payload":…}` around a payload serialized once.

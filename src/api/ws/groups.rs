@@ -3,9 +3,8 @@
 //! the payload is serialized once and framed per subscriber by concatenation (the way Hasura
 //! multiplexes identical live queries). A late subscriber gets the latest payload at once.
 //!
-//! Every operation of a socket runs as a group — a shared one when its key says it may be shared,
-//! else a group of one — so cancellation, completion and back-pressure are handled once: a
-//! subscriber whose socket queue is full is dropped from its groups and its socket is closed,
+//! Only subscriptions that may be shared run here (a socket polls its other operations itself).
+//! A subscriber whose socket queue is full is dropped from its groups and its socket is closed,
 //! never buffered without limit.
 
 use std::collections::HashMap;
@@ -242,7 +241,7 @@ impl Groups {
     }
 
     /// Join the group `key` as operation `op_id` of the socket behind `out`; `start` runs the
-    /// execution when this subscriber is the first. `shared: false` keys are unique per operation.
+    /// execution when this subscriber is the first.
     pub fn join(
         self: &Arc<Self>,
         key: String,

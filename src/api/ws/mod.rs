@@ -7,8 +7,10 @@
 //!   nothing, and revoking it closes the socket (4403, with the reason).
 //! - At most `max_subscriptions_per_connection` operations at once; one more is refused with
 //!   `SUBSCRIPTION_LIMIT` and the socket lives on.
-//! - Operations run in groups (`groups`): identical `stats`, `broadcast` and `node` subscriptions
-//!   share one execution and one serialized payload per update.
+//! - Identical `stats`, `broadcast` and `node` subscriptions run in groups (`groups`): one
+//!   execution and one serialized payload per update for all their subscribers. Every other
+//!   operation (a viewer's `assignment` above all) is polled by the socket's own task: no task,
+//!   group or map entry of its own.
 //! - What the node sends goes through a bounded queue to one writer; a socket whose queue is full
 //!   fell behind and is closed (4001) rather than buffered without limit.
 //! - Shutting the node down ends every open operation with an `UNAVAILABLE` error, then closes
@@ -92,16 +94,49 @@ impl Close {
     }
 }
 
+/// One open operation of a socket.
+enum Op {
+    /// A member of a shared group; dropping it leaves the group.
+    Shared(#[allow(dead_code)] Membership),
+    /// Its stream is in the socket's `own` list.
+    Own,
+}
+
+/// An operation only this socket follows, polled by the socket's task.
+struct OwnOp {
+    id: String,
+    id_json: String,
+    stream: BoxStream<'static, async_graphql::Response>,
+}
+
 /// The socket's side of its open operations.
 struct Conn {
     app: AppState,
     client: IpAddr,
     principal: Option<Principal>,
-    ops: HashMap<String, Membership>,
+    ops: HashMap<String, Op>,
+    own: Vec<OwnOp>,
+    /// Where the next poll of `own` starts, so one busy operation cannot starve the others.
+    own_turn: usize,
     out: Outbox,
-    /// Operations numbered per socket, for the keys of unshared groups.
-    serial: u64,
-    socket: u64,
+}
+
+/// The next item of one of a socket's own operations: its index and the item (`None`: it ended).
+fn next_own<'a>(
+    own: &'a mut [OwnOp],
+    turn: &'a mut usize,
+) -> impl std::future::Future<Output = (usize, Option<async_graphql::Response>)> + 'a {
+    std::future::poll_fn(move |cx| {
+        let n = own.len();
+        for k in 0..n {
+            let i = (*turn + k) % n;
+            if let std::task::Poll::Ready(item) = own[i].stream.poll_next_unpin(cx) {
+                *turn = i + 1;
+                return std::task::Poll::Ready((i, item));
+            }
+        }
+        std::task::Poll::Pending
+    })
 }
 
 /// Serve one socket. `slots`: its place under `max_websockets` and under `max_connections`, held
@@ -129,13 +164,13 @@ pub async fn serve(
         Some(sink)
     });
     let mut conn = Conn {
-        socket: next_socket(),
         app: app.clone(),
         client,
         principal: None,
         ops: HashMap::new(),
+        own: Vec::new(),
+        own_turn: 0,
         out,
-        serial: 0,
     };
     let init_deadline = Instant::now() + init_timeout;
     let mut idle_deadline = Instant::now() + idle_timeout;
@@ -175,6 +210,9 @@ pub async fn serve(
                         metrics.subscriptions_open.dec();
                     }
                 }
+            }
+            (i, item) = next_own(&mut conn.own, &mut conn.own_turn), if !conn.own.is_empty() => {
+                conn.on_own(i, item);
             }
             msg = incoming.next() => {
                 let Some(Ok(msg)) = msg else { break None };
@@ -237,12 +275,40 @@ pub async fn serve(
     metrics.open_websockets.dec();
 }
 
-fn next_socket() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
 impl Conn {
+    /// One item of the socket's own operation `i`: a response to send, or its end.
+    fn on_own(&mut self, i: usize, item: Option<async_graphql::Response>) {
+        let metrics = &self.app.node.metrics;
+        let op = &self.own[i];
+        match item {
+            Some(mut response) => {
+                super::error::code_library_errors(&mut response.errors);
+                let payload = serde_json::to_string(&response).expect("responses serialize");
+                metrics.subscription_payloads.inc();
+                if self.out.offer(frames::next(&op.id_json, &payload)) {
+                    metrics.subscription_frames.inc();
+                }
+            }
+            None => {
+                self.out.offer(frames::complete(&op.id_json));
+                let op = self.own.swap_remove(i);
+                if self.ops.remove(&op.id).is_some() {
+                    metrics.subscriptions_open.dec();
+                }
+            }
+        }
+    }
+
+    /// Forget operation `id` (completed by the client).
+    fn forget(&mut self, id: &str) {
+        if let Some(op) = self.ops.remove(id) {
+            if matches!(op, Op::Own) {
+                self.own.retain(|o| o.id != id);
+            }
+            self.app.node.metrics.subscriptions_open.dec();
+        }
+    }
+
     /// Handle one client message; `Some` closes the socket.
     fn on_message(&mut self, text: &str) -> Option<Close> {
         let Ok(msg) = serde_json::from_str::<ClientMessage>(text) else {
@@ -279,11 +345,7 @@ impl Conn {
                 }
                 self.subscribe(id, *payload);
             }
-            ClientMessage::Complete { id } => {
-                if self.ops.remove(&id).is_some() {
-                    self.app.node.metrics.subscriptions_open.dec();
-                }
-            }
+            ClientMessage::Complete { id } => self.forget(&id),
         }
         None
     }
@@ -335,33 +397,37 @@ impl Conn {
             // One view of the state per query or mutation; a subscription reads a fresh one each time.
             request = request.data(super::schema::types::RequestView::default());
         }
-        let key = match shape {
-            Shape::Shared => format!(
-                "shared\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{}",
-                role,
-                request.query,
-                request.operation_name,
-                serde_json::to_string(&request.variables).unwrap_or_default()
-            ),
-            _ => {
-                self.serial += 1;
-                format!("op\u{0}{}\u{0}{}", self.socket, self.serial)
-            }
-        };
         let mut data = Data::default();
         data.insert(principal);
         let session = Arc::new(data);
-        let schema = app.schema.clone();
-        let renderer = app.assignments.clone();
-        let start = move || -> BoxStream<'static, async_graphql::Response> {
-            if shape == Shape::Assignment {
-                assignment::follow(renderer, request, session)
-            } else {
-                Executor::execute_stream(&schema, request, Some(session))
+        match shape {
+            Shape::Shared => {
+                let key = format!(
+                    "shared\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{}",
+                    role,
+                    request.query,
+                    request.operation_name,
+                    serde_json::to_string(&request.variables).unwrap_or_default()
+                );
+                let schema = app.schema.clone();
+                let start = move || Executor::execute_stream(&schema, request, Some(session));
+                let membership = app.groups.join(key, &id, self.out.clone(), start);
+                self.ops.insert(id, Op::Shared(membership));
             }
-        };
-        let membership = app.groups.join(key, &id, self.out.clone(), start);
-        self.ops.insert(id, membership);
+            _ => {
+                let stream = if shape == Shape::Assignment {
+                    assignment::follow(app.assignments.clone(), request, session)
+                } else {
+                    Executor::execute_stream(&app.schema, request, Some(session))
+                };
+                self.own.push(OwnOp {
+                    id: id.clone(),
+                    id_json,
+                    stream,
+                });
+                self.ops.insert(id, Op::Own);
+            }
+        }
         metrics.subscriptions_open.inc();
     }
 }

@@ -1,10 +1,10 @@
 //! `assignment(sessionId)`: a viewer's seat, its moves and its end, as the node follows them from
 //! the applied log (`Live` routes each session's notices to its open assignments).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::{BoxStream, Live};
 use crate::clock::now_ms;
@@ -49,17 +49,74 @@ pub(super) enum Notice {
     Ended(Option<EndReason>),
 }
 
+/// What an open assignment was told and has not read yet. Moves coalesce (each one reads the
+/// session anew, so one pending move stands for many); an end wins over a pending move and is
+/// never dropped. Some 80 bytes a subscriber, where a tokio channel took ~600.
+#[derive(Default)]
+pub(super) struct Notices {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    moved: bool,
+    ended: Option<Option<EndReason>>,
+    /// The subscriber is gone: nothing reads these any more.
+    closed: bool,
+}
+
+impl Notices {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().expect("notices lock")
+    }
+
+    pub(super) fn moved(&self) {
+        self.pending().moved = true;
+        self.wake.notify_one();
+    }
+
+    /// The session ended; the first reason told is the one read.
+    pub(super) fn end(&self, reason: Option<EndReason>) {
+        self.pending().ended.get_or_insert(reason);
+        self.wake.notify_one();
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.pending().closed
+    }
+
+    /// The next notice without waiting: the end first, then a pending move.
+    pub(super) fn try_recv(&self) -> Option<Notice> {
+        let mut p = self.pending();
+        if let Some(reason) = p.ended {
+            return Some(Notice::Ended(reason));
+        }
+        std::mem::take(&mut p.moved).then_some(Notice::Moved)
+    }
+
+    pub(super) async fn recv(&self) -> Notice {
+        loop {
+            let told = self.wake.notified();
+            if let Some(n) = self.try_recv() {
+                return n;
+            }
+            told.await;
+        }
+    }
+}
+
 /// An open assignment: hears its session's moves and end; deregisters when dropped (the
 /// subscriber completed, left, or its socket closed).
 pub(super) struct OpenAssignment {
-    pub(super) ended: Option<mpsc::Receiver<Notice>>,
+    pub(super) notices: Arc<Notices>,
     pub(super) live: Arc<Live>,
     pub(super) session_id: String,
 }
 
 impl Drop for OpenAssignment {
     fn drop(&mut self) {
-        drop(self.ended.take());
+        self.notices.pending().closed = true;
         self.live.close_assignment(&self.session_id);
     }
 }
@@ -93,11 +150,10 @@ impl Node {
             if let Some(first) = f.first.take() {
                 return Some((first, f));
             }
-            let mut open = f.open.take()?;
+            let open = f.open.take()?;
             loop {
-                let notice = open.ended.as_mut().expect("taken only on drop").recv().await;
-                match notice {
-                    Some(Notice::Moved) => {
+                match open.notices.recv().await {
+                    Notice::Moved => {
                         let Some(now) = f.node.store.view().session(&f.session.id) else {
                             continue; // it ended too: its notice follows
                         };
@@ -105,7 +161,9 @@ impl Node {
                             continue;
                         }
                         f.session = now.clone();
-                        match f.node.seat_token(&now).await {
+                        // Boxed: a future held only while a move is signed, not inline in every open
+                        // subscriber's state (it is most of its size).
+                        match Box::pin(f.node.seat_token(&now)).await {
                             Ok((stage, token, expires_at)) => {
                                 f.open = Some(open);
                                 let moved = AssignmentUpdate::Moved {
@@ -122,13 +180,7 @@ impl Node {
                             }
                         }
                     }
-                    // A closed channel (the registration was dropped by a reset that found the
-                    // session gone) is an end without a known reason.
-                    notice => {
-                        let reason = match notice {
-                            Some(Notice::Ended(reason)) => reason,
-                            _ => None,
-                        };
+                    Notice::Ended(reason) => {
                         drop(open);
                         let ended = AssignmentUpdate::Ended {
                             session: f.session.clone(),
