@@ -314,7 +314,6 @@ impl Live {
     /// Register an open assignment for `session_id`; it hears the session's end, and is
     /// deregistered when dropped.
     fn open_assignment(self: &Arc<Self>, session_id: &str) -> OpenAssignment {
-        // A move that finds the queue full is not lost: the queued notice reads the session anew.
         let notices = Arc::new(Notices::default());
         self.inner()
             .assignments
@@ -512,7 +511,7 @@ mod tests {
         let live = Live::new(store.clone());
         let mut a = live.open_assignment("s1");
         let mut again = live.open_assignment("s1");
-        let mut other = live.open_assignment("s2");
+        let other = live.open_assignment("s2");
         assert_eq!(
             live.open_sessions().len(),
             2,

@@ -235,11 +235,6 @@ impl Groups {
         self.map.lock().expect("groups lock")
     }
 
-    /// Executions running now (distinct subscriptions, shared or not).
-    pub fn running(&self) -> usize {
-        self.map().len()
-    }
-
     /// Join the group `key` as operation `op_id` of the socket behind `out`; `start` runs the
     /// execution when this subscriber is the first.
     pub fn join(
@@ -290,15 +285,21 @@ impl Groups {
     }
 }
 
+/// One response as the JSON payload of a `next` frame, with the library's errors coded; counted
+/// as one payload built (however many subscribers it is framed for).
+pub fn payload(metrics: &Metrics, mut response: async_graphql::Response) -> String {
+    crate::api::error::code_library_errors(&mut response.errors);
+    metrics.subscription_payloads.inc();
+    serde_json::to_string(&response).expect("responses serialize")
+}
+
 async fn run(groups: Weak<Groups>, group: Arc<Group>, mut stream: BoxStream<'static, async_graphql::Response>) {
     let metrics = match groups.upgrade() {
         Some(g) => g.metrics.clone(),
         None => return,
     };
-    while let Some(mut response) = stream.next().await {
-        crate::api::error::code_library_errors(&mut response.errors);
-        let payload: Arc<str> = serde_json::to_string(&response).expect("responses serialize").into();
-        metrics.subscription_payloads.inc();
+    while let Some(response) = stream.next().await {
+        let payload: Arc<str> = payload(&metrics, response).into();
         let mut members = group.members();
         let mut sent = 0;
         members.list.retain(|_, m| {

@@ -281,10 +281,8 @@ impl Conn {
         let metrics = &self.app.node.metrics;
         let op = &self.own[i];
         match item {
-            Some(mut response) => {
-                super::error::code_library_errors(&mut response.errors);
-                let payload = serde_json::to_string(&response).expect("responses serialize");
-                metrics.subscription_payloads.inc();
+            Some(response) => {
+                let payload = groups::payload(metrics, response);
                 if self.out.offer(frames::next(&op.id_json, &payload)) {
                     metrics.subscription_frames.inc();
                 }
