@@ -75,6 +75,20 @@ async fn three_nodes_form_one_cluster_and_every_node_answers_joins() {
                 session.as_str(),
                 "node {other} finds the seat node {i} just took"
             );
+            // So does a heartbeat through the third node (a viewer behind a load balancer).
+            let third = 3 - i - other;
+            let beat = c
+                .node(third)
+                .admin(
+                    "mutation($s: ID!) { heartbeat(sessionId: $s) { id } }",
+                    json!({"s": session}),
+                )
+                .await;
+            assert_eq!(
+                beat["heartbeat"]["id"],
+                session.as_str(),
+                "node {third} renews the seat node {i} just took"
+            );
             sessions.push(session);
         }
     }

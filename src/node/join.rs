@@ -227,19 +227,16 @@ impl Node {
         validate_user_id(user_id)?;
         let attributes = validate_attributes(attributes)?;
         // Refuse what is certain to be refused without writing a log entry. Only the leader is
-        // certain: a follower's state may be a few entries behind (a broadcast that went live
-        // a moment ago), so there the state machine decides.
-        let capped = {
-            let core = self.store.view();
-            let current = self.store.is_leader();
-            match core.fleet.broadcasts.get(broadcast_id) {
-                None if current => return Err(Refusal::UnknownBroadcast(broadcast_id.into()).into()),
-                Some(b) if current && b.state != BroadcastState::Live => {
-                    return Err(Refusal::BroadcastNotLive(broadcast_id.into()).into());
-                }
-                Some(b) => client_seat_cap(b, &core.policy) > 0,
-                // Not known here yet: name the client, in case its seats are capped.
-                None => true,
+        // certain, and only once it has applied everything committed: a follower's state may be a
+        // few entries behind (a broadcast that went live a moment ago), and so may the leader's
+        // own apply behind its commit (a follower can apply an entry first). So a refusal seen
+        // in local state is checked again after a read barrier; a follower leaves it to the
+        // state machine.
+        let capped = match self.precheck(broadcast_id) {
+            Ok(capped) => capped,
+            Err(_) => {
+                self.store.catch_up().await?;
+                self.precheck(broadcast_id)?
             }
         };
         // Fail fast (and write nothing) while the node has no key to sign with.
@@ -259,6 +256,22 @@ impl Node {
         Ok(joined)
     }
 
+    /// What local state says of a join to `broadcast_id`: whether to name the client (its seats
+    /// may be capped), or the refusal that is certain on the leader.
+    fn precheck(&self, broadcast_id: &str) -> Result<bool, Refusal> {
+        let core = self.store.view();
+        let current = self.store.is_leader();
+        match core.fleet.broadcasts.get(broadcast_id) {
+            None if current => Err(Refusal::UnknownBroadcast(broadcast_id.into())),
+            Some(b) if current && b.state != BroadcastState::Live => {
+                Err(Refusal::BroadcastNotLive(broadcast_id.into()))
+            }
+            Some(b) => Ok(client_seat_cap(b, &core.policy) > 0),
+            // Not known here yet: name the client, in case its seats are capped.
+            None => Ok(true),
+        }
+    }
+
     /// End a session at once and free its seat.
     pub async fn leave(&self, session_id: &str) -> Result<Session, NodeError> {
         if session_id.is_empty() || session_id.len() > 64 {
@@ -268,16 +281,27 @@ impl Node {
     }
 
     /// Mark a session alive; the renewal is written with the next presence batch.
-    pub fn heartbeat(&self, session_id: &str) -> Result<Session, NodeError> {
-        let view = self.store.view();
-        let mut session = view
-            .session(session_id)
-            .ok_or_else(|| Refusal::UnknownSession(session_id.into()))?;
+    pub async fn heartbeat(&self, session_id: &str) -> Result<Session, NodeError> {
+        let mut session = self.current_session(session_id).await?;
         self.presence.touch(session_id);
         let now = now_ms();
         session.last_seen = now;
-        session.lease_until = now + view.policy.session_lease_ms;
+        session.lease_until = now + self.store.view().policy.session_lease_ms;
         Ok(session)
+    }
+
+    /// A session as this node knows it, or — when it knows none by that id — as of every write
+    /// committed before now: in a cluster, a viewer seated through one node may come back through
+    /// another (behind a load balancer) before that node has applied the seat.
+    pub async fn current_session(&self, session_id: &str) -> Result<Session, NodeError> {
+        if let Some(session) = self.store.view().session(session_id) {
+            return Ok(session);
+        }
+        self.store.catch_up().await?;
+        self.store
+            .view()
+            .session(session_id)
+            .ok_or_else(|| Refusal::UnknownSession(session_id.into()).into())
     }
 
     /// Publish+subscribe tokens for a host, one per origin stage (idempotent per user id).

@@ -247,7 +247,7 @@ impl Mutation {
 
     /// Keep a session alive (extends its lease).
     async fn heartbeat(&self, ctx: &Context<'_>, session_id: ID) -> async_graphql::Result<Session> {
-        Ok(Session(node(ctx).heartbeat(&session_id).gql()?))
+        Ok(Session(node(ctx).heartbeat(&session_id).await.gql()?))
     }
 
     /// Publish+subscribe tokens for a host, one per origin stage. Host or admin.

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use super::{BoxStream, Live};
 use crate::clock::now_ms;
 use crate::fleet::event::EndReason;
-use crate::fleet::{Refusal, Session, Stage};
+use crate::fleet::{Session, Stage};
 use crate::ivs::token::TokenCapabilities;
 use crate::metrics::label;
 use crate::node::join::claims;
@@ -128,9 +128,7 @@ impl Node {
     pub async fn assignment(self: &Arc<Self>, session_id: &str) -> Result<BoxStream<AssignmentUpdate>, NodeError> {
         // Register before looking, so an end or a move applied in between is not missed.
         let open = self.live.open_assignment(session_id);
-        let Some(session) = self.store.view().session(session_id) else {
-            return Err(Refusal::UnknownSession(session_id.into()).into());
-        };
+        let session = self.current_session(session_id).await?;
         let (stage, token, expires_at) = self.seat_token(&session).await?;
         // The seat is renewed with the next batch: opening the subscription counts as being seen.
         self.presence.touch(session_id);
