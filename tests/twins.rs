@@ -79,6 +79,21 @@ async fn a_viewer_joins_rejoins_and_leaves(d: Deployment) {
 /// A page's subscriptions on one node follow writes made through the others.
 async fn subscriptions_follow_writes_made_through_any_node(d: Deployment) {
     d.at(0).start_broadcast("show").await;
+    // A console opens the broadcast's live views through another node at once: it knows the
+    // broadcast even before it has applied the start.
+    let mut console = Ws::connect(d.at(1), d.at(1).admin_key.as_deref()).await;
+    console
+        .subscribe(
+            "e",
+            "subscription { stageEvents(broadcastId: \"show\") { stageId current } }",
+            json!({}),
+        )
+        .await;
+    console
+        .subscribe("b", "subscription { broadcast(id: \"show\") { id state } }", json!({}))
+        .await;
+    assert_eq!(console.data("e", "stageEvents").await["stageId"], "show:0");
+    assert_eq!(console.data("b", "broadcast").await["state"], "LIVE");
     let mut ws = Ws::connect(d.at(1), None).await;
     ws.subscribe("s", STATS, json!({"b": "show"})).await;
     assert_eq!(ws.data("s", "stats").await["viewers"], 0);

@@ -62,7 +62,7 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = StageEvent>> {
         principal(ctx).require(fleet::Role::Host)?;
         let n = node(ctx);
-        if !n.store.view().fleet.broadcasts.contains_key(broadcast_id.as_str()) {
+        if !broadcast_known(n, broadcast_id.as_str()).await {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", broadcast_id.as_str())));
         }
         Ok(n.live.stage_events(&broadcast_id).map(StageEvent::from))
@@ -85,7 +85,7 @@ impl Subscription {
     async fn broadcast(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<impl Stream<Item = Broadcast>> {
         principal(ctx).require(fleet::Role::Host)?;
         let n = node(ctx);
-        if !n.store.view().fleet.broadcasts.contains_key(id.as_str()) {
+        if !broadcast_known(n, id.as_str()).await {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
         }
         Ok(n.live.broadcast_stream(&id, stats_every(ctx)).map(Broadcast))
@@ -336,6 +336,13 @@ impl From<AssignmentUpdate> for Assignment {
 }
 
 /// This node as `node` shows it (the query and the subscription).
+/// Whether `id` names a broadcast — when this node knows none by that name, as of every write
+/// committed before now: a follower may not yet have applied a start made through another node.
+async fn broadcast_known(n: &crate::node::Node, id: &str) -> bool {
+    let known = || n.store.view().fleet.broadcasts.contains_key(id);
+    known() || (n.store.catch_up().await.is_ok() && known())
+}
+
 pub fn node_status(n: &crate::node::Node) -> NodeStatus {
     let c = n.store.cluster_status();
     NodeStatus {
