@@ -16,7 +16,7 @@ use crate::ivs::signer::{Deliver, Signer};
 use crate::ivs::token::{Claims, TokenCapabilities, random_id};
 use crate::metrics::label;
 use crate::state::batcher::{BatchKind, Reply, answer_each};
-use crate::state::{ProposalError, proposal};
+use crate::state::{ProposalError, View, proposal};
 
 /// Joins: one `AdmitViewers` entry per batch; once it is applied, the batch's tokens are signed
 /// together on the signer threads, and each viewer is answered by its own token.
@@ -232,13 +232,11 @@ impl Node {
         // own apply behind its commit (a follower can apply an entry first). So a refusal seen
         // in local state is checked again after a read barrier; a follower leaves it to the
         // state machine.
-        let capped = match self.precheck(broadcast_id) {
-            Ok(capped) => capped,
-            Err(_) => {
-                self.store.catch_up().await?;
-                self.precheck(broadcast_id)?
-            }
-        };
+        let view = self
+            .store
+            .view_where(|v| self.precheck(v, broadcast_id).is_ok())
+            .await?;
+        let capped = self.precheck(&view, broadcast_id)?;
         // Fail fast (and write nothing) while the node has no key to sign with.
         self.signing_key()?;
         let request = JoinRequest {
@@ -258,15 +256,14 @@ impl Node {
 
     /// What local state says of a join to `broadcast_id`: whether to name the client (its seats
     /// may be capped), or the refusal that is certain on the leader.
-    fn precheck(&self, broadcast_id: &str) -> Result<bool, Refusal> {
-        let core = self.store.view();
+    fn precheck(&self, view: &View, broadcast_id: &str) -> Result<bool, Refusal> {
         let current = self.store.is_leader();
-        match core.fleet.broadcasts.get(broadcast_id) {
+        match view.fleet.broadcasts.get(broadcast_id) {
             None if current => Err(Refusal::UnknownBroadcast(broadcast_id.into())),
             Some(b) if current && b.state != BroadcastState::Live => {
                 Err(Refusal::BroadcastNotLive(broadcast_id.into()))
             }
-            Some(b) => Ok(client_seat_cap(b, &core.policy) > 0),
+            Some(b) => Ok(client_seat_cap(b, &view.policy) > 0),
             // Not known here yet: name the client, in case its seats are capped.
             None => Ok(true),
         }
@@ -294,12 +291,9 @@ impl Node {
     /// committed before now: in a cluster, a viewer seated through one node may come back through
     /// another (behind a load balancer) before that node has applied the seat.
     pub async fn current_session(&self, session_id: &str) -> Result<Session, NodeError> {
-        if let Some(session) = self.store.view().session(session_id) {
-            return Ok(session);
-        }
-        self.store.catch_up().await?;
         self.store
-            .view()
+            .view_where(|v| v.session(session_id).is_some())
+            .await?
             .session(session_id)
             .ok_or_else(|| Refusal::UnknownSession(session_id.into()).into())
     }

@@ -27,22 +27,9 @@ impl Subscription {
     /// hosts and admins any broadcast.
     async fn stats(&self, ctx: &Context<'_>, broadcast_id: ID) -> async_graphql::Result<impl Stream<Item = LiveStats>> {
         let n = node(ctx);
-        let state_now = || {
-            n.store
-                .view()
-                .fleet
-                .broadcasts
-                .get(broadcast_id.as_str())
-                .map(|b| b.state)
-        };
-        let mut state = state_now();
-        if state != Some(fleet::BroadcastState::Live) {
-            // Refuse only on current state: a follower may not have applied the broadcast's start
-            // (or its going live) that a viewer already saw through another node.
-            if n.store.catch_up().await.is_ok() {
-                state = state_now();
-            }
-        }
+        // Refuse only on current state: a follower may not have applied the broadcast's start
+        // (or its going live) that a viewer already saw through another node.
+        let state = broadcast_state(n, broadcast_id.as_str(), |s| s == Some(fleet::BroadcastState::Live)).await;
         match state {
             None => return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", broadcast_id.as_str()))),
             Some(fleet::BroadcastState::Live) => {}
@@ -62,7 +49,10 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = StageEvent>> {
         principal(ctx).require(fleet::Role::Host)?;
         let n = node(ctx);
-        if !broadcast_known(n, broadcast_id.as_str()).await {
+        if broadcast_state(n, broadcast_id.as_str(), |s| s.is_some())
+            .await
+            .is_none()
+        {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", broadcast_id.as_str())));
         }
         Ok(n.live.stage_events(&broadcast_id).map(StageEvent::from))
@@ -85,7 +75,7 @@ impl Subscription {
     async fn broadcast(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<impl Stream<Item = Broadcast>> {
         principal(ctx).require(fleet::Role::Host)?;
         let n = node(ctx);
-        if !broadcast_known(n, id.as_str()).await {
+        if broadcast_state(n, id.as_str(), |s| s.is_some()).await.is_none() {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
         }
         Ok(n.live.broadcast_stream(&id, stats_every(ctx)).map(Broadcast))
@@ -335,14 +325,20 @@ impl From<AssignmentUpdate> for Assignment {
     }
 }
 
-/// This node as `node` shows it (the query and the subscription).
-/// Whether `id` names a broadcast — when this node knows none by that name, as of every write
-/// committed before now: a follower may not yet have applied a start made through another node.
-async fn broadcast_known(n: &crate::node::Node, id: &str) -> bool {
-    let known = || n.store.view().fleet.broadcasts.contains_key(id);
-    known() || (n.store.catch_up().await.is_ok() && known())
+/// A broadcast's state — local while `settled` holds of it, else as of every write committed
+/// before now (a follower may not yet have applied a start made through another node). When no
+/// current read is possible (cut off from the majority), the local state answers.
+async fn broadcast_state(
+    n: &crate::node::Node,
+    id: &str,
+    settled: impl Fn(Option<fleet::BroadcastState>) -> bool,
+) -> Option<fleet::BroadcastState> {
+    let state = |v: &crate::state::View| v.fleet.broadcasts.get(id).map(|b| b.state);
+    let view = n.store.view_where(|v| settled(state(v))).await;
+    state(&view.unwrap_or_else(|_| n.store.view()))
 }
 
+/// This node as `node` shows it (the query and the subscription).
 pub fn node_status(n: &crate::node::Node) -> NodeStatus {
     let c = n.store.cluster_status();
     NodeStatus {

@@ -74,6 +74,19 @@ impl Store {
         }
     }
 
+    /// The applied state, current where it matters: local when `settled` holds of it, else as
+    /// of every write committed before now (after [`Store::catch_up`]). For a lookup whose
+    /// answer is usually here already — a session, a broadcast — but which a node that has not
+    /// applied a write made through another node a moment ago must not refuse.
+    pub async fn view_where(&self, settled: impl Fn(&View) -> bool) -> Result<View, ProposeError> {
+        let view = self.view();
+        if settled(&view) {
+            return Ok(view);
+        }
+        self.catch_up().await?;
+        Ok(self.view())
+    }
+
     /// Wait until this node's state holds every write committed before now (a linearizable
     /// read barrier): for reads that must be current, such as a session looked up on another
     /// node than the one that seated it. Immediate on a single node; on the leader, a quorum
