@@ -148,6 +148,12 @@ pub fn check_sessions_contract(store: &mut dyn Sessions) {
     store.put(s("2", "bob", "b:1", 400));
     assert_eq!(store.on_stage("b:0"), ["1"]);
     assert_eq!(store.expired(250, 10), ["1"]);
+    // a renewal (the lease alone changes) moves it in the lease order, and only there
+    store.put(s("1", "alice", "b:0", 600));
+    assert!(store.expired(250, 10).is_empty());
+    assert_eq!(store.expired(650, 10), ["3", "2", "1"]);
+    assert_eq!(store.on_stage("b:0"), ["1"]);
+    assert_eq!(store.by_user("b", "alice").unwrap().lease_until, 600);
     assert_eq!(store.remove("1").unwrap().user_id, "alice");
     assert!(store.by_user("b", "alice").is_none());
     assert!(store.get("1").is_none());

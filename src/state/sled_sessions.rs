@@ -92,6 +92,20 @@ impl SessionIndex {
     }
 
     fn insert(&mut self, s: &Session) {
+        // A renewal changes the lease alone: move it in the lease order and leave the rest.
+        if let Some(old) = self.by_id.get_mut(&s.id)
+            && old.broadcast_id == s.broadcast_id
+            && old.user_id == s.user_id
+            && old.stage_id == s.stage_id
+            && old.client == s.client
+        {
+            if old.lease_until != s.lease_until {
+                self.by_lease.remove(&(old.lease_until, s.id.clone()));
+                self.by_lease.insert((s.lease_until, s.id.clone()));
+                old.lease_until = s.lease_until;
+            }
+            return;
+        }
         self.remove(&s.id);
         self.by_user
             .entry(s.broadcast_id.clone())

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +67,8 @@ const FIRST_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const NODE_RESERVED_FILES: u64 = 512;
 /// How often the catch-up check reads the node's stats and every subscriber's last message.
 const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+/// The quiet wait before the storm gives up after this (the node's join rate is over 10 s).
+const QUIET_AT_MOST: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
 // Shared tallies
@@ -98,6 +100,10 @@ struct Tally {
     rates_only: [AtomicU64; 3],
     delays: [Mutex<Histogram<u64>>; 3],
     negative_delays: AtomicU64,
+    /// The latest `changedAtMs` any subscriber has seen (unix ms), and the `joinsPerSecond` of
+    /// the latest message read (as f64 bits).
+    last_change_ms: AtomicI64,
+    last_joins_per_second: AtomicU64,
     /// Changes delivered during the storm, by `appliedIndex`.
     storm_updates: Mutex<HashMap<u64, Fanout>>,
     /// After attaching: sockets the node closed, assignments that ended, operations that failed.
@@ -126,6 +132,8 @@ impl Tally {
                 Mutex::new(histogram()),
             ],
             negative_delays: AtomicU64::new(0),
+            last_change_ms: AtomicI64::new(0),
+            last_joins_per_second: AtomicU64::new(0),
             storm_updates: Mutex::default(),
             closed_by_node: AtomicU64::new(0),
             ended: Mutex::default(),
@@ -141,6 +149,9 @@ impl Tally {
         let delivery = seen.on_message(m, unix_us());
         let slot = &self.slots[index];
         slot.last.store(pack(m.viewers, m.admitted_total), Ordering::Release);
+        self.last_change_ms.fetch_max(m.changed_at_ms, Ordering::AcqRel);
+        self.last_joins_per_second
+            .store(m.joins_per_second.to_bits(), Ordering::Release);
         let phase = usize::from(self.phase.load(Ordering::Acquire).min(2));
         self.messages[phase].fetch_add(1, Ordering::Relaxed);
         if phase == RunPhase::Storm as usize {
@@ -158,9 +169,8 @@ impl Tally {
                 if phase == RunPhase::Storm as usize {
                     let mut updates = self.storm_updates.lock().expect("updates");
                     let u = updates.entry(m.applied_index).or_insert(Fanout {
-                        receivers: 0,
-                        first_us: 0,
-                        last_us: 0,
+                        changed_at_ms: m.changed_at_ms,
+                        ..Fanout::default()
                     });
                     u.add(us);
                 }
@@ -527,9 +537,12 @@ pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
         metric(after_attach.as_deref(), "subscriptions_open"),
     );
 
-    // --- 3. the storm with every subscriber attached
+    // --- 3. the storm with every subscriber attached, once the stats have been quiet for an
+    // interval (else the storm's first update waits its turn behind the attach's last one)
+    let quiet_wait_secs = quiet(&tally, Duration::from_millis(args.quiet_ms)).await;
     tally.set_phase(RunPhase::Storm);
     let m0 = setup.api.metrics().await;
+    let storm_started_ms = unix_us() / 1000;
     setup.load_begins();
     let storm_prefix = format!("{}-storm", args.common.user_prefix);
     let with = storm(
@@ -579,6 +592,9 @@ pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
         attach_error_examples: std::mem::take(&mut *attach_error_examples.lock().expect("examples")),
         behind_after_attach: settle.behind,
         settled_after_attach_secs: settled_after,
+        quiet_ms: args.quiet_ms,
+        quiet_wait_secs,
+        storm_started_ms,
         source_addresses: sources,
         first_source: source_addr(0, args.per_source).map(|a| a.to_string()),
         last_source: n
@@ -667,6 +683,29 @@ struct CatchUp {
 
 /// Read the node's `(viewers, admittedTotal)` and every subscriber's last stats message until
 /// all match or `within` has passed.
+/// Wait until no subscriber has seen a change for `quiet` (by the node's `changedAtMs`) and the
+/// join rate the subscribers last saw has fallen to 0 (while it decays the node sends the rates
+/// alone every 1.5 intervals, one fan-out to every socket each: a storm's first update would
+/// queue behind one); at most [`QUIET_AT_MOST`]. The seconds waited; 0 for `quiet` 0.
+async fn quiet(tally: &Tally, quiet: Duration) -> f64 {
+    if quiet.is_zero() {
+        return 0.0;
+    }
+    let started = Instant::now();
+    let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let due = tally.last_change_ms.load(Ordering::Acquire).saturating_add(quiet_ms);
+        let now = unix_us() / 1000;
+        let rate = f64::from_bits(tally.last_joins_per_second.load(Ordering::Acquire));
+        if (now >= due && rate == 0.0) || started.elapsed() >= QUIET_AT_MOST {
+            return started.elapsed().as_secs_f64();
+        }
+        // The wait is the quiet spell itself, re-checked in case a change came meanwhile.
+        let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64).max(CATCH_UP_POLL);
+        tokio::time::sleep(wait).await;
+    }
+}
+
 async fn catch_up(api: &Api, broadcast: &str, tally: &Tally, within: Duration) -> CatchUp {
     let deadline = Instant::now() + within;
     let mut out = CatchUp {

@@ -178,8 +178,10 @@ pub fn record_delay(h: &mut Histogram<u64>, delay_us: i64) -> bool {
 
 /// One update (one payload) as all subscribers received it: its commit-to-receipt delay at the
 /// first and at the last receiver. Their difference is the time to fan it out to everyone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fanout {
+    /// The update's `changedAtMs` (when its change was committed).
+    pub changed_at_ms: i64,
     pub receivers: u64,
     pub first_us: i64,
     pub last_us: i64,
@@ -209,6 +211,7 @@ pub fn fanout_summary(updates: &[Fanout], min_receivers: u64) -> Option<FanoutSu
         v.sort_unstable();
         v[v.len() / 2] as f64 / 1000.0
     };
+    let slowest = whole.iter().max_by_key(|u| u.first_us).expect("not empty");
     let first: Vec<i64> = whole.iter().map(|u| u.first_us).collect();
     let spread: Vec<i64> = whole.iter().map(|u| u.last_us - u.first_us).collect();
     Some(FanoutSummary {
@@ -217,6 +220,7 @@ pub fn fanout_summary(updates: &[Fanout], min_receivers: u64) -> Option<FanoutSu
         first_receiver_max_ms: first.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
         fanout_p50_ms: median(spread.clone()),
         fanout_max_ms: spread.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
+        slowest_first_changed_at_ms: slowest.changed_at_ms,
     })
 }
 
@@ -228,6 +232,8 @@ pub struct FanoutSummary {
     /// Last receipt minus first receipt of one update.
     pub fanout_p50_ms: f64,
     pub fanout_max_ms: f64,
+    /// `changedAtMs` of the update that took longest to reach its first receiver.
+    pub slowest_first_changed_at_ms: i64,
 }
 
 /// The node's RSS growth per subscriber, in KiB.

@@ -20,6 +20,11 @@ pub struct SubscribersSummary {
     /// within `catch_up_secs` (also lost frames), and when all had.
     pub behind_after_attach: u64,
     pub settled_after_attach_secs: Option<f64>,
+    /// The storm began once the stats had not changed for `quiet_ms`; waited this long for it.
+    pub quiet_ms: u64,
+    pub quiet_wait_secs: f64,
+    /// When the storm with subscribers began (unix ms).
+    pub storm_started_ms: i64,
     pub source_addresses: u64,
     pub first_source: Option<String>,
     pub last_source: Option<String>,
@@ -149,6 +154,12 @@ impl SubscribersSummary {
             self.behind_after_attach,
             self.catch_up_secs
         );
+        if self.quiet_ms > 0 {
+            s += &format!(
+                "  the storm began once the stats had not changed for {} ms and the join rate was 0 (waited {:.2} s for it)\n",
+                self.quiet_ms, self.quiet_wait_secs
+            );
+        }
         s += &format!(
             "  node RSS {} before attaching, {} after: {} per subscriber (a plain join on the baseline node: {})\n",
             opt(self.rss_before_mib, " MiB"),
@@ -169,8 +180,13 @@ impl SubscribersSummary {
         );
         if let Some(f) = &self.fanout {
             s += &format!(
-                "  per update ({} reached every subscriber): first receiver after p50 {:.1} ms (max {:.1}); first to last receipt p50 {:.1} ms (max {:.1})\n",
-                f.updates, f.first_receiver_p50_ms, f.first_receiver_max_ms, f.fanout_p50_ms, f.fanout_max_ms
+                "  per update ({} reached every subscriber): first receiver after p50 {:.1} ms (max {:.1}, the update committed {:.1} s into the storm); first to last receipt p50 {:.1} ms (max {:.1})\n",
+                f.updates,
+                f.first_receiver_p50_ms,
+                f.first_receiver_max_ms,
+                (f.slowest_first_changed_at_ms - self.storm_started_ms) as f64 / 1000.0,
+                f.fanout_p50_ms,
+                f.fanout_max_ms
             );
         }
         let a = &self.attach_delay_ms;

@@ -111,9 +111,8 @@ fn delays_are_recorded_in_microseconds_and_negative_ones_counted_apart() {
 #[test]
 fn fan_out_is_first_to_last_receipt_of_updates_everyone_got() {
     let mut a = Fanout {
-        receivers: 0,
-        first_us: 0,
-        last_us: 0,
+        changed_at_ms: 1,
+        ..Fanout::default()
     };
     for d in [30_000, 10_000, 250_000] {
         a.add(d);
@@ -121,23 +120,27 @@ fn fan_out_is_first_to_last_receipt_of_updates_everyone_got() {
     assert_eq!(
         a,
         Fanout {
+            changed_at_ms: 1,
             receivers: 3,
             first_us: 10_000,
             last_us: 250_000
         }
     );
     let b = Fanout {
+        changed_at_ms: 2,
         receivers: 3,
         first_us: 20_000,
         last_us: 60_000,
     };
     let c = Fanout {
+        changed_at_ms: 3,
         receivers: 3,
         first_us: 5_000,
         last_us: 105_000,
     };
     // Seen by one subscriber only: not a whole fan-out.
     let partial = Fanout {
+        changed_at_ms: 4,
         receivers: 1,
         first_us: 900_000,
         last_us: 900_000,
@@ -148,6 +151,7 @@ fn fan_out_is_first_to_last_receipt_of_updates_everyone_got() {
     assert_eq!(f.first_receiver_max_ms, 20.0);
     assert_eq!(f.fanout_p50_ms, 100.0);
     assert_eq!(f.fanout_max_ms, 240.0);
+    assert_eq!(f.slowest_first_changed_at_ms, 2, "b reached its first receiver last");
     assert_eq!(fanout_summary(&[partial], 3), None);
     assert_eq!(fanout_summary(&[], 0), None);
 }
