@@ -250,8 +250,8 @@ pub struct SubscribersArgs {
     /// After the storm, every subscriber must have seen the node's final stats within this.
     #[arg(long, default_value_t = 10.0)]
     pub catch_up_secs: f64,
-    /// Before the storm with subscribers, wait until the broadcast's stats have not changed for
-    /// this long (the node's `stats_interval_ms`) and their join rate is 0 (at most 15 s): the
+    /// Before the storm with subscribers, wait until no stats message has come for this long
+    /// (the node's `stats_interval_ms`) and their join rate is 0 (at most 15 s): the
     /// node sends at most one `stats` message per interval, and the rates alone while they decay,
     /// so a storm started right after the attach would have its first update wait behind the
     /// attach's last messages and measure the attach, not the storm. 0 = start at once.

@@ -104,6 +104,8 @@ struct Tally {
     /// the latest message read (as f64 bits).
     last_change_ms: AtomicI64,
     last_joins_per_second: AtomicU64,
+    /// When any subscriber last read a stats message (unix ms).
+    last_receipt_ms: AtomicI64,
     /// Changes delivered during the storm, by `appliedIndex`.
     storm_updates: Mutex<HashMap<u64, Fanout>>,
     /// After attaching: sockets the node closed, assignments that ended, operations that failed.
@@ -134,6 +136,7 @@ impl Tally {
             negative_delays: AtomicU64::new(0),
             last_change_ms: AtomicI64::new(0),
             last_joins_per_second: AtomicU64::new(0),
+            last_receipt_ms: AtomicI64::new(0),
             storm_updates: Mutex::default(),
             closed_by_node: AtomicU64::new(0),
             ended: Mutex::default(),
@@ -152,6 +155,7 @@ impl Tally {
         self.last_change_ms.fetch_max(m.changed_at_ms, Ordering::AcqRel);
         self.last_joins_per_second
             .store(m.joins_per_second.to_bits(), Ordering::Release);
+        self.last_receipt_ms.fetch_max(unix_us() / 1000, Ordering::AcqRel);
         let phase = usize::from(self.phase.load(Ordering::Acquire).min(2));
         self.messages[phase].fetch_add(1, Ordering::Relaxed);
         if phase == RunPhase::Storm as usize {
@@ -683,10 +687,11 @@ struct CatchUp {
 
 /// Read the node's `(viewers, admittedTotal)` and every subscriber's last stats message until
 /// all match or `within` has passed.
-/// Wait until no subscriber has seen a change for `quiet` (by the node's `changedAtMs`) and the
+/// Wait until no subscriber has seen a change for `quiet` (by the node's `changedAtMs`), the
 /// join rate the subscribers last saw has fallen to 0 (while it decays the node sends the rates
 /// alone every 1.5 intervals, one fan-out to every socket each: a storm's first update would
-/// queue behind one); at most [`QUIET_AT_MOST`]. The seconds waited; 0 for `quiet` 0.
+/// queue behind one), and no subscriber has read a message for `quiet` (the last fan-out is
+/// over); at most [`QUIET_AT_MOST`]. The seconds waited; 0 for `quiet` 0.
 async fn quiet(tally: &Tally, quiet: Duration) -> f64 {
     if quiet.is_zero() {
         return 0.0;
@@ -694,7 +699,11 @@ async fn quiet(tally: &Tally, quiet: Duration) -> f64 {
     let started = Instant::now();
     let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
     loop {
-        let due = tally.last_change_ms.load(Ordering::Acquire).saturating_add(quiet_ms);
+        let due = tally
+            .last_change_ms
+            .load(Ordering::Acquire)
+            .max(tally.last_receipt_ms.load(Ordering::Acquire))
+            .saturating_add(quiet_ms);
         let now = unix_us() / 1000;
         let rate = f64::from_bits(tally.last_joins_per_second.load(Ordering::Acquire));
         if (now >= due && rate == 0.0) || started.elapsed() >= QUIET_AT_MOST {

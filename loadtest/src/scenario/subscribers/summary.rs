@@ -156,7 +156,7 @@ impl SubscribersSummary {
         );
         if self.quiet_ms > 0 {
             s += &format!(
-                "  the storm began once the stats had not changed for {} ms and the join rate was 0 (waited {:.2} s for it)\n",
+                "  the storm began once no stats message had come for {} ms and the join rate was 0 (waited {:.2} s for it)\n",
                 self.quiet_ms, self.quiet_wait_secs
             );
         }
