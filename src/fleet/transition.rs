@@ -467,25 +467,57 @@ impl<S: Sessions + ?Sized> World<'_, S> {
     }
 }
 
+/// What a [`World`] borrows, owned: the transitions' tests start from one of these.
+#[cfg(test)]
+pub(crate) struct TestParts {
+    fleet: Fleet,
+    policy: FleetPolicy,
+    sessions: crate::fleet::sessions::MemorySessions,
+    dirty: Dirty,
+}
+
+#[cfg(test)]
+impl TestParts {
+    pub(crate) fn new(policy: FleetPolicy) -> Self {
+        TestParts {
+            fleet: Fleet::default(),
+            policy,
+            sessions: Default::default(),
+            dirty: Dirty::default(),
+        }
+    }
+
+    pub(crate) fn world(&mut self) -> World<'_, crate::fleet::sessions::MemorySessions> {
+        World {
+            fleet: &mut self.fleet,
+            policy: &mut self.policy,
+            sessions: &mut self.sessions,
+            dirty: &mut self.dirty,
+        }
+    }
+}
+
+#[cfg(test)]
+impl<S: Sessions + ?Sized> World<'_, S> {
+    /// Broadcast `id` started (term 1) and its origin stage created as `arn:<id>`: live, taking
+    /// viewers.
+    pub(crate) fn live_for_test(&mut self, id: &str, max_seats_per_client: Option<u32>) -> Stage {
+        let origin = self
+            .start_broadcast(id, "", max_seats_per_client, Fanout::Replication, 0, 1)
+            .unwrap();
+        self.stage_created(&origin.id, 1, format!("arn:{id}"), StageUrls::default(), 0)
+            .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::sessions::MemorySessions;
 
     #[test]
     fn a_result_from_a_deposed_leader_is_fenced_and_changes_nothing() {
-        let (mut fleet, mut policy, mut sessions, mut dirty) = (
-            Fleet::default(),
-            FleetPolicy::default(),
-            MemorySessions::default(),
-            Dirty::default(),
-        );
-        let mut w = World {
-            fleet: &mut fleet,
-            policy: &mut policy,
-            sessions: &mut sessions,
-            dirty: &mut dirty,
-        };
+        let mut parts = TestParts::new(FleetPolicy::default());
+        let mut w = parts.world();
         // --- leader of term 3 writes the intent, then loses leadership before IVS answers
         let intent = w.start_broadcast("b", "show", None, Fanout::Replication, 0, 3).unwrap();
         // --- the leader of term 4 takes the intent over
@@ -509,20 +541,12 @@ mod tests {
 
     #[test]
     fn the_stage_quota_refuses_new_broadcasts_and_stages_beyond_the_maximum() {
-        let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
-        let mut policy = FleetPolicy {
+        let mut parts = TestParts::new(FleetPolicy {
             max_stages: 2,
             ..FleetPolicy::default()
-        };
-        let mut w = World {
-            fleet: &mut fleet,
-            policy: &mut policy,
-            sessions: &mut sessions,
-            dirty: &mut dirty,
-        };
-        let origin = w.start_broadcast("a", "", None, Fanout::Replication, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:a".into(), StageUrls::default(), 0)
-            .unwrap();
+        });
+        let mut w = parts.world();
+        w.live_for_test("a", None);
         w.add_stage("a", StageRole::Replica, 0, 1).unwrap();
         assert_eq!(
             w.add_stage("a", StageRole::Replica, 0, 1),

@@ -382,12 +382,10 @@ fn stage_state(fleet: &Fleet, id: &str) -> Option<StageState> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Dirty;
     use super::*;
     use crate::fleet::admission::FleetPolicy;
     use crate::fleet::event::EndReason;
-    use crate::fleet::sessions::MemorySessions;
-    use crate::fleet::transition::JoinRequest;
+    use crate::fleet::transition::{JoinRequest, TestParts};
 
     fn join(user: &str) -> JoinRequest {
         JoinRequest {
@@ -402,20 +400,12 @@ mod tests {
 
     #[test]
     fn a_drained_stage_takes_no_viewers_moves_its_own_and_is_retired_once_empty() {
-        let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
-        let mut policy = FleetPolicy {
+        let mut parts = TestParts::new(FleetPolicy {
             seats_per_stage: 3,
             ..FleetPolicy::default()
-        };
-        let mut w = World {
-            fleet: &mut fleet,
-            policy: &mut policy,
-            sessions: &mut sessions,
-            dirty: &mut dirty,
-        };
-        let origin = w.start_broadcast("b", "", None, Fanout::Replication, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:0".into(), StageUrls::default(), 0)
-            .unwrap();
+        });
+        let mut w = parts.world();
+        w.live_for_test("b", None);
         for _ in 0..2 {
             let s = w.add_stage("b", StageRole::Replica, 0, 1).unwrap();
             w.stage_created(&s.id, 1, format!("arn:{}", s.slot), StageUrls::default(), 0)
@@ -476,20 +466,12 @@ mod tests {
 
     #[test]
     fn the_region_subscription_quota_refuses_joins_past_it_and_counts_host_streams() {
-        let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
-        let mut policy = FleetPolicy {
+        let mut parts = TestParts::new(FleetPolicy {
             region_subscription_quota: 5,
             ..FleetPolicy::default()
-        };
-        let mut w = World {
-            fleet: &mut fleet,
-            policy: &mut policy,
-            sessions: &mut sessions,
-            dirty: &mut dirty,
-        };
-        let origin = w.start_broadcast("b", "", None, Fanout::Replication, 0, 1).unwrap();
-        w.stage_created(&origin.id, 1, "arn:0".into(), StageUrls::default(), 0)
-            .unwrap();
+        });
+        let mut w = parts.world();
+        w.live_for_test("b", None);
         // Two hosts publish: each viewer takes two of the region's five subscriptions.
         w.set_publishers("b:0", BTreeSet::from(["a-s0".into(), "b-s0".into()]), 0)
             .unwrap();

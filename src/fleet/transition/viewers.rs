@@ -173,8 +173,7 @@ impl<S: Sessions + ?Sized> World<'_, S> {
 mod tests {
     use super::*;
     use crate::fleet::admission::FleetPolicy;
-    use crate::fleet::sessions::MemorySessions;
-    use crate::fleet::transition::Dirty;
+    use crate::fleet::transition::TestParts;
 
     fn join(broadcast: &str, user: &str, client: Option<&str>) -> JoinRequest {
         JoinRequest {
@@ -189,21 +188,13 @@ mod tests {
 
     #[test]
     fn a_client_network_holds_at_most_its_cap_of_seats_and_a_rejoin_is_never_refused() {
-        let (mut fleet, mut sessions, mut dirty) = (Fleet::default(), MemorySessions::default(), Dirty::default());
-        let mut policy = FleetPolicy {
+        let mut parts = TestParts::new(FleetPolicy {
             max_seats_per_client: 2,
             ..FleetPolicy::default()
-        };
-        let mut w = World {
-            fleet: &mut fleet,
-            policy: &mut policy,
-            sessions: &mut sessions,
-            dirty: &mut dirty,
-        };
+        });
+        let mut w = parts.world();
         for (id, cap) in [("capped", None), ("open", Some(0)), ("three", Some(3))] {
-            let origin = w.start_broadcast(id, "", cap, Fanout::Replication, 0, 1).unwrap();
-            w.stage_created(&origin.id, 1, format!("arn:{id}"), StageUrls::default(), 0)
-                .unwrap();
+            w.live_for_test(id, cap);
         }
         let (home, office) = (Some("198.51.100.0"), Some("203.0.113.0"));
         // --- 1. one network takes two seats (the policy's cap), the third is refused
