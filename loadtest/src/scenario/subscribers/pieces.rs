@@ -35,6 +35,26 @@ pub struct StatsMsg {
     pub changed_at_ms: i64,
 }
 
+/// `{"type":"next","payload":{"data":{"stats":{…}}}}` without errors, the common case.
+#[derive(Deserialize)]
+struct StatsFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    payload: StatsPayload,
+}
+
+#[derive(Deserialize)]
+struct StatsPayload {
+    data: StatsData,
+    #[serde(default)]
+    errors: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct StatsData {
+    stats: StatsMsg,
+}
+
 /// A message from the node, as far as a subscriber cares.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ServerMsg {
@@ -60,6 +80,15 @@ pub enum ServerMsg {
 
 /// Read one text frame of graphql-transport-ws.
 pub fn parse_server_message(text: &str) -> ServerMsg {
+    // Nearly every message is a stats update: read it straight into its struct, not into a JSON
+    // tree and a copy of it (the generator shares the node's cores; one pair at 10,000
+    // subscribers: its CPU 10 % against 12 % on average).
+    if let Ok(f) = serde_json::from_str::<StatsFrame>(text)
+        && f.kind == "next"
+        && f.payload.errors.is_none()
+    {
+        return ServerMsg::Stats(f.payload.data.stats);
+    }
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         return ServerMsg::Other;
     };

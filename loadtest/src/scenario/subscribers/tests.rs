@@ -68,6 +68,17 @@ fn stats_assignment_and_protocol_messages_are_told_apart() {
     let partial = r#"{"id":"s","type":"next","payload":{"data":{"stats":{"viewers":1}}}}"#;
     assert_eq!(parse_server_message(partial), ServerMsg::Other);
     assert_eq!(parse_server_message("not json"), ServerMsg::Other);
+    // Stats that come with errors are a failure, not an update.
+    let with_errors = r#"{"id":"s","type":"next","payload":{"data":{"stats":{"viewers":12,"admittedTotal":15,
+        "joinsPerSecond":1.5,"appliedIndex":99,"changedAtMs":1}},"errors":[{"message":"no",
+        "extensions":{"code":"FORBIDDEN"}}]}}"#;
+    assert_eq!(
+        parse_server_message(with_errors),
+        ServerMsg::Failed {
+            id: "s".into(),
+            code: "FORBIDDEN".into()
+        }
+    );
 }
 
 fn stats(changed_at_ms: i64, jps: f64) -> StatsMsg {
