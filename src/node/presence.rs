@@ -56,15 +56,7 @@ impl Node {
 fn in_chunks(mut ids: Vec<String>) -> Vec<Vec<String>> {
     ids.sort_unstable();
     ids.dedup();
-    let mut chunks = Vec::with_capacity(ids.len().div_ceil(RENEW_CHUNK));
-    while ids.len() > RENEW_CHUNK {
-        let rest = ids.split_off(RENEW_CHUNK);
-        chunks.push(std::mem::replace(&mut ids, rest));
-    }
-    if !ids.is_empty() {
-        chunks.push(ids);
-    }
-    chunks
+    ids.chunks(RENEW_CHUNK).map(<[String]>::to_vec).collect()
 }
 
 #[cfg(test)]

@@ -13,19 +13,19 @@
 //!    over HTTP) within `--catch-up-secs`.
 //!
 //! The pieces that decide something (source addresses, message parsing, which message counts as
-//! a delivered change, summaries) are plain functions in `pieces`; what is reported is `summary`;
-//! the open-files limit is `files`. Their tests are in `tests`.
+//! a delivered change, summaries) are plain functions in `pieces`; what the subscribers tell the
+//! run is `tally`; what is reported is `summary`; the open-files limit is `files`. Their tests
+//! are in `tests`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::join_storm::storm;
 use crate::api::Api;
 use crate::cli::SubscribersArgs;
-use crate::driver::{Load, Outcome, drive, histogram};
+use crate::driver::{Load, Outcome, drive};
 use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::percentiles::percentiles_ms;
@@ -45,10 +45,12 @@ use crate::ws;
 mod files;
 mod pieces;
 mod summary;
+mod tally;
 
 pub use files::*;
 pub use pieces::*;
 pub use summary::*;
+use tally::{RunPhase, Tally, unix_us};
 
 /// The one `stats` document every subscriber sends (with the same variables): the node shares it.
 pub const STATS_QUERY: &str = "subscription($b: ID!) { stats(broadcastId: $b) { viewers admittedTotal joinsPerSecond appliedIndex changedAtMs } }";
@@ -69,129 +71,6 @@ const NODE_RESERVED_FILES: u64 = 512;
 const CATCH_UP_POLL: Duration = Duration::from_millis(100);
 /// The quiet wait before the storm gives up after this (the node's join rate is over 10 s).
 const QUIET_AT_MOST: Duration = Duration::from_secs(15);
-
-// ---------------------------------------------------------------------------------------------
-// Shared tallies
-
-/// Where the run is: messages and delays are counted per phase.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum RunPhase {
-    Attach = 0,
-    /// The storm with subscribers and the catch-up after it.
-    Storm = 1,
-    After = 2,
-}
-
-/// One subscriber's state, read by the catch-up check.
-struct Slot {
-    /// `pack(viewers, admittedTotal)` of its last stats message, or [`UNSEEN`].
-    last: AtomicU64,
-    attached: AtomicBool,
-    storm_messages: AtomicU64,
-}
-
-struct Tally {
-    phase: AtomicU8,
-    slots: Vec<Slot>,
-    open: AtomicU64,
-    /// Per phase: stats messages, changes delivered (and their delays), rate-only messages.
-    messages: [AtomicU64; 3],
-    rates_only: [AtomicU64; 3],
-    delays: [Mutex<Histogram<u64>>; 3],
-    negative_delays: AtomicU64,
-    /// The latest `changedAtMs` any subscriber has seen (unix ms), and the `joinsPerSecond` of
-    /// the latest message read (as f64 bits).
-    last_change_ms: AtomicI64,
-    last_joins_per_second: AtomicU64,
-    /// When any subscriber last read a stats message (unix ms).
-    last_receipt_ms: AtomicI64,
-    /// Changes delivered during the storm, by `appliedIndex`.
-    storm_updates: Mutex<HashMap<u64, Fanout>>,
-    /// After attaching: sockets the node closed, assignments that ended, operations that failed.
-    closed_by_node: AtomicU64,
-    ended: Mutex<BTreeMap<String, u64>>,
-    failed: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Tally {
-    fn new(n: usize) -> Self {
-        Self {
-            phase: AtomicU8::new(RunPhase::Attach as u8),
-            slots: (0..n)
-                .map(|_| Slot {
-                    last: AtomicU64::new(UNSEEN),
-                    attached: AtomicBool::new(false),
-                    storm_messages: AtomicU64::new(0),
-                })
-                .collect(),
-            open: AtomicU64::new(0),
-            messages: Default::default(),
-            rates_only: Default::default(),
-            delays: [
-                Mutex::new(histogram()),
-                Mutex::new(histogram()),
-                Mutex::new(histogram()),
-            ],
-            negative_delays: AtomicU64::new(0),
-            last_change_ms: AtomicI64::new(0),
-            last_joins_per_second: AtomicU64::new(0),
-            last_receipt_ms: AtomicI64::new(0),
-            storm_updates: Mutex::default(),
-            closed_by_node: AtomicU64::new(0),
-            ended: Mutex::default(),
-            failed: Mutex::default(),
-        }
-    }
-
-    fn set_phase(&self, p: RunPhase) {
-        self.phase.store(p as u8, Ordering::Release);
-    }
-
-    fn on_stats(&self, index: usize, seen: &mut StatsSeen, m: &StatsMsg) {
-        let delivery = seen.on_message(m, unix_us());
-        let slot = &self.slots[index];
-        slot.last.store(pack(m.viewers, m.admitted_total), Ordering::Release);
-        self.last_change_ms.fetch_max(m.changed_at_ms, Ordering::AcqRel);
-        self.last_joins_per_second
-            .store(m.joins_per_second.to_bits(), Ordering::Release);
-        self.last_receipt_ms.fetch_max(unix_us() / 1000, Ordering::AcqRel);
-        let phase = usize::from(self.phase.load(Ordering::Acquire).min(2));
-        self.messages[phase].fetch_add(1, Ordering::Relaxed);
-        if phase == RunPhase::Storm as usize {
-            slot.storm_messages.fetch_add(1, Ordering::Relaxed);
-        }
-        match delivery {
-            Delivery::First => {}
-            Delivery::RatesOnly => {
-                self.rates_only[phase].fetch_add(1, Ordering::Relaxed);
-            }
-            Delivery::Change(us) => {
-                if record_delay(&mut self.delays[phase].lock().expect("delays"), us) {
-                    self.negative_delays.fetch_add(1, Ordering::Relaxed);
-                }
-                if phase == RunPhase::Storm as usize {
-                    let mut updates = self.storm_updates.lock().expect("updates");
-                    let u = updates.entry(m.applied_index).or_insert(Fanout {
-                        changed_at_ms: m.changed_at_ms,
-                        ..Fanout::default()
-                    });
-                    u.add(us);
-                }
-            }
-        }
-    }
-
-    fn count(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
-        *map.lock().expect("tally").entry(key.to_string()).or_default() += 1;
-    }
-}
-
-fn unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
 
 // ---------------------------------------------------------------------------------------------
 // One subscriber
@@ -542,7 +421,7 @@ pub async fn run(args: &SubscribersArgs) -> anyhow::Result<Report> {
     );
 
     // --- 3. the storm with every subscriber attached, once the stats have been quiet for an
-    // interval (else the storm's first update waits its turn behind the attach's last one)
+    // interval (else the storm's first update waits behind the attach's last messages)
     let quiet_wait_secs = quiet(&tally, Duration::from_millis(args.quiet_ms)).await;
     tally.set_phase(RunPhase::Storm);
     let m0 = setup.api.metrics().await;
@@ -687,11 +566,10 @@ struct CatchUp {
 
 /// Read the node's `(viewers, admittedTotal)` and every subscriber's last stats message until
 /// all match or `within` has passed.
-/// Wait until no subscriber has seen a change for `quiet` (by the node's `changedAtMs`), the
-/// join rate the subscribers last saw has fallen to 0 (while it decays the node sends the rates
-/// alone every 1.5 intervals, one fan-out to every socket each: a storm's first update would
-/// queue behind one), and no subscriber has read a message for `quiet` (the last fan-out is
-/// over); at most [`QUIET_AT_MOST`]. The seconds waited; 0 for `quiet` 0.
+/// Wait until no subscriber has read a stats message for `quiet` (the last change and the last
+/// fan-out are over) and the join rate they last saw has fallen to 0 (while it decays the node
+/// sends the rates alone every 1.5 intervals, one fan-out to every socket each: a storm's first
+/// update would queue behind one); at most [`QUIET_AT_MOST`]. The seconds waited; 0 for `quiet` 0.
 async fn quiet(tally: &Tally, quiet: Duration) -> f64 {
     if quiet.is_zero() {
         return 0.0;
@@ -699,11 +577,7 @@ async fn quiet(tally: &Tally, quiet: Duration) -> f64 {
     let started = Instant::now();
     let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
     loop {
-        let due = tally
-            .last_change_ms
-            .load(Ordering::Acquire)
-            .max(tally.last_receipt_ms.load(Ordering::Acquire))
-            .saturating_add(quiet_ms);
+        let due = tally.last_receipt_ms.load(Ordering::Acquire).saturating_add(quiet_ms);
         let now = unix_us() / 1000;
         let rate = f64::from_bits(tally.last_joins_per_second.load(Ordering::Acquire));
         if (now >= due && rate == 0.0) || started.elapsed() >= QUIET_AT_MOST {

@@ -1,6 +1,7 @@
 //! Unit tests of the `subscribers` scenario's pieces and summary.
 
 use super::*;
+use crate::driver::histogram;
 
 #[test]
 fn sources_spread_by_range_from_127_0_0_2() {
