@@ -84,9 +84,27 @@ fn free_ready(stages: &Value) -> u64 {
         .sum()
 }
 
+/// Start broadcast "b" as an operator would while IVS throttles: a refused start changed nothing
+/// and says "retry later", so retry it (a few times; each attempt already had the SDK's retries).
+async fn start_retrying(n: &TestNode) {
+    let q = "mutation { startBroadcast(id: \"b\", name: \"crowd\") { id state } }";
+    for _ in 0..10 {
+        let (_, body) = n.post(q, json!({}), n.admin_key.as_deref()).await;
+        match body["errors"][0]["extensions"]["code"].as_str() {
+            None => {
+                assert_eq!(body["data"]["startBroadcast"]["state"], "LIVE", "{body}");
+                return;
+            }
+            Some("IVS_ERROR") => continue,
+            Some(_) => panic!("startBroadcast refused: {body}"),
+        }
+    }
+    panic!("startBroadcast refused with IVS_ERROR ten times in a row");
+}
+
 /// Start the broadcast, warm it to its headroom, send the crowd, watch the fleet while it comes.
 async fn crowd(n: Arc<TestNode>) -> Outcome {
-    n.start_broadcast("b").await;
+    start_retrying(&n).await;
     let published = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let page = {
