@@ -142,14 +142,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not a `sled::Batch`: sled 0.34 writes its log buffer out and waits for the
+        // disk twice for every batch (it seals the buffer before and after the batch's marker), and
+        // the flush below is the one wait an append needs. A crash part-way loses a suffix of these
+        // entries at most (sled recovers a prefix of its log), which Raft allows: none of them was
+        // acknowledged, and a log that ends earlier is what `get_log_state` reports.
         for entry in entries {
-            batch.insert(
-                &index_key(entry.log_id.index),
-                serde_json::to_vec(&entry).map_err(write_err)?,
-            );
+            let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+            self.log
+                .insert(index_key(entry.log_id.index), bytes)
+                .map_err(write_err)?;
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
         // Readable now (sled serves its page cache); durable once the flush returns.
         let flushed = super::flush(&self.db).await.map_err(std::io::Error::other);
         let failed = flushed
