@@ -1,43 +1,140 @@
-//! A point-in-time copy of the state machine's tree, read while apply goes on: what lets a
-//! snapshot be built without pausing apply for longer than it takes to set a flag.
+//! The state machine's tree: how an apply's writes reach it, and a point-in-time copy of it read
+//! while apply goes on (what lets a snapshot be built without pausing apply for longer than it
+//! takes to set a flag).
 //!
-//! sled has no snapshots of its own, and iterating a tree while it is written sees some writes
-//! and not others. So while a snapshot is being read, apply first records the value each key
-//! it is about to write had before (its *pre-image*, once per key: the value at the snapshot
-//! point), then writes. The reader takes each key's pre-image when there is one and the tree's
-//! value otherwise; keys removed since the snapshot point are added back from their pre-images at
-//! the end. Memory is bounded by the keys written while one snapshot is read, not by the state.
+//! **Writing.** An apply's writes must land all or none: the data and `last_applied` may never
+//! disagree after a crash. A `sled::Batch` gives that, but sled 0.34 writes its log buffer out and
+//! waits for the disk twice for every batch (it seals the buffer before and after the batch's
+//! marker), which on every node for every log entry was most of the disk work of a join storm.
+//! So an apply writes one *redo record* first (`keys::REDO`: every write of the apply, in order)
+//! and then the writes themselves as plain inserts. sled recovers a prefix of its log after a
+//! crash, so either the redo record of the last apply is there, or none of that apply's writes
+//! is; [`recover`] writes the record's writes again when the tree is opened (they are puts and
+//! removes of final values: writing them twice is the same as once) and the tree is exactly "as of
+//! `last_applied`" again. Nothing here waits for the disk; durability is the log's flush.
 //!
-//! [`Writes`] is a sled batch that also remembers its keys (a `sled::Batch` cannot be read back).
+//! **Reading at a point in time.** sled has no snapshots of its own, and iterating a tree while it
+//! is written sees some writes and not others. So while a snapshot is being read, apply first
+//! records the value each key it is about to write had before (its *pre-image*, once per key: the
+//! value at the snapshot point), then writes. The reader takes each key's pre-image when there is
+//! one and the tree's value otherwise; keys removed since the snapshot point are added back from
+//! their pre-images at the end. Memory is bounded by the keys written while one snapshot is read,
+//! not by the state. The redo record is never part of a snapshot.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use sled::IVec;
 
-/// A batch of writes for the state tree, knowing which keys it touches.
+use super::keys;
+
+/// The writes of one apply, in order (`None`: remove the key).
 #[derive(Default)]
 pub struct Writes {
-    batch: sled::Batch,
-    keys: Vec<IVec>,
+    ops: Vec<(IVec, Option<IVec>)>,
 }
 
 impl Writes {
     pub fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
-        let key = key.into();
-        self.keys.push(key.clone());
-        self.batch.insert(key, value);
+        self.ops.push((key.into(), Some(value.into())));
     }
 
     pub fn remove(&mut self, key: impl Into<IVec>) {
-        let key = key.into();
-        self.keys.push(key.clone());
-        self.batch.remove(key);
+        self.ops.push((key.into(), None));
     }
 
     pub fn into_batch(self) -> sled::Batch {
-        self.batch
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
     }
+
+    /// The redo record: `n`, then per write `key_len key (0 | 1 value_len value)`, lengths as
+    /// little-endian u32.
+    fn encode(&self) -> Vec<u8> {
+        let size: usize = self
+            .ops
+            .iter()
+            .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
+            .sum();
+        let mut out = Vec::with_capacity(4 + size);
+        let len = |n: usize| u32::try_from(n).expect("a state record under 4 GiB").to_le_bytes();
+        out.extend_from_slice(&len(self.ops.len()));
+        for (k, v) in &self.ops {
+            out.extend_from_slice(&len(k.len()));
+            out.extend_from_slice(k);
+            match v {
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&len(v.len()));
+                    out.extend_from_slice(v);
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            *bytes = rest;
+            Some(head)
+        }
+        fn len(bytes: &mut &[u8]) -> Option<usize> {
+            Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
+        }
+        let n = len(&mut bytes)?;
+        let mut ops = Vec::with_capacity(n.min(bytes.len()));
+        for _ in 0..n {
+            let key_len = len(&mut bytes)?;
+            let key = IVec::from(take(&mut bytes, key_len)?);
+            let value = match take(&mut bytes, 1)?[0] {
+                0 => None,
+                1 => {
+                    let value_len = len(&mut bytes)?;
+                    Some(IVec::from(take(&mut bytes, value_len)?))
+                }
+                _ => return None,
+            };
+            ops.push((key, value));
+        }
+        bytes.is_empty().then_some(Writes { ops })
+    }
+
+    /// The redo record, then every write as a plain insert or remove.
+    fn write(&self, tree: &sled::Tree) -> sled::Result<()> {
+        tree.insert(keys::REDO, self.encode())?;
+        self.write_through(tree)
+    }
+
+    fn write_through(&self, tree: &sled::Tree) -> sled::Result<()> {
+        for (k, v) in &self.ops {
+            match v {
+                Some(v) => tree.insert(k, v.clone())?,
+                None => tree.remove(k)?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// When the tree is opened: finish the last apply a crash may have cut short by writing its redo
+/// record's writes again. Returns how many writes that was.
+pub fn recover(tree: &sled::Tree) -> sled::Result<usize> {
+    let Some(record) = tree.get(keys::REDO)? else {
+        return Ok(0);
+    };
+    let writes = Writes::decode(&record).ok_or_else(|| {
+        sled::Error::ReportableBug("the state's redo record is unreadable (written by a newer stagefleet?)".into())
+    })?;
+    writes.write_through(tree)?;
+    Ok(writes.ops.len())
 }
 
 /// A key's value at the snapshot point (`None`: it did not exist) and whether the reader has
@@ -64,15 +161,15 @@ impl Freezer {
         {
             let mut reading = self.reading.lock().expect("freezer lock");
             if let Some(pre) = reading.as_mut() {
-                for key in writes.keys {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = pre.entry(key) {
+                for (key, _) in &writes.ops {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = pre.entry(key.clone()) {
                         let value = tree.get(slot.key())?;
                         slot.insert(PreImage { value, given: false });
                     }
                 }
             }
         }
-        tree.apply_batch(writes.batch)
+        writes.write(tree)
     }
 
     /// Every pair of `tree` as of the last [`Freezer::freeze`], one at a time, then stop
@@ -84,6 +181,9 @@ impl Freezer {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
             };
+            if key == keys::REDO {
+                return None;
+            }
             let mut reading = self.reading.lock().expect("freezer lock");
             match reading.as_mut().and_then(|pre| pre.get_mut(&key)) {
                 Some(pre) => {
@@ -133,6 +233,53 @@ mod tests {
         out.sort();
         out.dedup();
         out
+    }
+
+    fn contents(tree: &sled::Tree) -> Vec<(IVec, IVec)> {
+        tree.iter()
+            .map(|p| p.unwrap())
+            .filter(|(k, _)| k != keys::REDO)
+            .collect()
+    }
+
+    #[test]
+    fn an_apply_cut_short_by_a_crash_is_finished_when_the_tree_is_opened() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let f = Freezer::default();
+        let mut first = Writes::default();
+        first.insert("a", &b"a0"[..]);
+        first.insert("b", &b"b0"[..]);
+        first.insert(keys::APPLIED, &b"1"[..]);
+        f.apply(&tree, first).unwrap();
+        // Opening after a complete apply changes nothing, removes included.
+        let mut second = Writes::default();
+        second.insert("a", &b"a1"[..]);
+        second.remove("b");
+        second.insert("c", &b""[..]);
+        second.remove("c");
+        second.insert("c", &b"c1"[..]);
+        second.insert(keys::APPLIED, &b"2"[..]);
+        let mut whole = db.open_tree("whole").unwrap();
+        second.write(&whole).unwrap();
+        let done = contents(&whole);
+        assert_eq!(recover(&whole).unwrap(), 6);
+        assert_eq!(contents(&whole), done);
+        // A crash after the redo record and the first write of the second apply: what sled
+        // recovers is a prefix of its log, so this is the worst it can leave.
+        tree.insert(keys::REDO, second.encode()).unwrap();
+        tree.insert("a", &b"a1"[..]).unwrap();
+        assert_eq!(
+            tree.get(keys::APPLIED).unwrap().unwrap(),
+            &b"1"[..],
+            "torn: data and last_applied disagree"
+        );
+        recover(&tree).unwrap();
+        assert_eq!(contents(&tree), done, "the second apply, whole");
+        // And a record that cannot be read is an error, not a silent half state.
+        whole = db.open_tree("bad").unwrap();
+        whole.insert(keys::REDO, &b"\x05\0\0\0garbage"[..]).unwrap();
+        assert!(recover(&whole).is_err());
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Key layout of the state machine's sled tree. One tree with prefixes, so every apply is one
-//! atomic `Batch`: data and `last_applied` can never disagree after a crash. Sessions are one record
-//! each (`s/<id>`); their lookups by user, stage and lease are in memory (`sled_sessions`).
+//! Key layout of the state machine's sled tree. One tree with prefixes, so every apply is all or
+//! nothing through one redo record (`frozen`): data and `last_applied` can never disagree after a
+//! crash. Sessions are one record each (`s/<id>`); their lookups by user, stage and lease are in
+//! memory (`sled_sessions`).
 
 pub const APPLIED: &[u8] = b"m/applied";
 pub const MEMBERSHIP: &[u8] = b"m/membership";
 pub const POLICY: &[u8] = b"m/policy";
 pub const SIGNING_KEY: &[u8] = b"m/signing_key";
 pub const API_KEYS: &[u8] = b"m/api_keys";
+/// The writes of the last apply, written before them (`frozen`); never in a snapshot.
+pub const REDO: &[u8] = b"m/redo";
 
 pub const BROADCAST: &str = "b/";
 pub const STAGE: &str = "g/";

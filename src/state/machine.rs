@@ -1,6 +1,6 @@
 //! The deterministic state machine: applies committed [`Command`]s through
 //! `crate::fleet::transition` and persists the result in one sled tree. Each `apply` call writes
-//! its changes and `last_applied` in one atomic batch (the entries themselves are already flushed
+//! its changes and `last_applied` all or nothing (`frozen`; the entries themselves are already flushed
 //! in the log), so a crash never leaves half an entry and a restart re-applies only what the
 //! state had not yet written.
 
@@ -285,6 +285,7 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
 impl StateMachine {
     pub fn open(db: &sled::Db, snapshot_dir: std::path::PathBuf) -> Result<Self, StorageError<NodeId>> {
         let tree = db.open_tree("sm").map_err(|e| StorageIOError::read_state_machine(&e))?;
+        super::frozen::recover(&tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let core = load_core(&tree)?;
         let index = SessionIndex::load(&tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let events = bus::channel();
@@ -423,9 +424,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             core,
         } = self.apply_in_memory(&mut index, entries)?;
-        // One atomic batch, not flushed here: every applied entry is already durable in the log
-        // (flushed at append), and data and `last_applied` land together, so after a crash the
-        // state is exactly "as of last_applied" and openraft re-applies the rest from the log.
+        // All or nothing through the redo record (`frozen`), not flushed here: every applied entry
+        // is already durable in the log (flushed at append), and data and `last_applied` land
+        // together, so after a crash the state is exactly "as of last_applied" and openraft
+        // re-applies the rest from the log.
         // Snapshots flush first, so the log is never purged past what the state has on disk.
         self.shared
             .freezer

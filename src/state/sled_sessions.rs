@@ -4,7 +4,7 @@
 //! no sled read at all.
 //!
 //! Writes of the entries being applied go to an overlay, visible to later entries of the same
-//! apply call, and reach sled together in one atomic batch with `last_applied`. The index changes
+//! apply call, and reach sled together with `last_applied`, all or nothing (`frozen`). The index changes
 //! in place under the state machine's write lock, which is held until that batch has landed.
 
 use std::cell::RefCell;
