@@ -6,12 +6,15 @@
 //! disagree after a crash. A `sled::Batch` gives that, but sled 0.34 writes its log buffer out and
 //! waits for the disk twice for every batch (it seals the buffer before and after the batch's
 //! marker), which on every node for every log entry was most of the disk work of a join storm.
-//! So an apply writes one *redo record* first (`keys::REDO`: every write of the apply, in order)
-//! and then the writes themselves as plain inserts. sled recovers a prefix of its log after a
-//! crash, so either the redo record of the last apply is there, or none of that apply's writes
-//! is; [`recover`] writes the record's writes again when the tree is opened (they are puts and
-//! removes of final values: writing them twice is the same as once) and the tree is exactly "as of
-//! `last_applied`" again. Nothing here waits for the disk; durability is the log's flush.
+//! So an apply writes one *redo record* first (every write of the apply, in order, under
+//! `keys::REDO` in a tree of its own, `sm_redo`, so that a large record is not rewritten with
+//! the state's pages) and then the writes themselves as plain inserts. sled recovers a prefix of
+//! its log after a crash (one log for all trees), so either the redo record of the last apply is
+//! there, or none of that apply's writes is; [`recover`] writes the record's writes again when the
+//! tree is opened (they are puts and removes of final values: writing them twice is the same as
+//! once) and the tree is exactly "as of `last_applied`" again. Nothing here waits for the disk;
+//! durability is the log's flush. Whoever replaces the state whole (a snapshot install) clears the
+//! redo tree first.
 //!
 //! **Reading at a point in time.** sled has no snapshots of its own, and iterating a tree while it
 //! is written sees some writes and not others. So while a snapshot is being read, apply first
@@ -19,7 +22,7 @@
 //! value at the snapshot point), then writes. The reader takes each key's pre-image when there is
 //! one and the tree's value otherwise; keys removed since the snapshot point are added back from
 //! their pre-images at the end. Memory is bounded by the keys written while one snapshot is read,
-//! not by the state. The redo record is never part of a snapshot.
+//! not by the state.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -108,8 +111,8 @@ impl Writes {
     }
 
     /// The redo record, then every write as a plain insert or remove.
-    fn write(&self, tree: &sled::Tree) -> sled::Result<()> {
-        tree.insert(keys::REDO, self.encode())?;
+    fn write(&self, tree: &sled::Tree, redo: &sled::Tree) -> sled::Result<()> {
+        redo.insert(keys::REDO, self.encode())?;
         self.write_through(tree)
     }
 
@@ -126,8 +129,8 @@ impl Writes {
 
 /// When the tree is opened: finish the last apply a crash may have cut short by writing its redo
 /// record's writes again. Returns how many writes that was.
-pub fn recover(tree: &sled::Tree) -> sled::Result<usize> {
-    let Some(record) = tree.get(keys::REDO)? else {
+pub fn recover(tree: &sled::Tree, redo: &sled::Tree) -> sled::Result<usize> {
+    let Some(record) = redo.get(keys::REDO)? else {
         return Ok(0);
     };
     let writes = Writes::decode(&record).ok_or_else(|| {
@@ -157,7 +160,7 @@ impl Freezer {
     }
 
     /// Write `writes` to `tree`, first keeping the pre-image of every key a reader still needs.
-    pub fn apply(&self, tree: &sled::Tree, writes: Writes) -> sled::Result<()> {
+    pub fn apply(&self, tree: &sled::Tree, redo: &sled::Tree, writes: Writes) -> sled::Result<()> {
         {
             let mut reading = self.reading.lock().expect("freezer lock");
             if let Some(pre) = reading.as_mut() {
@@ -169,7 +172,7 @@ impl Freezer {
                 }
             }
         }
-        writes.write(tree)
+        writes.write(tree, redo)
     }
 
     /// Every pair of `tree` as of the last [`Freezer::freeze`], one at a time, then stop
@@ -181,9 +184,6 @@ impl Freezer {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
             };
-            if key == keys::REDO {
-                return None;
-            }
             let mut reading = self.reading.lock().expect("freezer lock");
             match reading.as_mut().and_then(|pre| pre.get_mut(&key)) {
                 Some(pre) => {
@@ -245,13 +245,13 @@ mod tests {
     #[test]
     fn an_apply_cut_short_by_a_crash_is_finished_when_the_tree_is_opened() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (tree, redo) = (db.open_tree("t").unwrap(), db.open_tree("r").unwrap());
         let f = Freezer::default();
         let mut first = Writes::default();
         first.insert("a", &b"a0"[..]);
         first.insert("b", &b"b0"[..]);
         first.insert(keys::APPLIED, &b"1"[..]);
-        f.apply(&tree, first).unwrap();
+        f.apply(&tree, &redo, first).unwrap();
         // Opening after a complete apply changes nothing, removes included.
         let mut second = Writes::default();
         second.insert("a", &b"a1"[..]);
@@ -260,38 +260,37 @@ mod tests {
         second.remove("c");
         second.insert("c", &b"c1"[..]);
         second.insert(keys::APPLIED, &b"2"[..]);
-        let mut whole = db.open_tree("whole").unwrap();
-        second.write(&whole).unwrap();
+        let (whole, whole_redo) = (db.open_tree("whole").unwrap(), db.open_tree("whole_r").unwrap());
+        second.write(&whole, &whole_redo).unwrap();
         let done = contents(&whole);
-        assert_eq!(recover(&whole).unwrap(), 6);
+        assert_eq!(recover(&whole, &whole_redo).unwrap(), 6);
         assert_eq!(contents(&whole), done);
         // A crash after the redo record and the first write of the second apply: what sled
         // recovers is a prefix of its log, so this is the worst it can leave.
-        tree.insert(keys::REDO, second.encode()).unwrap();
+        redo.insert(keys::REDO, second.encode()).unwrap();
         tree.insert("a", &b"a1"[..]).unwrap();
         assert_eq!(
             tree.get(keys::APPLIED).unwrap().unwrap(),
             &b"1"[..],
             "torn: data and last_applied disagree"
         );
-        recover(&tree).unwrap();
+        recover(&tree, &redo).unwrap();
         assert_eq!(contents(&tree), done, "the second apply, whole");
         // And a record that cannot be read is an error, not a silent half state.
-        whole = db.open_tree("bad").unwrap();
-        whole.insert(keys::REDO, &b"\x05\0\0\0garbage"[..]).unwrap();
-        assert!(recover(&whole).is_err());
+        redo.insert(keys::REDO, &b"\x05\0\0\0garbage"[..]).unwrap();
+        assert!(recover(&tree, &redo).is_err());
     }
 
     #[test]
     fn a_reader_sees_the_tree_as_it_was_at_the_freeze_whatever_apply_writes_meanwhile() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (tree, redo) = (db.open_tree("t").unwrap(), db.open_tree("r").unwrap());
         let f = Freezer::default();
         let mut w = Writes::default();
         for k in ["a", "b", "c", "d"] {
             w.insert(k, format!("{k}0").as_bytes());
         }
-        f.apply(&tree, w).unwrap();
+        f.apply(&tree, &redo, w).unwrap();
 
         f.freeze();
         // Writes land while the reader is at every point of the tree: before, behind and ahead.
@@ -310,7 +309,7 @@ mod tests {
                 }
                 _ => {}
             }
-            f.apply(&tree, w).unwrap();
+            f.apply(&tree, &redo, w).unwrap();
         });
         let want: Vec<(String, String)> = ["a", "b", "c", "d"]
             .iter()
@@ -321,7 +320,7 @@ mod tests {
         // Recording stopped with the read: later writes are plain writes.
         let mut w = Writes::default();
         w.insert("e", &b"e0"[..]);
-        f.apply(&tree, w).unwrap();
+        f.apply(&tree, &redo, w).unwrap();
         assert!(f.reading.lock().unwrap().is_none());
         assert_eq!(tree.get("c").unwrap().unwrap(), &b"c2"[..]);
     }

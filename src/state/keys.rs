@@ -8,8 +8,8 @@ pub const MEMBERSHIP: &[u8] = b"m/membership";
 pub const POLICY: &[u8] = b"m/policy";
 pub const SIGNING_KEY: &[u8] = b"m/signing_key";
 pub const API_KEYS: &[u8] = b"m/api_keys";
-/// The writes of the last apply, written before them (`frozen`); never in a snapshot.
-pub const REDO: &[u8] = b"m/redo";
+/// In the `sm_redo` tree: the writes of the last apply, written before them (`frozen`).
+pub const REDO: &[u8] = b"redo";
 
 pub const BROADCAST: &str = "b/";
 pub const STAGE: &str = "g/";

@@ -37,6 +37,8 @@ pub struct Core {
 pub struct Shared {
     core: RwLock<Arc<Core>>,
     pub(super) tree: sled::Tree,
+    /// The last apply's redo record (`frozen`), in a tree of its own.
+    redo: sled::Tree,
     /// Sessions by user, stage and lease; written only while applying (see `sled_sessions`).
     index: RwLock<SessionIndex>,
     pub(super) events: broadcast::Sender<Applied>,
@@ -285,7 +287,10 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
 impl StateMachine {
     pub fn open(db: &sled::Db, snapshot_dir: std::path::PathBuf) -> Result<Self, StorageError<NodeId>> {
         let tree = db.open_tree("sm").map_err(|e| StorageIOError::read_state_machine(&e))?;
-        super::frozen::recover(&tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let redo = db
+            .open_tree("sm_redo")
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        super::frozen::recover(&tree, &redo).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let core = load_core(&tree)?;
         let index = SessionIndex::load(&tree).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let events = bus::channel();
@@ -293,6 +298,7 @@ impl StateMachine {
             core: RwLock::new(Arc::new(core)),
             index: RwLock::new(index),
             tree,
+            redo,
             events,
             meta_version: tokio::sync::watch::Sender::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
@@ -431,7 +437,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Snapshots flush first, so the log is never purged past what the state has on disk.
         self.shared
             .freezer
-            .apply(&self.shared.tree, batch)
+            .apply(&self.shared.tree, &self.shared.redo, batch)
             .map_err(sm_write_err)?;
         *self.shared.core.write().expect("state lock poisoned") = Arc::new(core);
         drop(index);
@@ -471,11 +477,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _guard = self.shared.apply_lock.lock().await;
         // The file is read pair by pair into one sled batch: the old state is replaced whole or
         // not at all. Blocking file and tree work runs off the async workers.
-        let tree = self.shared.tree.clone();
+        let (tree, redo) = (self.shared.tree.clone(), self.shared.redo.clone());
         let snapshots = self.snapshots.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
             use std::io::Seek;
             file.rewind().map_err(|e| e.to_string())?;
+            // The last apply's redo record first: written again over the installed state at the
+            // next start, it would undo part of it.
+            redo.clear().map_err(|e| e.to_string())?;
             let mut batch = sled::Batch::default();
             for k in tree.iter().keys() {
                 batch.remove(k.map_err(|e| e.to_string())?);
