@@ -49,10 +49,9 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = StageEvent>> {
         principal(ctx).require(fleet::Role::Host)?;
         let n = node(ctx);
-        if broadcast_state(n, broadcast_id.as_str(), |s| s.is_some())
-            .await
-            .is_none()
-        {
+        // Opened on current state (a console's, rare): the first message holds every write
+        // committed before it, whichever node made it.
+        if broadcast_state(n, broadcast_id.as_str(), |_| false).await.is_none() {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", broadcast_id.as_str())));
         }
         Ok(n.live.stage_events(&broadcast_id).map(StageEvent::from))
@@ -75,7 +74,9 @@ impl Subscription {
     async fn broadcast(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<impl Stream<Item = Broadcast>> {
         principal(ctx).require(fleet::Role::Host)?;
         let n = node(ctx);
-        if broadcast_state(n, id.as_str(), |s| s.is_some()).await.is_none() {
+        // Opened on current state, as stageEvents: a host who saw the start answered LIVE through
+        // one node must not be shown STARTING first by another that has not applied it yet.
+        if broadcast_state(n, id.as_str(), |_| false).await.is_none() {
             return Err(ErrorCode::BroadcastNotFound.error(format!("no broadcast {}", id.as_str())));
         }
         Ok(n.live.broadcast_stream(&id, stats_every(ctx)).map(Broadcast))
@@ -326,8 +327,9 @@ impl From<AssignmentUpdate> for Assignment {
 }
 
 /// A broadcast's state — local while `settled` holds of it, else as of every write committed
-/// before now (a follower may not yet have applied a start made through another node). When no
-/// current read is possible (cut off from the majority), the local state answers.
+/// before now (a follower may not yet have applied a start made through another node); `|_| false`
+/// always reads current state. When no current read is possible (cut off from the majority), the
+/// local state answers.
 async fn broadcast_state(
     n: &crate::node::Node,
     id: &str,
