@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{TestNode, eventually, node};
+use common::{TestNode, eventually, eventually_showing, node};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -119,10 +119,10 @@ async fn crowd(n: Arc<TestNode>) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let page_closed = Arc::new(AtomicBool::new(false));
     let page = {
-        let (n, published, stop) = (n.clone(), published.clone(), page_closed.clone());
+        let (n, published, closed) = (n.clone(), published.clone(), page_closed.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(300));
-            while !stop.load(Ordering::Relaxed) {
+            while !closed.load(Ordering::Relaxed) {
                 every.tick().await;
                 publish_everywhere(&n, &published).await;
             }
@@ -237,19 +237,14 @@ async fn with_a_third_of_ivs_calls_throttled_the_fleet_survives_and_catches_up()
     );
     // Caught up: the headroom is back on READY stages (the page still publishing on any new
     // origin), and the invariants held throughout. On a timeout, say what the fleet looked like.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_showing(Duration::from_secs(60), "the fleet caught up", || async {
         let s = n.admin(STAGES, json!({})).await;
-        if free_ready(&s["stages"]) >= 300 {
-            break;
+        match free_ready(&s["stages"]) >= 300 {
+            true => Ok(()),
+            false => Err(format!("; last seen: {}", s["stages"])),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fleet did not catch up within 60 s: {}",
-            s["stages"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     check_fleet(&n).await;
     out.close_page().await;
 }

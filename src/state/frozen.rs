@@ -236,17 +236,19 @@ mod tests {
     }
 
     fn contents(tree: &sled::Tree) -> Vec<(IVec, IVec)> {
-        tree.iter()
-            .map(|p| p.unwrap())
-            .filter(|(k, _)| k != keys::REDO)
-            .collect()
+        tree.iter().map(|p| p.unwrap()).collect()
+    }
+
+    /// A state tree, its redo tree and a freezer, on a temporary database.
+    fn fresh() -> (sled::Db, sled::Tree, sled::Tree, Freezer) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (tree, redo) = (db.open_tree("t").unwrap(), db.open_tree("r").unwrap());
+        (db, tree, redo, Freezer::default())
     }
 
     #[test]
     fn an_apply_cut_short_by_a_crash_is_finished_when_the_tree_is_opened() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let (tree, redo) = (db.open_tree("t").unwrap(), db.open_tree("r").unwrap());
-        let f = Freezer::default();
+        let (db, tree, redo, f) = fresh();
         let mut first = Writes::default();
         first.insert("a", &b"a0"[..]);
         first.insert("b", &b"b0"[..]);
@@ -283,9 +285,7 @@ mod tests {
 
     #[test]
     fn a_reader_sees_the_tree_as_it_was_at_the_freeze_whatever_apply_writes_meanwhile() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let (tree, redo) = (db.open_tree("t").unwrap(), db.open_tree("r").unwrap());
-        let f = Freezer::default();
+        let (_db, tree, redo, f) = fresh();
         let mut w = Writes::default();
         for k in ["a", "b", "c", "d"] {
             w.insert(k, format!("{k}0").as_bytes());

@@ -1,6 +1,6 @@
-//! Key layout of the state machine's sled tree. One tree with prefixes, so every apply is all or
-//! nothing through one redo record (`frozen`): data and `last_applied` can never disagree after a
-//! crash. Sessions are one record each (`s/<id>`); their lookups by user, stage and lease are in
+//! Key layout of the state machine's sled tree. One tree with prefixes, data and `last_applied`
+//! together; every apply lands all or nothing through the redo record in a tree of its own
+//! (`frozen`), so they can never disagree after a crash. Sessions are one record each (`s/<id>`); their lookups by user, stage and lease are in
 //! memory (`sled_sessions`).
 
 pub const APPLIED: &[u8] = b"m/applied";

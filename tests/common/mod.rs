@@ -257,12 +257,27 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_showing(timeout, what, || {
+        let polled = f();
+        async move { polled.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// [`eventually`] for a wait whose failure needs explaining: `f` answers `Err(what it saw)`
+/// until it is satisfied, and a timeout adds the last of those to `what`.
+pub async fn eventually_showing<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        let seen = match f().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}{seen}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
