@@ -34,6 +34,91 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The thread's name (field 2), from the text of `/proc/<pid>/task/<tid>/stat`.
+pub fn thread_name(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
+/// Name prefix of a node's token-signing threads (stagefleet's signer pool).
+const SIGNER_THREAD: &str = "signer-";
+
+/// One process's CPU ticks so far: (its signing threads alive now, the whole process, exited
+/// threads included).
+fn signing_ticks(pid: u32) -> Option<(u32, u64, u64)> {
+    if pid == 0 {
+        return None;
+    }
+    let all = cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut signing = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if thread_name(&stat).is_some_and(|n| n.starts_with(SIGNER_THREAD)) {
+            signing += cpu_ticks(&stat).unwrap_or(0);
+        }
+    }
+    Some((pid, signing, all))
+}
+
+/// The server's CPU over the load, split between signing tokens and everything else. Both run
+/// on the same cores in the same seconds, so `other ÷ signing` holds still while the machine's
+/// speed drifts: the number to compare builds by (signing is the same work for every join).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SigningSplit {
+    pub signing_secs: f64,
+    pub other_secs: f64,
+    /// Processes counted (a node restarted during the load is left out: its counters began anew).
+    pub processes: usize,
+}
+
+impl SigningSplit {
+    pub fn other_per_signing(&self) -> Option<f64> {
+        (self.signing_secs > 0.0).then(|| self.other_secs / self.signing_secs)
+    }
+
+    /// From each process's ticks at the start and at the end, matched by PID.
+    fn between(start: &[(u32, u64, u64)], end: &[(u32, u64, u64)]) -> Self {
+        let mut split = SigningSplit::default();
+        for &(pid, s1, a1) in end {
+            let Some(&(_, s0, a0)) = start.iter().find(|(p, ..)| *p == pid) else {
+                continue;
+            };
+            let signing = s1.saturating_sub(s0) as f64 / TICKS_PER_SEC;
+            let all = a1.saturating_sub(a0) as f64 / TICKS_PER_SEC;
+            split.signing_secs += signing;
+            split.other_secs += (all - signing).max(0.0);
+            split.processes += 1;
+        }
+        split
+    }
+}
+
+/// Reads [`SigningSplit`] over a stretch of the load: [`SplitProbe::begin`] when it starts,
+/// [`SplitProbe::end`] when it is over.
+pub struct SplitProbe {
+    pids: Vec<Arc<AtomicU32>>,
+    start: Vec<(u32, u64, u64)>,
+}
+
+impl SplitProbe {
+    pub fn begin(pids: Vec<Arc<AtomicU32>>) -> Self {
+        let start = read_split(&pids);
+        Self { pids, start }
+    }
+
+    pub fn end(&self) -> Option<SigningSplit> {
+        let split = SigningSplit::between(&self.start, &read_split(&self.pids));
+        (split.processes > 0).then_some(split)
+    }
+}
+
+fn read_split(pids: &[Arc<AtomicU32>]) -> Vec<(u32, u64, u64)> {
+    pids.iter()
+        .filter_map(|p| signing_ticks(p.load(Ordering::Relaxed)))
+        .collect()
+}
+
 /// VmRSS in KiB, from the text of `/proc/<pid>/status`.
 pub fn rss_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -224,6 +309,29 @@ fn account(s: &mut State, reads: &[Option<(u32, u64, u64)>], now: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signing_and_the_rest_are_told_apart_per_process_and_a_restarted_one_is_left_out() {
+        assert_eq!(thread_name("4321 (signer-1) S 1 2 3"), Some("signer-1"));
+        assert_eq!(thread_name("4321 (a (b) c) S 1"), Some("a (b) c"));
+        // pid 7: 150 ticks, 100 of them signing; pid 8 restarted as pid 9 (left out).
+        let start = [(7, 200, 1_000), (8, 50, 400)];
+        let end = [(7, 300, 1_150), (9, 5, 20)];
+        let split = SigningSplit::between(&start, &end);
+        assert_eq!(split.processes, 1);
+        assert!((split.signing_secs - 1.0).abs() < 1e-9, "{split:?}");
+        assert!((split.other_secs - 0.5).abs() < 1e-9, "{split:?}");
+        assert_eq!(split.other_per_signing(), Some(0.5));
+        assert_eq!(SigningSplit::default().other_per_signing(), None);
+    }
+
+    #[test]
+    fn this_process_reads_its_own_ticks() {
+        let (pid, signing, _all) = signing_ticks(std::process::id()).expect("own /proc entry");
+        assert_eq!(pid, std::process::id());
+        assert_eq!(signing, 0, "the test binary has no signer threads");
+        assert!(signing_ticks(0).is_none());
+    }
 
     #[test]
     fn several_processes_are_summed_and_a_restarted_one_starts_a_new_baseline() {

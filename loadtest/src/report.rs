@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::calibrate::Calibration;
 use crate::driver::Outcome;
 use crate::percentiles::{Percentiles, percentiles_ms};
-use crate::procstat::ProcUsage;
+use crate::procstat::{ProcUsage, SigningSplit};
 use crate::scenario::crowd::CrowdSummary;
 use crate::scenario::failover::FailoverSummary;
 use crate::scenario::front_door::summary::FrontDoorSummary;
@@ -66,6 +66,8 @@ pub struct Report {
     /// With `--cluster N`: each node's own, in node order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub server_per_node: Vec<ProcUsage>,
+    /// The server's CPU during the load, signing tokens vs everything else (summed over nodes).
+    pub server_signing: Option<SigningSplit>,
     /// This load generator's own process (it shares the machine).
     pub loadgen: Option<ProcUsage>,
     pub verdict: Option<Verdict>,
@@ -144,6 +146,9 @@ impl Report {
                 );
             }
         }
+        if let Some(split) = &self.server_signing {
+            s += &signing_text(split, self.phases.iter().map(|p| p.ok).sum());
+        }
         for (k, v) in &self.facts {
             s += &format!("{k}: {v}\n");
         }
@@ -161,6 +166,29 @@ impl Report {
         }
         s
     }
+}
+
+/// The server's CPU split; per admitted request when the phases admitted any.
+fn signing_text(split: &SigningSplit, ok: u64) -> String {
+    let Some(ratio) = split.other_per_signing() else {
+        return format!(
+            "server CPU during the load: {:.1} s, none of it signing tokens\n",
+            split.other_secs
+        );
+    };
+    let per_ok = if ok > 0 {
+        format!(
+            "; per admitted request {:.0} µs signing + {:.0} µs the rest",
+            split.signing_secs * 1e6 / ok as f64,
+            split.other_secs * 1e6 / ok as f64
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "server CPU during the load: signing tokens {:.1} s, the rest {:.1} s: {ratio:.2} of the rest per unit of signing (compare builds by it: it holds still while the machine's speed drifts){per_ok}\n",
+        split.signing_secs, split.other_secs
+    )
 }
 
 fn phase_text(p: &Phase) -> String {
