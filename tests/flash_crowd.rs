@@ -239,9 +239,10 @@ async fn with_a_third_of_ivs_calls_throttled_the_fleet_survives_and_catches_up()
     // origin), and the invariants held throughout. On a timeout, say what the fleet looked like.
     eventually_showing(Duration::from_secs(60), "the fleet caught up", || async {
         let s = n.admin(STAGES, json!({})).await;
-        match free_ready(&s["stages"]) >= 300 {
-            true => Ok(()),
-            false => Err(format!("; last seen: {}", s["stages"])),
+        if free_ready(&s["stages"]) >= 300 {
+            Ok(())
+        } else {
+            Err(format!("; last seen: {}", s["stages"]))
         }
     })
     .await;

@@ -94,20 +94,36 @@ impl SigningSplit {
     }
 }
 
-/// Reads [`SigningSplit`] over a stretch of the load: [`SplitProbe::begin`] when it starts,
-/// [`SplitProbe::end`] when it is over.
+/// Reads [`SigningSplit`] from [`SplitProbe::begin`] (the load starts) to [`SplitProbe::freeze`]
+/// (it is over), or to now if never frozen; like [`Sampler`].
 pub struct SplitProbe {
     pids: Vec<Arc<AtomicU32>>,
     start: Vec<(u32, u64, u64)>,
+    frozen: Option<Option<SigningSplit>>,
 }
 
 impl SplitProbe {
     pub fn begin(pids: Vec<Arc<AtomicU32>>) -> Self {
         let start = read_split(&pids);
-        Self { pids, start }
+        Self {
+            pids,
+            start,
+            frozen: None,
+        }
     }
 
-    pub fn end(&self) -> Option<SigningSplit> {
+    /// Keep the split as of now: what follows (the ledger check) is not part of the load.
+    pub fn freeze(&mut self) {
+        if self.frozen.is_none() {
+            self.frozen = Some(self.split());
+        }
+    }
+
+    /// `None` when no process was measured across the whole stretch.
+    pub fn split(&self) -> Option<SigningSplit> {
+        if let Some(frozen) = &self.frozen {
+            return frozen.clone();
+        }
         let split = SigningSplit::between(&self.start, &read_split(&self.pids));
         (split.processes > 0).then_some(split)
     }

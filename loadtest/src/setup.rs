@@ -11,7 +11,7 @@ use crate::api::Api;
 use crate::cli::{Common, NodeArgs};
 use crate::cluster::{self, LocalCluster};
 use crate::ledger::{Ledger, Violation};
-use crate::procstat::{SAMPLE_EVERY, Sampler, SigningSplit, SplitProbe};
+use crate::procstat::{SAMPLE_EVERY, Sampler, SplitProbe};
 use crate::report::Report;
 use crate::target::{LocalNode, Targets, wait_ready};
 use crate::verify::{self, Verdict};
@@ -31,7 +31,6 @@ pub struct Setup {
     loadgen: Sampler,
     /// The server's CPU on signing vs the rest, from the start of the load to its end.
     split: Option<SplitProbe>,
-    split_done: Option<SigningSplit>,
     // Held so the temporary data dir lives as long as the node.
     _tmp: Option<tempfile::TempDir>,
 }
@@ -80,7 +79,6 @@ impl Setup {
             server_each: Vec::new(),
             loadgen: Sampler::own(),
             split: None,
-            split_done: None,
             _tmp: tmp,
         };
         setup.load_begins();
@@ -108,7 +106,6 @@ impl Setup {
         self.loadgen = Sampler::own();
         let pids = self.server_pids();
         self.split = (!pids.is_empty()).then(|| SplitProbe::begin(pids));
-        self.split_done = None;
     }
 
     /// The load is over: keep CPU and RSS as measured so far (not the ledger check that follows).
@@ -117,8 +114,8 @@ impl Setup {
             s.freeze();
         }
         self.loadgen.freeze();
-        if self.split_done.is_none() {
-            self.split_done = self.split.as_ref().and_then(SplitProbe::end);
+        if let Some(p) = self.split.as_mut() {
+            p.freeze();
         }
     }
 
@@ -226,10 +223,7 @@ impl Setup {
         report.server = self.server.as_ref().map(Sampler::usage);
         report.server_per_node = self.server_each.iter().map(Sampler::usage).collect();
         report.loadgen = Some(self.loadgen.usage());
-        report.server_signing = self
-            .split_done
-            .clone()
-            .or_else(|| self.split.as_ref().and_then(SplitProbe::end));
+        report.server_signing = self.split.as_ref().and_then(SplitProbe::split);
         if self.owns_broadcast
             && let Err(e) = self.api.end_broadcast(&self.broadcast).await
         {

@@ -1,7 +1,7 @@
 //! Key layout of the state machine's sled tree. One tree with prefixes, data and `last_applied`
 //! together; every apply lands all or nothing through the redo record in a tree of its own
-//! (`frozen`), so they can never disagree after a crash. Sessions are one record each (`s/<id>`); their lookups by user, stage and lease are in
-//! memory (`sled_sessions`).
+//! (`frozen`), so they can never disagree after a crash. Sessions are one record each
+//! (`s/<id>`); their lookups by user, stage and lease are in memory (`sled_sessions`).
 
 pub const APPLIED: &[u8] = b"m/applied";
 pub const MEMBERSHIP: &[u8] = b"m/membership";
