@@ -110,12 +110,12 @@ impl Sessions for MemorySessions {
 
 /// From a (lease end, session id) index: the ids whose lease ended before `now`, oldest first, at
 /// most `limit`.
-pub fn lapsed(by_lease: &BTreeSet<(Millis, String)>, now: Millis, limit: usize) -> Vec<String> {
+pub fn lapsed<Id: AsRef<str>>(by_lease: &BTreeSet<(Millis, Id)>, now: Millis, limit: usize) -> Vec<String> {
     by_lease
         .iter()
         .take_while(|(t, _)| *t < now)
         .take(limit)
-        .map(|(_, id)| id.clone())
+        .map(|(_, id)| id.as_ref().to_string())
         .collect()
 }
 

@@ -150,7 +150,7 @@ mod tests {
     fn signing_keys(current: u8, previous: Option<u8>) -> SigningKeys {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let snapshots = tempfile::tempdir().unwrap();
-        let sm = crate::state::machine::StateMachine::open(&db, snapshots.path().to_path_buf()).unwrap();
+        let sm = crate::state::machine::StateMachine::open(&db, snapshots.path().to_path_buf(), 1).unwrap();
         SigningKeys::new(sm.shared(), keks(current, previous))
     }
 

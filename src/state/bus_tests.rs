@@ -1,5 +1,6 @@
 //! The bus against the real state machine: events come in log order with their entry's index and
 //! time, a slow subscriber is told to start over, and a snapshot install resets every subscriber.
+//! Also what apply keeps for a node that forwarded a join batch: its own answer, the leader's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,9 +26,14 @@ struct Machine {
 
 impl Machine {
     fn open() -> Self {
+        Self::open_as(1)
+    }
+
+    /// The state machine of node `node_id`.
+    fn open_as(node_id: super::NodeId) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
-        let sm = StateMachine::open(&db, dir.path().join("snapshots")).unwrap();
+        let sm = StateMachine::open(&db, dir.path().join("snapshots"), node_id).unwrap();
         Machine { _dir: dir, sm, next: 1 }
     }
 
@@ -37,18 +43,23 @@ impl Machine {
 
     /// Apply `cmds` as consecutive entries of one apply call.
     async fn apply(&mut self, cmds: Vec<Command>) {
+        self.apply_led_by(1, cmds).await;
+    }
+
+    /// Apply `cmds` as consecutive entries appended by node `leader`: what openraft is answered.
+    async fn apply_led_by(&mut self, leader: super::NodeId, cmds: Vec<Command>) -> Vec<super::Response> {
         let entries: Vec<Entry<super::TypeConfig>> = cmds
             .into_iter()
             .map(|cmd| {
                 let index = self.next;
                 self.next += 1;
                 Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(TERM, 1), index),
+                    log_id: LogId::new(CommittedLeaderId::new(TERM, leader), index),
                     payload: EntryPayload::Normal(cmd),
                 }
             })
             .collect();
-        self.sm.apply(entries).await.unwrap();
+        self.sm.apply(entries).await.unwrap()
     }
 }
 
@@ -108,6 +119,7 @@ async fn events_come_in_log_order_with_their_index_and_time() {
         Command::AdmitViewers {
             now: 2_000,
             requests: vec![join("u1"), join("u2"), join("u1")],
+            origin: None,
         },
     ])
     .await;
@@ -271,5 +283,60 @@ async fn a_deposed_leaders_command_logged_in_a_later_term_changes_nothing() {
     assert!(
         !view.fleet.broadcasts.contains_key("stale"),
         "the stale command changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_follower_keeps_the_answer_to_the_join_batch_it_forwarded_and_it_is_the_leaders() {
+    let admit = |origin, users: &[&str]| Command::AdmitViewers {
+        now: 2_000,
+        requests: users.iter().map(|u| join(u)).collect(),
+        origin,
+    };
+    let batches = || {
+        vec![
+            start(),
+            created(),
+            // Forwarded by node 2, then by node 3, then node 2 again with a re-join in it.
+            admit(Some(2), &["u1", "u2"]),
+            admit(Some(3), &["u3"]),
+            admit(Some(2), &["u4", "u1"]),
+        ]
+    };
+    let mut leader = Machine::open_as(1);
+    let mut follower = Machine::open_as(2);
+    let led = leader.apply_led_by(1, batches()).await;
+    let here = follower.apply_led_by(1, batches()).await;
+    let shared = follower.sm.shared();
+    let log_id = |index| LogId::new(CommittedLeaderId::new(TERM, 1), index);
+
+    // Node 2 hands openraft nothing for its own batches (nobody waits for them there) and keeps
+    // them; its answer is the seats the leader computed, taken once.
+    for (i, index) in [(2, 3), (4, 5)] {
+        assert!(matches!(here[i], super::Response::None), "{:?}", here[i]);
+        assert!(matches!(led[i], super::Response::Admitted(_)), "{:?}", led[i]);
+        assert_eq!(shared.take_answer(&log_id(index)), Some(led[i].clone()));
+        assert_eq!(shared.take_answer(&log_id(index)), None, "an answer is taken once");
+    }
+    // Node 3's batch is answered as usual, and not kept on node 2.
+    assert_eq!(here[3], led[3]);
+    assert_eq!(shared.take_answer(&log_id(4)), None);
+    // The same index appended by another leader is another entry: not this answer.
+    let mut again = Machine::open_as(2);
+    again.apply_led_by(1, batches()).await;
+    let other_leader = LogId::new(CommittedLeaderId::new(TERM + 1, 3), 3);
+    assert_eq!(again.sm.shared().take_answer(&other_leader), None);
+
+    // A batch that names node 2 but that node 2 appended itself (it had become the leader) is
+    // answered through its own Raft as usual.
+    let mut became_leader = Machine::open_as(2);
+    let own = became_leader.apply_led_by(2, batches()).await;
+    assert!(matches!(own[2], super::Response::Admitted(_)), "{:?}", own[2]);
+    assert_eq!(
+        became_leader
+            .sm
+            .shared()
+            .take_answer(&LogId::new(CommittedLeaderId::new(TERM, 2), 3)),
+        None
     );
 }

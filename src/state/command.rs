@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::NodeId;
+
 use crate::fleet::admission::{FleetPolicy, PolicyPatch};
 use crate::fleet::transition::{JoinRequest, ReplicationReport, Seated};
 use crate::fleet::{
@@ -89,6 +91,12 @@ pub enum Command {
     AdmitViewers {
         now: Millis,
         requests: Vec<JoinRequest>,
+        /// The follower that forwarded this batch to the leader: it takes the seats from its own
+        /// apply of the entry (`StateMachine::take_answer`), so the leader answers with the log id
+        /// alone instead of every seat in JSON. Absent when the leader proposed it, and in entries
+        /// of builds before it (nodes that do not know the field ignore it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<NodeId>,
     },
     Leave {
         session_ids: Vec<String>,

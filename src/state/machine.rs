@@ -52,7 +52,17 @@ pub struct Shared {
     freezer: super::frozen::Freezer,
     /// One snapshot build or install at a time.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// This node's id: which entries' answers it keeps (see [`Shared::take_answer`]).
+    node_id: NodeId,
+    /// Answers of the join batches this node forwarded to another leader, by log index, from its
+    /// own apply of them, until the forwarding caller takes them (at most [`KEPT_ANSWERS`]).
+    answers: std::sync::Mutex<std::collections::BTreeMap<u64, (LogId, Response)>>,
 }
+
+/// Forwarded batches whose answers are kept at most; the oldest go first. A caller takes its
+/// answer right after this node applied the entry, so only batches whose caller gave up (the
+/// leader died before it answered) are ever left over; a node has few batches in flight.
+const KEPT_ANSWERS: usize = 256;
 
 impl Shared {
     fn core(&self) -> Arc<Core> {
@@ -69,6 +79,31 @@ impl Shared {
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, SessionIndex> {
         self.index.read().expect("session index lock poisoned")
+    }
+
+    /// The answer this node's apply computed for the join batch it forwarded and another node
+    /// appended as `log_id` (`AdmitViewers` with this node as `origin`), once: the same answer
+    /// the leader computed (apply is deterministic), without it crossing the network. `None` if
+    /// this node has not applied that entry, got past it by a snapshot, or it is not one of them.
+    pub fn take_answer(&self, log_id: &LogId) -> Option<Response> {
+        let mut answers = self.answers.lock().expect("answers lock poisoned");
+        match answers.remove(&log_id.index) {
+            Some((id, answer)) if id == *log_id => Some(answer),
+            _ => None,
+        }
+    }
+
+    fn keep_answers(&self, kept: Vec<(LogId, Response)>) {
+        if kept.is_empty() {
+            return;
+        }
+        let mut answers = self.answers.lock().expect("answers lock poisoned");
+        for (log_id, answer) in kept {
+            answers.insert(log_id.index, (log_id, answer));
+        }
+        while answers.len() > KEPT_ANSWERS {
+            answers.pop_first();
+        }
     }
 }
 
@@ -229,7 +264,7 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
             Ok((broadcast, deleting)) => Response::Broadcast { broadcast, deleting },
             Err(e) => Response::Refused(e),
         },
-        Command::AdmitViewers { now, requests } => Response::Admitted(w.admit(&requests, now)),
+        Command::AdmitViewers { now, requests, .. } => Response::Admitted(w.admit(&requests, now)),
         Command::Leave { session_ids } => {
             let left = w.leave(&session_ids);
             w.retire_drained_touched(term);
@@ -285,7 +320,12 @@ fn apply_command<S: Sessions + ?Sized>(w: &mut World<'_, S>, cmd: Command, term:
 }
 
 impl StateMachine {
-    pub fn open(db: &sled::Db, snapshot_dir: std::path::PathBuf) -> Result<Self, StorageError<NodeId>> {
+    /// Open the state machine of node `node_id` on `db`.
+    pub fn open(
+        db: &sled::Db,
+        snapshot_dir: std::path::PathBuf,
+        node_id: NodeId,
+    ) -> Result<Self, StorageError<NodeId>> {
         let tree = db.open_tree("sm").map_err(|e| StorageIOError::read_state_machine(&e))?;
         let redo = db
             .open_tree("sm_redo")
@@ -304,6 +344,8 @@ impl StateMachine {
             apply_lock: tokio::sync::Mutex::new(()),
             freezer: super::frozen::Freezer::default(),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            node_id,
+            answers: Default::default(),
         });
         let snapshots = SnapshotStore::new(snapshot_dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Self {
@@ -330,6 +372,7 @@ impl StateMachine {
         let mut dirty = Dirty::default();
         let mut events = Vec::new();
         let mut responses = Vec::new();
+        let mut kept = Vec::new();
         for entry in entries {
             core.last_applied = Some(entry.log_id);
             let index = entry.log_id.index;
@@ -341,6 +384,10 @@ impl StateMachine {
                 }
                 EntryPayload::Normal(cmd) => {
                     let at_ms = cmd.proposed_at().unwrap_or_else(crate::clock::now_ms);
+                    // A batch this node forwarded, appended by another leader: nobody waits for it
+                    // through this node's Raft, its forwarding caller takes the answer from here.
+                    let forwarded_from_here = matches!(&cmd, Command::AdmitViewers { origin: Some(o), .. } if *o == self.shared.node_id)
+                        && entry.log_id.leader_id.node_id != self.shared.node_id;
                     let Core { fleet, policy, .. } = &mut core;
                     let mut w = World {
                         fleet,
@@ -350,7 +397,12 @@ impl StateMachine {
                     };
                     let r = apply_command(&mut w, cmd, entry.log_id.leader_id.term);
                     events.extend(dirty.changes.drain(..).map(|change| Event { index, at_ms, change }));
-                    r
+                    if forwarded_from_here {
+                        kept.push((entry.log_id, r));
+                        Response::None
+                    } else {
+                        r
+                    }
                 }
             };
             responses.push(response);
@@ -383,6 +435,7 @@ impl StateMachine {
         batch.insert(keys::MEMBERSHIP, to_json(&core.membership));
         Ok(Applying {
             responses,
+            kept,
             batch,
             events,
             meta: dirty.meta,
@@ -394,6 +447,8 @@ impl StateMachine {
 /// What one apply call computed, before it is written.
 struct Applying {
     responses: Vec<Response>,
+    /// Answers of the batches this node forwarded (see [`Shared::take_answer`]).
+    kept: Vec<(LogId, Response)>,
     batch: super::frozen::Writes,
     /// The changes to publish once the batch is written.
     events: Vec<Event>,
@@ -425,6 +480,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut index = self.shared.index.write().expect("session index lock poisoned");
         let Applying {
             responses,
+            kept,
             batch,
             events,
             meta,
@@ -441,6 +497,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(sm_write_err)?;
         *self.shared.core.write().expect("state lock poisoned") = Arc::new(core);
         drop(index);
+        // Before openraft counts these entries applied, which is what the forwarding caller waits for.
+        self.shared.keep_answers(kept);
         // Only now is the change durable: tell subscribers.
         if meta {
             self.shared.meta_version.send_modify(|v| *v += 1);

@@ -214,6 +214,7 @@ pub struct AdmitViewers {
 proposal!(AdmitViewers => Vec<Result<Seated, Refusal>>, Response::Admitted(v) => v, |s| Command::AdmitViewers {
     now: s.now,
     requests: s.requests,
+    origin: None,
 });
 
 /// Answers one ended session or refusal per id, in order.

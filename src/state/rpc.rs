@@ -48,6 +48,11 @@ pub enum ProposeAnswer {
         log_id: LogId,
         response: Response,
     },
+    /// Applied here, and the sender takes the answer from its own apply of the entry: a join
+    /// batch it forwarded as its `origin` (see `Command::AdmitViewers`).
+    Committed {
+        log_id: LogId,
+    },
     /// This node does not lead (any more); the leader it knows of, if any.
     NotLeader {
         leader: Option<NodeId>,
@@ -158,6 +163,8 @@ async fn propose(State(s): State<RpcState>, Json(req): Json<Forwarded<Command>>)
         return Json(ProposeAnswer::NotMember);
     }
     let cmd = req.command;
+    // A follower that names itself as a join batch's origin reads the seats from its own apply.
+    let answered_there = matches!(&cmd, Command::AdmitViewers { origin: Some(o), .. } if *o == req.from);
     let Ok(written) = tokio::time::timeout(COMMIT_WITHIN, s.raft.client_write(cmd)).await else {
         return Json(ProposeAnswer::Unavailable(format!(
             "not committed within {} s: the leader cannot reach a majority of the cluster",
@@ -165,6 +172,7 @@ async fn propose(State(s): State<RpcState>, Json(req): Json<Forwarded<Command>>)
         )));
     };
     Json(match written {
+        Ok(r) if answered_there => ProposeAnswer::Committed { log_id: r.log_id },
         Ok(r) => ProposeAnswer::Applied {
             log_id: r.log_id,
             response: r.data,

@@ -9,33 +9,46 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::keys;
 use crate::fleet::sessions::Sessions;
 use crate::fleet::{Millis, Session};
 
-/// What the index keeps of one session.
+/// What the index keeps of one session. Ids are shared (`Arc<str>`) between the maps, and a
+/// broadcast's or a stage's id is the one its map key holds: a new session costs two small
+/// allocations here (its id and its user id), not one per map.
 #[derive(Debug)]
 struct Indexed {
-    broadcast_id: String,
-    user_id: String,
-    stage_id: String,
+    broadcast_id: Arc<str>,
+    user_id: Arc<str>,
+    stage_id: Arc<str>,
     lease_until: Millis,
     client: Option<String>,
 }
 
+/// Session ids are drawn by the nodes (random), never chosen by a client, so the maps keyed by
+/// them hash fast; a user id is a client's choice, so those maps keep the std hasher (SipHash,
+/// seeded per process) against crafted collisions.
+type Fast = foldhash::fast::RandomState;
+
 /// Every lookup of sessions other than by id, in memory.
 #[derive(Debug, Default)]
 pub struct SessionIndex {
-    by_id: HashMap<String, Indexed>,
+    by_id: HashMap<Arc<str>, Indexed, Fast>,
     /// broadcast → user → session (nested, so a lookup by `&str` allocates nothing).
-    by_user: HashMap<String, HashMap<String, String>>,
+    by_user: HashMap<Arc<str>, HashMap<Arc<str>, Arc<str>>>,
     /// Unordered (O(1) to add a viewer to a big stage); [`Self::on_stage`] sorts, so every node
     /// applies the same transitions in the same order.
-    by_stage: HashMap<String, HashSet<String>>,
-    by_lease: BTreeSet<(Millis, String)>,
+    by_stage: HashMap<Arc<str>, HashSet<Arc<str>, Fast>>,
+    by_lease: BTreeSet<(Millis, Arc<str>)>,
     /// broadcast → client network → sessions naming it (no zero counts kept).
     by_client: HashMap<String, HashMap<String, u32>>,
+}
+
+/// `key` as `map` already holds it (no allocation), or a new one.
+fn shared_key<V, S: std::hash::BuildHasher>(map: &HashMap<Arc<str>, V, S>, key: &str) -> Arc<str> {
+    map.get_key_value(key).map_or_else(|| key.into(), |(k, _)| k.clone())
 }
 
 impl SessionIndex {
@@ -63,8 +76,8 @@ impl SessionIndex {
         self.by_id.contains_key(id)
     }
 
-    pub fn id_by_user(&self, broadcast_id: &str, user_id: &str) -> Option<&String> {
-        self.by_user.get(broadcast_id)?.get(user_id)
+    pub fn id_by_user(&self, broadcast_id: &str, user_id: &str) -> Option<&str> {
+        self.by_user.get(broadcast_id)?.get(user_id).map(|id| &**id)
     }
 
     /// Sorted by id.
@@ -72,7 +85,7 @@ impl SessionIndex {
         let mut ids: Vec<String> = self
             .by_stage
             .get(stage_id)
-            .map(|ids| ids.iter().cloned().collect())
+            .map(|ids| ids.iter().map(|id| id.to_string()).collect())
             .unwrap_or_default();
         ids.sort_unstable();
         ids
@@ -93,29 +106,33 @@ impl SessionIndex {
 
     fn insert(&mut self, s: &Session) {
         // A renewal changes the lease alone: move it in the lease order and leave the rest.
-        if let Some(old) = self.by_id.get_mut(&s.id)
-            && old.broadcast_id == s.broadcast_id
-            && old.user_id == s.user_id
-            && old.stage_id == s.stage_id
+        if let Some((id, old)) = self.by_id.get_key_value(s.id.as_str())
+            && *old.broadcast_id == *s.broadcast_id
+            && *old.user_id == *s.user_id
+            && *old.stage_id == *s.stage_id
             && old.client == s.client
         {
             if old.lease_until != s.lease_until {
-                self.by_lease.remove(&(old.lease_until, s.id.clone()));
-                self.by_lease.insert((s.lease_until, s.id.clone()));
-                old.lease_until = s.lease_until;
+                let id = id.clone();
+                self.by_lease.remove(&(old.lease_until, id.clone()));
+                self.by_lease.insert((s.lease_until, id.clone()));
+                if let Some(old) = self.by_id.get_mut(&id) {
+                    old.lease_until = s.lease_until;
+                }
             }
             return;
         }
         self.remove(&s.id);
+        let id: Arc<str> = s.id.as_str().into();
+        let user_id: Arc<str> = s.user_id.as_str().into();
+        let broadcast_id = shared_key(&self.by_user, &s.broadcast_id);
         self.by_user
-            .entry(s.broadcast_id.clone())
+            .entry(broadcast_id.clone())
             .or_default()
-            .insert(s.user_id.clone(), s.id.clone());
-        self.by_stage
-            .entry(s.stage_id.clone())
-            .or_default()
-            .insert(s.id.clone());
-        self.by_lease.insert((s.lease_until, s.id.clone()));
+            .insert(user_id.clone(), id.clone());
+        let stage_id = shared_key(&self.by_stage, &s.stage_id);
+        self.by_stage.entry(stage_id.clone()).or_default().insert(id.clone());
+        self.by_lease.insert((s.lease_until, id.clone()));
         if let Some(client) = &s.client {
             *self
                 .by_client
@@ -125,11 +142,11 @@ impl SessionIndex {
                 .or_default() += 1;
         }
         self.by_id.insert(
-            s.id.clone(),
+            id,
             Indexed {
-                broadcast_id: s.broadcast_id.clone(),
-                user_id: s.user_id.clone(),
-                stage_id: s.stage_id.clone(),
+                broadcast_id,
+                user_id,
+                stage_id,
                 lease_until: s.lease_until,
                 client: s.client.clone(),
             },
@@ -137,11 +154,11 @@ impl SessionIndex {
     }
 
     fn remove(&mut self, id: &str) {
-        let Some(old) = self.by_id.remove(id) else {
+        let Some((id, old)) = self.by_id.remove_entry(id) else {
             return;
         };
         if let Some(users) = self.by_user.get_mut(&old.broadcast_id) {
-            if users.get(&old.user_id).is_some_and(|v| v == id) {
+            if users.get(&old.user_id).is_some_and(|v| *v == id) {
                 users.remove(&old.user_id);
             }
             if users.is_empty() {
@@ -149,13 +166,13 @@ impl SessionIndex {
             }
         }
         if let Some(ids) = self.by_stage.get_mut(&old.stage_id) {
-            ids.remove(id);
+            ids.remove(&id);
             if ids.is_empty() {
                 self.by_stage.remove(&old.stage_id);
             }
         }
-        self.by_lease.remove(&(old.lease_until, id.to_string()));
-        if let (Some(client), Some(clients)) = (&old.client, self.by_client.get_mut(&old.broadcast_id)) {
+        self.by_lease.remove(&(old.lease_until, id));
+        if let (Some(client), Some(clients)) = (&old.client, self.by_client.get_mut(&*old.broadcast_id)) {
             if let Some(n) = clients.get_mut(client) {
                 *n -= 1;
                 if *n == 0 {
@@ -163,7 +180,7 @@ impl SessionIndex {
                 }
             }
             if clients.is_empty() {
-                self.by_client.remove(&old.broadcast_id);
+                self.by_client.remove(&*old.broadcast_id);
             }
         }
     }
@@ -225,8 +242,8 @@ impl Sessions for SledSessions<'_> {
     }
 
     fn by_user(&self, broadcast_id: &str, user_id: &str) -> Option<Session> {
-        let id = self.index.id_by_user(broadcast_id, user_id)?.clone();
-        self.current(&id)
+        let id = self.index.id_by_user(broadcast_id, user_id)?;
+        self.current(id)
     }
 
     fn put(&mut self, session: Session) {

@@ -184,7 +184,7 @@ impl Store {
                 )
             })?;
         let log = LogStore::open(&db)?;
-        let sm = StateMachine::open(&db, cfg.data_dir.join("snapshots"))?;
+        let sm = StateMachine::open(&db, cfg.data_dir.join("snapshots"), cfg.node_id)?;
         let shared = sm.shared();
         let raft_config = openraft::Config {
             cluster_name: "stagefleet".into(),

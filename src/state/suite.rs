@@ -18,7 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
             .open()
             .expect("sled opens");
         let log = LogStore::open(&db)?;
-        let sm = StateMachine::open(&db, dir.path().join("snapshots"))?;
+        let sm = StateMachine::open(&db, dir.path().join("snapshots"), 1)?;
         Ok((dir, log, sm))
     }
 }

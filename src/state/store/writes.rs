@@ -42,7 +42,7 @@ impl Store {
         if self.peers.is_none() || self.is_leader() {
             return self.write_here(cmd).await;
         }
-        self.forward(&cmd).await
+        self.forward(cmd).await
     }
 
     /// Append through this node's Raft (it leads, or is told who does). In a cluster, a leader
@@ -154,17 +154,21 @@ impl Store {
     /// A follower's write: sent to the leader (one request per write, so a batch of joins
     /// stays one request), answered once this node has applied it too, so what the caller reads
     /// next here includes it. Waits up to [`LEADER_WITHIN`] for a leader; a write that was sent
-    /// but not answered is not sent again (it may have been applied).
-    async fn forward(&self, cmd: &Command) -> Result<(LogId, Response), ProposeError> {
+    /// but not answered is not sent again (it may have been applied). A batch of joins is
+    /// answered with its log id alone: the seats are this node's own apply's.
+    async fn forward(&self, mut cmd: Command) -> Result<(LogId, Response), ProposeError> {
         let peers = self.peers.as_ref().expect("only a cluster member forwards");
         if let Some(why) = self.not_a_member() {
             return Err(ProposeError::Unavailable(format!(
                 "{why}: it takes no writes; send them to a member"
             )));
         }
+        if let Command::AdmitViewers { origin, .. } = &mut cmd {
+            *origin = Some(self.node_id);
+        }
         let forwarded = rpc::Forwarded {
             from: self.node_id,
-            command: cmd,
+            command: &cmd,
         };
         let deadline = tokio::time::Instant::now() + LEADER_WITHIN;
         let mut leadership = self.leadership();
@@ -174,22 +178,33 @@ impl Store {
             if let Some((leader, addr)) = leader_addr {
                 if leader == self.node_id {
                     // Became the leader meanwhile.
-                    return self.write_here(cmd.clone()).await;
+                    return self.write_here(cmd).await;
                 }
                 match peers
                     .call::<_, ProposeAnswer>(&addr, "/raft/propose", &forwarded, FORWARD_TIMEOUT)
                     .await
                 {
                     Ok(ProposeAnswer::Applied { log_id, response }) => {
-                        let applied = self
-                            .raft
-                            .wait(Some(FORWARD_TIMEOUT))
-                            .applied_index_at_least(Some(log_id.index), "a forwarded write is applied here")
-                            .await;
-                        if let Err(e) = applied {
+                        if let Err(e) = self.applied_here(log_id).await {
                             tracing::warn!(index = log_id.index, error = %e, "a write the leader applied is not applied here yet");
                         }
                         return Ok((log_id, response));
+                    }
+                    Ok(ProposeAnswer::Committed { log_id }) => {
+                        let taken = match self.applied_here(log_id).await {
+                            Ok(()) => self.shared.take_answer(&log_id).ok_or_else(|| {
+                                "this node got past it without applying it itself (a snapshot)".to_string()
+                            }),
+                            Err(e) => Err(format!("this node has not applied it yet: {e}")),
+                        };
+                        return match taken {
+                            Ok(response) => Ok((log_id, response)),
+                            Err(why) => Err(ProposeError::Unavailable(format!(
+                                "the write was committed (log index {}), but {why}; it took effect: \
+                                 asking again is safe (a viewer joining again keeps the seat)",
+                                log_id.index
+                            ))),
+                        };
                     }
                     Ok(ProposeAnswer::Unavailable(why)) => return Err(ProposeError::Unavailable(why)),
                     Ok(ProposeAnswer::NotMember) => {
@@ -223,6 +238,15 @@ impl Store {
             // Until the leadership changes, or a moment passes (a dead leader is still named).
             let _ = tokio::time::timeout(Duration::from_millis(100).min(deadline - now), leadership.changed()).await;
         }
+    }
+
+    /// Wait until this node has applied `log_id` (a write the leader applied), a bounded time.
+    async fn applied_here(&self, log_id: LogId) -> Result<(), openraft::metrics::WaitError> {
+        self.raft
+            .wait(Some(FORWARD_TIMEOUT))
+            .applied_index_at_least(Some(log_id.index), "a forwarded write is applied here")
+            .await
+            .map(|_| ())
     }
 
     /// The leader this node knows of and its Raft address.
