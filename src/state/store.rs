@@ -152,8 +152,13 @@ fn follow_leadership(
         loop {
             let now = {
                 let m = metrics.borrow_and_update();
-                if let Err(fatal) = &m.running_state {
-                    tracing::error!(error = %fatal, "the Raft core stopped: this node serves no writes and leads nothing until it is restarted");
+                match &m.running_state {
+                    Ok(()) => {}
+                    // Asked to stop: the node is shutting down.
+                    Err(openraft::error::Fatal::Stopped) => tracing::info!("the Raft core stopped"),
+                    Err(fatal) => {
+                        tracing::error!(error = %fatal, "the Raft core stopped: this node serves no writes and leads nothing until it is restarted")
+                    }
                 }
                 Leadership {
                     leader: known_leader(&m),
