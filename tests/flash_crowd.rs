@@ -3,8 +3,9 @@
 //! real call-rate quotas: 2,000 viewers at 100/s onto 100-seat stages, which needs four origins
 //! at five replicas each. The host publishes on every origin as its page would. While the crowd
 //! comes, nobody is refused, no stage is over-filled, no viewer sits on a replica whose media is
-//! not flowing, and ready seats never run out. With 30 % of IVS calls throttled, the fleet still
-//! catches up. (Scaled down ×15 from the 30,000 in 30 s so it runs in the suite on a
+//! not flowing, and ready seats never run out. With 30 % of IVS calls throttled, every viewer is
+//! seated in the end (asking again when told the audience is full, as the watch page does), and the
+//! fleet catches up. (Scaled down ×15 from the 30,000 in 30 s so it runs in the suite on a
 //! debug build; `loadtest crowd` runs the full size.)
 
 mod common;
@@ -65,7 +66,9 @@ async fn publish_everywhere(n: &TestNode, done: &Mutex<Vec<String>>) {
 }
 
 struct Outcome {
+    /// Viewers seated (in the end, when they retried).
     admitted: u64,
+    /// Refusals answered, retries included.
     refused: u64,
     min_free_ready: u64,
     /// Host participants the page published (one per origin `hostTokens` named).
@@ -112,8 +115,14 @@ async fn start_retrying(n: &TestNode) {
     panic!("startBroadcast refused with IVS_ERROR ten times in a row");
 }
 
+/// How long the watch page waits before it asks again after `CAPACITY_EXHAUSTED`
+/// (assets/watch/watch.js), and how many times a viewer here asks again at most.
+const FULL_RETRY: Duration = Duration::from_secs(5);
+const FULL_RETRIES: u32 = 12;
+
 /// Start the broadcast, warm it to its headroom, send the crowd, watch the fleet while it comes.
-async fn crowd(n: Arc<TestNode>) -> Outcome {
+/// With `retry_full`, a viewer told the audience is full asks again as the watch page does.
+async fn crowd(n: Arc<TestNode>, retry_full: bool) -> Outcome {
     start_retrying(&n).await;
     let published = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -158,13 +167,24 @@ async fn crowd(n: Arc<TestNode>) -> Outcome {
         pace.tick().await;
         let (n, admitted, refused) = (n.clone(), admitted.clone(), refused.clone());
         joins.spawn(async move {
-            match n.join("b", &format!("v{i}")).await {
-                Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
-                Err(code) => {
-                    eprintln!("refused: {code}");
-                    refused.fetch_add(1, Ordering::Relaxed)
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match n.join("b", &format!("v{i}")).await {
+                    Ok(_) => {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(code) => {
+                        eprintln!("refused: {code}");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        if !(retry_full && code == "CAPACITY_EXHAUSTED" && attempts < FULL_RETRIES) {
+                            return;
+                        }
+                    }
                 }
-            };
+                tokio::time::sleep(FULL_RETRY).await;
+            }
         });
     }
     while joins.join_next().await.is_some() {}
@@ -201,7 +221,7 @@ async fn check_fleet(n: &TestNode) -> Vec<Value> {
 async fn a_flash_crowd_is_seated_without_refusals_on_stages_whose_media_flows() {
     let (_dir, n) = node(&flags());
     let n = Arc::new(n);
-    let out = crowd(n.clone()).await;
+    let out = crowd(n.clone(), false).await;
     assert_eq!(
         (out.admitted, out.refused),
         (VIEWERS, 0),
@@ -229,11 +249,16 @@ async fn with_a_third_of_ivs_calls_throttled_the_fleet_survives_and_catches_up()
     let resp = reqwest::Client::new().post(faults).json(&set).send().await.unwrap();
     assert!(resp.status().is_success());
     let n = Arc::new(n);
-    let out = crowd(n.clone()).await;
-    assert!(
-        out.admitted >= VIEWERS * 9 / 10,
-        "most of the crowd seated: {}",
-        out.admitted
+    // How many are told "full" first depends on how fast this machine is next to the throttled
+    // IVS; a viewer on the watch page asks again until seated, and so every one of them is.
+    let out = crowd(n.clone(), true).await;
+    eprintln!(
+        "refusals while the throttled fleet grew (each asked again): {}",
+        out.refused
+    );
+    assert_eq!(
+        out.admitted, VIEWERS,
+        "every viewer seated in the end, asking again when told the audience is full"
     );
     // Caught up: the headroom is back on READY stages (the page still publishing on any new
     // origin), and the invariants held throughout. On a timeout, say what the fleet looked like.
