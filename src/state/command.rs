@@ -178,6 +178,15 @@ impl Command {
         }
     }
 
+    /// The follower that forwarded this join batch and takes its answer from its own apply
+    /// (see `AdmitViewers::origin`); `None` for every other command.
+    pub fn origin(&self) -> Option<NodeId> {
+        match self {
+            Command::AdmitViewers { origin, .. } => *origin,
+            _ => None,
+        }
+    }
+
     /// Short label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -386,8 +386,8 @@ impl StateMachine {
                     let at_ms = cmd.proposed_at().unwrap_or_else(crate::clock::now_ms);
                     // A batch this node forwarded, appended by another leader: nobody waits for it
                     // through this node's Raft, its forwarding caller takes the answer from here.
-                    let forwarded_from_here = matches!(&cmd, Command::AdmitViewers { origin: Some(o), .. } if *o == self.shared.node_id)
-                        && entry.log_id.leader_id.node_id != self.shared.node_id;
+                    let me = self.shared.node_id;
+                    let forwarded_from_here = cmd.origin() == Some(me) && entry.log_id.leader_id.node_id != me;
                     let Core { fleet, policy, .. } = &mut core;
                     let mut w = World {
                         fleet,

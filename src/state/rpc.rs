@@ -164,7 +164,7 @@ async fn propose(State(s): State<RpcState>, Json(req): Json<Forwarded<Command>>)
     }
     let cmd = req.command;
     // A follower that names itself as a join batch's origin reads the seats from its own apply.
-    let answered_there = matches!(&cmd, Command::AdmitViewers { origin: Some(o), .. } if *o == req.from);
+    let answered_there = cmd.origin() == Some(req.from);
     let Ok(written) = tokio::time::timeout(COMMIT_WITHIN, s.raft.client_write(cmd)).await else {
         return Json(ProposeAnswer::Unavailable(format!(
             "not committed within {} s: the leader cannot reach a majority of the cluster",

@@ -113,12 +113,12 @@ impl SessionIndex {
             && old.client == s.client
         {
             if old.lease_until != s.lease_until {
-                let id = id.clone();
-                self.by_lease.remove(&(old.lease_until, id.clone()));
-                self.by_lease.insert((s.lease_until, id.clone()));
-                if let Some(old) = self.by_id.get_mut(&id) {
+                let moved = (old.lease_until, id.clone());
+                self.by_lease.remove(&moved);
+                if let Some(old) = self.by_id.get_mut(&moved.1) {
                     old.lease_until = s.lease_until;
                 }
+                self.by_lease.insert((s.lease_until, moved.1));
             }
             return;
         }

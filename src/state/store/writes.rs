@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// What a forwarding caller waits for (see [`Store::applied_here`]).
+const FORWARDED: &str = "a forwarded write is applied here";
+
 impl Store {
     /// Replicate and apply `p`; answers its output once it is committed, applied and flushed.
     pub async fn propose<P: Proposal>(&self, p: P) -> Result<P::Output, ProposalError> {
@@ -143,12 +146,9 @@ impl Store {
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .map_err(unavailable)?;
-        self.raft
-            .wait(Some(FORWARD_TIMEOUT))
-            .applied_index_at_least(Some(index), "the leader's read index is applied here")
+        self.applied_here(index, "the leader's read index is applied here")
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(())
+            .map_err(|e| unavailable(e.to_string()))
     }
 
     /// A follower's write: sent to the leader (one request per write, so a batch of joins
@@ -185,13 +185,13 @@ impl Store {
                     .await
                 {
                     Ok(ProposeAnswer::Applied { log_id, response }) => {
-                        if let Err(e) = self.applied_here(log_id).await {
+                        if let Err(e) = self.applied_here(log_id.index, FORWARDED).await {
                             tracing::warn!(index = log_id.index, error = %e, "a write the leader applied is not applied here yet");
                         }
                         return Ok((log_id, response));
                     }
                     Ok(ProposeAnswer::Committed { log_id }) => {
-                        let taken = match self.applied_here(log_id).await {
+                        let taken = match self.applied_here(log_id.index, FORWARDED).await {
                             Ok(()) => self.shared.take_answer(&log_id).ok_or_else(|| {
                                 "this node got past it without applying it itself (a snapshot)".to_string()
                             }),
@@ -240,13 +240,14 @@ impl Store {
         }
     }
 
-    /// Wait until this node has applied `log_id` (a write the leader applied), a bounded time.
-    async fn applied_here(&self, log_id: LogId) -> Result<(), openraft::metrics::WaitError> {
+    /// Wait until this node has applied the entry at `index` (one the leader has), a bounded time;
+    /// `what` names the wait in its error.
+    async fn applied_here(&self, index: u64, what: &str) -> Result<(), openraft::metrics::WaitError> {
         self.raft
             .wait(Some(FORWARD_TIMEOUT))
-            .applied_index_at_least(Some(log_id.index), "a forwarded write is applied here")
+            .applied_index_at_least(Some(index), what)
             .await
-            .map(|_| ())
+            .map(drop)
     }
 
     /// The leader this node knows of and its Raft address.
