@@ -179,7 +179,8 @@ pub(crate) fn load_core(tree: &sled::Tree) -> Result<Core, StorageError<NodeId>>
         policy: read_json(tree, keys::POLICY)?.unwrap_or_default(),
         ..Core::default()
     };
-    core.fleet.signing_key = read_json(tree, keys::SIGNING_KEY)?;
+    // Written as `null` by any meta change before the first key (the policy is seeded first).
+    core.fleet.signing_key = read_json::<Option<_>>(tree, keys::SIGNING_KEY)?.flatten();
     core.fleet.api_keys = read_json(tree, keys::API_KEYS)?.unwrap_or_default();
     for r in tree.scan_prefix(keys::BROADCAST) {
         let (_, v) = r.map_err(|e| StorageIOError::read_state_machine(&e))?;
@@ -641,5 +642,42 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+
+    use super::*;
+    use crate::fleet::admission::FleetPolicy;
+
+    /// A first start seeds the policy before it has a signing key (which needs IVS): a node that
+    /// stops in between, or fails to import the key, must open its data again.
+    #[tokio::test]
+    async fn a_state_without_a_signing_key_opens_again_after_a_meta_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+            StateMachine::open(&db, dir.path().join("snapshots"), 1).expect("the state opens")
+        };
+        let mut sm = open();
+        let policy = FleetPolicy {
+            seats_per_stage: 7,
+            ..FleetPolicy::DEFAULT
+        };
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::SetPolicy(policy.clone())),
+        };
+        sm.apply(vec![entry]).await.unwrap();
+        drop(sm);
+        let reopened = open();
+        let view = reopened.shared().view();
+        assert_eq!(
+            (view.policy.seats_per_stage, view.fleet.signing_key.is_none()),
+            (7, true)
+        );
+        assert_eq!(view.last_applied.map(|l| l.index), Some(1));
     }
 }
