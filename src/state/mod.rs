@@ -22,6 +22,8 @@ pub mod store;
 #[cfg(test)]
 mod bus_tests;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod suite;
 
 pub use bus::{Applied, Event, Subscription};

@@ -1,0 +1,766 @@
+//! A seeded fault simulation of the replicated store, in one process: three nodes' real Raft
+//! cores, sled log stores and state machines, wired by an in-memory network that delays messages,
+//! loses requests and answers, and cuts links one way or both; nodes stopped and started again
+//! from their data directories (a clean stop: a kill that loses what sled had not flushed is the
+//! real-process tests' SIGKILL, `tests/cluster.rs`); viewers joining and leaving through whichever node leads, some
+//! batches named as forwarded by a follower (which then answers them from its own apply).
+//!
+//! What crosses the simulated wire is the JSON the real Raft port carries. Snapshots are small
+//! and frequent, and the log is purged behind them, so a node that was away catches up by a
+//! snapshot sent in many chunks over the same lossy wire.
+//!
+//! The seed fixes the workload and the fault schedule, not the threads' interleaving (sled writes
+//! on threads of its own and time is real), so a failing seed replays the same faults, not
+//! necessarily the same run. `STAGEFLEET_SIM_SEEDS=N` runs N seeds from `STAGEFLEET_SIM_SEED`.
+//!
+//! Checked once every fault is healed and every node has applied the last write:
+//! - every node holds the same sessions and stages (apply is deterministic, snapshots included);
+//! - no stage holds more viewers than its capacity, and its count is its sessions;
+//! - no viewer holds two seats;
+//! - every acknowledged seat is there, on the stage its answer named, unless the viewer's
+//!   acknowledged leave removed it; an acknowledged leave is never undone (checked for viewers
+//!   whose every join attempt was answered: one that timed out may take effect at any later time);
+//! - a follower's kept answer to a batch it forwarded is the leader's answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{AnyError, BasicNode, ServerState, SnapshotPolicy};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::log_store::LogStore;
+use super::machine::{Shared, StateMachine};
+use super::{Command, LogId, NodeId, Raft, Response, TypeConfig};
+use crate::fleet::admission::FleetPolicy;
+use crate::fleet::transition::JoinRequest;
+use crate::fleet::{Refusal, StageRole, StageUrls};
+
+const NODES: [NodeId; 3] = [1, 2, 3];
+/// Seats per stage; two stages, more viewers than seats: some are refused, and seats freed by
+/// leaves are taken again.
+const CAPACITY: u32 = 12;
+const VIEWERS: usize = 36;
+/// How long faults are injected; the viewers' work spreads over about this long.
+const FAULTS_FOR: Duration = Duration::from_secs(3);
+/// A write not answered within this is an unknown outcome (it may still take effect).
+const WRITE_WITHIN: Duration = Duration::from_secs(3);
+/// How long after the faults end a viewer keeps asking before it gives up on an operation.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+const BROADCAST: &str = "b";
+
+fn raft_config() -> Arc<openraft::Config> {
+    Arc::new(
+        openraft::Config {
+            cluster_name: "sim".into(),
+            heartbeat_interval: 50,
+            election_timeout_min: 250,
+            election_timeout_max: 500,
+            install_snapshot_timeout: 1_000,
+            // Many chunks per snapshot, each of which the wire may lose.
+            snapshot_max_chunk_size: 2_048,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(25),
+            // Purge everything a snapshot holds: a node that was away needs the snapshot.
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .expect("a valid Raft config"),
+    )
+}
+
+/// The simulated network: who is up, which links are cut, and the dice for every message.
+struct Wire {
+    up: Mutex<BTreeMap<NodeId, Raft>>,
+    /// `(from, to)`: messages from `from` to `to` are not delivered while faults cut it (counted:
+    /// faults overlap, and the link is up again when the last of them heals).
+    cut: Mutex<BTreeMap<(NodeId, NodeId), u32>>,
+    rng: Mutex<StdRng>,
+    loss_permille: AtomicU32,
+    max_delay_ms: AtomicU64,
+    delivered: AtomicU64,
+    lost: AtomicU64,
+    snapshot_chunks: AtomicU64,
+}
+
+impl Wire {
+    fn new(seed: u64) -> Self {
+        Wire {
+            up: Mutex::default(),
+            cut: Mutex::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            loss_permille: AtomicU32::new(20),
+            max_delay_ms: AtomicU64::new(8),
+            delivered: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            snapshot_chunks: AtomicU64::new(0),
+        }
+    }
+
+    /// How long the next message takes, and whether it is lost on the way.
+    fn fate(&self) -> (Duration, bool) {
+        let mut rng = self.rng.lock().unwrap();
+        let delay = Duration::from_millis(rng.random_range(0..=self.max_delay_ms.load(Ordering::Relaxed)));
+        let lost = rng.random_range(0..1_000) < self.loss_permille.load(Ordering::Relaxed);
+        (delay, lost)
+    }
+
+    fn link_up(&self, from: NodeId, to: NodeId) -> bool {
+        !self.cut.lock().unwrap().contains_key(&(from, to))
+    }
+
+    /// `to`'s Raft, if it runs and the link from `from` carries messages.
+    fn reach(&self, from: NodeId, to: NodeId) -> Option<Raft> {
+        if !self.link_up(from, to) {
+            return None;
+        }
+        self.up.lock().unwrap().get(&to).cloned()
+    }
+
+    fn cut(&self, links: &[(NodeId, NodeId)], cut: bool) {
+        let mut cuts = self.cut.lock().unwrap();
+        for link in links {
+            let n = cuts.entry(*link).or_default();
+            if cut {
+                *n += 1;
+            } else {
+                *n -= 1;
+                if *n == 0 {
+                    cuts.remove(link);
+                }
+            }
+        }
+    }
+
+    /// Both ways between `node` and every other node.
+    fn links_of(node: NodeId) -> Vec<(NodeId, NodeId)> {
+        NODES
+            .into_iter()
+            .filter(|n| *n != node)
+            .flat_map(|other| [(node, other), (other, node)])
+            .collect()
+    }
+}
+
+/// The JSON round trip every internode message makes between real nodes.
+fn over_the_wire<T: Serialize + DeserializeOwned>(value: &T) -> T {
+    serde_json::from_slice(&serde_json::to_vec(value).expect("encodes")).expect("decodes")
+}
+
+#[derive(Clone)]
+struct SimNetwork {
+    from: NodeId,
+    wire: Arc<Wire>,
+}
+
+struct SimPeer {
+    from: NodeId,
+    to: NodeId,
+    wire: Arc<Wire>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for SimNetwork {
+    type Network = SimPeer;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> SimPeer {
+        SimPeer {
+            from: self.from,
+            to: target,
+            wire: self.wire.clone(),
+        }
+    }
+}
+
+type Rpc<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+fn network_error<E: std::error::Error>(why: String) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    RPCError::Network(NetworkError::new(&AnyError::error(why)))
+}
+
+impl SimPeer {
+    async fn deliver<Req, Resp, E, F, Fut>(&self, req: Req, opt: &RPCOption, call: F) -> Rpc<Resp, E>
+    where
+        Req: Serialize + DeserializeOwned,
+        Resp: Serialize + DeserializeOwned,
+        E: std::error::Error + Serialize + DeserializeOwned,
+        F: FnOnce(Raft, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+    {
+        let (from, to) = (self.from, self.to);
+        let trip = async {
+            let (delay, lost) = self.wire.fate();
+            tokio::time::sleep(delay).await;
+            let Some(raft) = self.wire.reach(from, to) else {
+                let why = AnyError::error(format!("node {to} is not reachable from node {from}"));
+                return Err(RPCError::Unreachable(Unreachable::new(&why)));
+            };
+            if lost {
+                self.wire.lost.fetch_add(1, Ordering::Relaxed);
+                return Err(network_error(format!("request from {from} to {to} lost")));
+            }
+            let answer = call(raft, over_the_wire(&req)).await;
+            let (delay, lost) = self.wire.fate();
+            tokio::time::sleep(delay).await;
+            if lost || !self.wire.link_up(to, from) {
+                self.wire.lost.fetch_add(1, Ordering::Relaxed);
+                return Err(network_error(format!("answer from {to} to {from} lost")));
+            }
+            self.wire.delivered.fetch_add(1, Ordering::Relaxed);
+            over_the_wire(&answer).map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))
+        };
+        match tokio::time::timeout(opt.hard_ttl(), trip).await {
+            Ok(answer) => answer,
+            Err(_) => Err(network_error(format!(
+                "no answer from {to} within {:?}",
+                opt.hard_ttl()
+            ))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for SimPeer {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        opt: RPCOption,
+    ) -> Rpc<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.deliver(req, &opt, |raft, req| async move { raft.append_entries(req).await })
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<TypeConfig>,
+        opt: RPCOption,
+    ) -> Rpc<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.wire.snapshot_chunks.fetch_add(1, Ordering::Relaxed);
+        self.deliver(req, &opt, |raft, req| async move { raft.install_snapshot(req).await })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<NodeId>,
+        opt: RPCOption,
+    ) -> Rpc<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.deliver(req, &opt, |raft, req| async move { raft.vote(req).await })
+            .await
+    }
+}
+
+struct Running {
+    raft: Raft,
+    shared: Arc<Shared>,
+}
+
+struct Cluster {
+    wire: Arc<Wire>,
+    dirs: BTreeMap<NodeId, PathBuf>,
+    nodes: Mutex<BTreeMap<NodeId, Running>>,
+    restarts: AtomicU64,
+}
+
+/// Open the node's sled database; the same node stopped a moment ago may still hold its lock
+/// while its last tasks wind down.
+async fn open_db(dir: &Path) -> sled::Db {
+    let mut last = None;
+    for _ in 0..500 {
+        match sled::Config::new().path(dir.join("db")).open() {
+            Ok(db) => return db,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("sled in {} did not open within 5 s: {last:?}", dir.display());
+}
+
+impl Cluster {
+    async fn start(&self, id: NodeId) {
+        let dir = &self.dirs[&id];
+        let db = open_db(dir).await;
+        let log = LogStore::open(&db).expect("log store opens");
+        let sm = StateMachine::open(&db, dir.join("snapshots"), id).expect("state machine opens");
+        let shared = sm.shared();
+        let network = SimNetwork {
+            from: id,
+            wire: self.wire.clone(),
+        };
+        let raft = Raft::new(id, raft_config(), network, log, sm)
+            .await
+            .expect("raft starts");
+        self.wire.up.lock().unwrap().insert(id, raft.clone());
+        self.nodes.lock().unwrap().insert(id, Running { raft, shared });
+    }
+
+    async fn stop(&self, id: NodeId) {
+        self.wire.up.lock().unwrap().remove(&id);
+        let running = self.nodes.lock().unwrap().remove(&id);
+        if let Some(running) = running {
+            running.raft.shutdown().await.expect("raft stops");
+        }
+    }
+
+    fn raft(&self, id: NodeId) -> Option<Raft> {
+        self.nodes.lock().unwrap().get(&id).map(|n| n.raft.clone())
+    }
+
+    fn shared(&self, id: NodeId) -> Option<Arc<Shared>> {
+        self.nodes.lock().unwrap().get(&id).map(|n| n.shared.clone())
+    }
+
+    /// The node that leads in the highest term, as its own metrics say, and that a quorum
+    /// acknowledged within an election time-out (a leader cut off from the others does not know
+    /// it was replaced; the real nodes' leader lease is the same test).
+    fn leader(&self) -> Option<(NodeId, Raft)> {
+        let nodes = self.nodes.lock().unwrap();
+        nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let m = n.raft.metrics().borrow().clone();
+                let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms < 500);
+                (m.state == ServerState::Leader && acked).then(|| (m.current_term, *id, n.raft.clone()))
+            })
+            .max_by_key(|(term, id, _)| (*term, *id))
+            .map(|(_, id, raft)| (id, raft))
+    }
+
+    /// One attempt at a write through the leader: the answer and its log id, a definite "not
+    /// taken" (no leader, or the leader refused it before or dropped it from its log), or an
+    /// unknown outcome (no answer in time).
+    async fn write(&self, command: Command) -> Attempt {
+        let Some((_, raft)) = self.leader() else {
+            return Attempt::NotTaken;
+        };
+        match tokio::time::timeout(WRITE_WITHIN, raft.client_write(command)).await {
+            Ok(Ok(written)) => Attempt::Answered(written.log_id, Box::new(written.data)),
+            Ok(Err(RaftError::APIError(_))) => Attempt::NotTaken,
+            Ok(Err(RaftError::Fatal(_))) | Err(_) => Attempt::Unknown,
+        }
+    }
+
+    /// Write until answered (setup and the final barrier: nothing else is in doubt then).
+    async fn write_surely(&self, command: Command) -> (LogId, Response) {
+        for _ in 0..200 {
+            if let Attempt::Answered(log_id, answer) = self.write(command.clone()).await {
+                return (log_id, *answer);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{command:?} was not answered within 200 attempts");
+    }
+
+    /// What the emulator's CreateStage would report for the stage intent `intent` logged.
+    async fn create_stage(&self, stage_id: String, intent: LogId) {
+        let created = Command::StageCreated {
+            arn: format!("arn:aws:ivs:us-east-1:1:stage/{stage_id}"),
+            stage_id,
+            intent_term: intent.leader_id.term,
+            endpoints: StageUrls::default(),
+            now: 1_000,
+        };
+        let (_, answer) = self.write_surely(created).await;
+        assert!(matches!(answer, Response::Stage(_)), "a stage created: {answer:?}");
+    }
+}
+
+enum Attempt {
+    Answered(LogId, Box<Response>),
+    NotTaken,
+    Unknown,
+}
+
+/// What one viewer did and was told.
+#[derive(Debug, Default)]
+struct Ledger {
+    user: String,
+    /// The seat of the last answered join: session id and stage.
+    seated: Option<(String, String)>,
+    /// The leave of that seat was answered.
+    left: bool,
+    /// A join attempt went unanswered: it may take effect at any later time.
+    in_doubt: bool,
+    /// Forwarded batches whose answer the follower kept, and compared with the leader's.
+    kept_answers_checked: u32,
+}
+
+fn join_request(user: &str) -> JoinRequest {
+    JoinRequest {
+        broadcast_id: BROADCAST.into(),
+        user_id: user.into(),
+        attributes: BTreeMap::new(),
+        session_id: format!("s-{user}"),
+        participant_id: format!("p-{user}"),
+        client: None,
+    }
+}
+
+/// The follower's kept answer to a batch it was named the origin of, once it applied it: it must
+/// be the leader's. `None` if it did not keep one (it restarted, or got past it by a snapshot).
+async fn kept_answer(cluster: &Cluster, origin: NodeId, log_id: LogId) -> Option<Response> {
+    let raft = cluster.raft(origin)?;
+    let shared = cluster.shared(origin)?;
+    raft.wait(Some(Duration::from_secs(2)))
+        .applied_index_at_least(Some(log_id.index), "the forwarded batch applied")
+        .await
+        .ok()?;
+    shared.take_answer(&log_id)
+}
+
+async fn viewer(cluster: Arc<Cluster>, user: String, seed: u64) -> Ledger {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut ledger = Ledger {
+        user: user.clone(),
+        ..Ledger::default()
+    };
+    tokio::time::sleep(Duration::from_millis(
+        rng.random_range(0..FAULTS_FOR.as_millis() as u64 / 2),
+    ))
+    .await;
+    // Join until seated, asking again a few times while every stage is full.
+    let mut full = 0;
+    let give_up = tokio::time::Instant::now() + FAULTS_FOR + GIVE_UP_AFTER;
+    while tokio::time::Instant::now() < give_up {
+        // Half the batches are named as forwarded by a follower.
+        let leader = cluster.leader().map(|(id, _)| id);
+        let origin = rng
+            .random_bool(0.5)
+            .then(|| NODES[rng.random_range(0..NODES.len())])
+            .filter(|o| Some(*o) != leader);
+        let join = Command::AdmitViewers {
+            now: 1_000,
+            requests: vec![join_request(&user)],
+            origin,
+        };
+        match cluster.write(join).await {
+            Attempt::Answered(log_id, answer) => {
+                let Response::Admitted(seats) = &*answer else {
+                    panic!("{user}: a join answered {answer:?}");
+                };
+                if let Some(origin) = origin
+                    && let Some(kept) = kept_answer(&cluster, origin, log_id).await
+                {
+                    assert_eq!(kept, *answer, "node {origin}'s kept answer to {log_id} is the leader's");
+                    ledger.kept_answers_checked += 1;
+                }
+                match &seats[..] {
+                    [Ok(seat)] => {
+                        assert!(seat.stage.viewers <= seat.stage.capacity, "{user}: {seat:?}");
+                        ledger.seated = Some((seat.session.id.clone(), seat.stage.id.clone()));
+                        break;
+                    }
+                    [Err(Refusal::CapacityExhausted(_))] => {
+                        full += 1;
+                        if full == 4 {
+                            return ledger;
+                        }
+                        tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+                    }
+                    other => panic!("{user}: a join answered {other:?}"),
+                }
+            }
+            Attempt::NotTaken => tokio::time::sleep(Duration::from_millis(30)).await,
+            Attempt::Unknown => ledger.in_doubt = true,
+        }
+    }
+    let Some((session_id, _)) = ledger.seated.clone() else {
+        return ledger;
+    };
+    if !rng.random_bool(0.5) {
+        return ledger;
+    }
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..600))).await;
+    let leave = Command::Leave {
+        session_ids: vec![session_id.clone()],
+    };
+    let mut maybe_left = false;
+    while tokio::time::Instant::now() < give_up {
+        match cluster.write(leave.clone()).await {
+            Attempt::Answered(_, answer) => {
+                let Response::Left(results) = *answer else {
+                    panic!("{user}: a leave answered {answer:?}");
+                };
+                match &results[..] {
+                    [Ok(session)] => assert_eq!(session.id, session_id),
+                    // An earlier attempt that went unanswered took effect.
+                    [Err(Refusal::UnknownSession(_))] if maybe_left => {}
+                    other => panic!("{user}: a leave answered {other:?}"),
+                }
+                ledger.left = true;
+                break;
+            }
+            Attempt::NotTaken => tokio::time::sleep(Duration::from_millis(30)).await,
+            Attempt::Unknown => maybe_left = true,
+        }
+    }
+    ledger
+}
+
+/// Faults for [`FAULTS_FOR`], each starting 50–250 ms after the last began and lasting
+/// 150–900 ms, so they overlap: a node cut off, a link cut one way, a node stopped and started
+/// again, a burst of lost messages. Half of them strike the leader of the moment. Returns what
+/// was done, for the report; every fault is healed when it returns.
+async fn inject_faults(cluster: Arc<Cluster>, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let down = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut faults = Vec::new();
+    let until = tokio::time::Instant::now() + FAULTS_FOR;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+        let leader = cluster.leader().map(|(id, _)| id);
+        let node = match leader {
+            Some(id) if rng.random_bool(0.5) => id,
+            _ => NODES[rng.random_range(0..NODES.len())],
+        };
+        let who = if Some(node) == leader {
+            format!("{node} (leader)")
+        } else {
+            node.to_string()
+        };
+        let lasts = Duration::from_millis(rng.random_range(150..900));
+        let other = NODES
+            .into_iter()
+            .filter(|n| *n != node)
+            .nth(rng.random_range(0..2))
+            .unwrap();
+        let kind = rng.random_range(0..4);
+        let cluster = cluster.clone();
+        let down = down.clone();
+        faults.push(tokio::spawn(async move {
+            match kind {
+                0 => {
+                    let links = Wire::links_of(node);
+                    cluster.wire.cut(&links, true);
+                    tokio::time::sleep(lasts).await;
+                    cluster.wire.cut(&links, false);
+                    format!("isolated {who} for {lasts:?}")
+                }
+                1 => {
+                    cluster.wire.cut(&[(node, other)], true);
+                    tokio::time::sleep(lasts).await;
+                    cluster.wire.cut(&[(node, other)], false);
+                    format!("cut {who} -> {other} for {lasts:?}")
+                }
+                2 if down.lock().unwrap().insert(node) => {
+                    cluster.stop(node).await;
+                    tokio::time::sleep(lasts).await;
+                    cluster.start(node).await;
+                    cluster.restarts.fetch_add(1, Ordering::Relaxed);
+                    down.lock().unwrap().remove(&node);
+                    format!("stopped {who} for {lasts:?}")
+                }
+                _ => {
+                    cluster.wire.loss_permille.fetch_add(300, Ordering::Relaxed);
+                    tokio::time::sleep(lasts).await;
+                    cluster.wire.loss_permille.fetch_sub(300, Ordering::Relaxed);
+                    format!("lost 30 % more messages for {lasts:?}")
+                }
+            }
+        }));
+    }
+    let mut done = Vec::new();
+    for fault in faults {
+        done.push(fault.await.expect("a fault runs to its end"));
+    }
+    done
+}
+
+/// What a node holds, compared across nodes: sessions (id, user, stage) and stages (id,
+/// viewers, capacity).
+type Holding = (Vec<(String, String, String)>, Vec<(String, u32, u32)>);
+
+fn holding(shared: &Arc<Shared>) -> Holding {
+    let view = shared.view();
+    let mut sessions: Vec<_> = view.all_sessions().map(|s| (s.id, s.user_id, s.stage_id)).collect();
+    sessions.sort();
+    let stages = view
+        .fleet
+        .stages
+        .values()
+        .map(|s| (s.id.clone(), s.viewers, s.capacity))
+        .collect();
+    (sessions, stages)
+}
+
+async fn simulate(seed: u64) {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: BTreeMap<NodeId, PathBuf> = NODES
+        .into_iter()
+        .map(|id| (id, root.path().join(format!("n{id}"))))
+        .collect();
+    let cluster = Arc::new(Cluster {
+        wire: Arc::new(Wire::new(seed)),
+        dirs,
+        nodes: Mutex::default(),
+        restarts: AtomicU64::new(0),
+    });
+    for id in NODES {
+        cluster.start(id).await;
+    }
+    let members: BTreeMap<NodeId, BasicNode> = NODES
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                BasicNode {
+                    addr: format!("sim-{id}"),
+                },
+            )
+        })
+        .collect();
+    cluster
+        .raft(1)
+        .unwrap()
+        .initialize(members)
+        .await
+        .expect("the cluster forms");
+
+    // A live broadcast with two stages of CAPACITY seats.
+    let policy = FleetPolicy {
+        seats_per_stage: CAPACITY,
+        ..FleetPolicy::DEFAULT
+    };
+    cluster.write_surely(Command::SetPolicy(policy)).await;
+    let start = Command::StartBroadcast {
+        id: BROADCAST.into(),
+        name: BROADCAST.into(),
+        now: 1_000,
+        max_seats_per_client: None,
+        fanout: Default::default(),
+    };
+    let (started, _) = cluster.write_surely(start).await;
+    cluster.create_stage(format!("{BROADCAST}:0"), started).await;
+    let add = Command::AddStage {
+        broadcast_id: BROADCAST.into(),
+        role: StageRole::Replica,
+        now: 1_000,
+    };
+    let (added, answer) = cluster.write_surely(add).await;
+    let Response::Stage(replica) = answer else {
+        panic!("a stage added: {answer:?}");
+    };
+    cluster.create_stage(replica.id, added).await;
+
+    let faults = tokio::spawn(inject_faults(cluster.clone(), seed ^ 0xfa17));
+    let viewers: Vec<_> = (0..VIEWERS)
+        .map(|i| {
+            tokio::spawn(viewer(
+                cluster.clone(),
+                format!("u{i}"),
+                seed.wrapping_mul(1_000).wrapping_add(i as u64),
+            ))
+        })
+        .collect();
+    let faults = faults.await.unwrap();
+    // Healed: every link up, every node running, no loss.
+    cluster.wire.loss_permille.store(0, Ordering::Relaxed);
+    cluster.wire.cut.lock().unwrap().clear();
+    let mut ledgers = Vec::new();
+    for v in viewers {
+        ledgers.push(v.await.unwrap());
+    }
+    // A last write; once every node applied it, every node applied everything before it.
+    let (barrier, _) = cluster
+        .write_surely(Command::Renew {
+            session_ids: vec![],
+            now: 1_000,
+        })
+        .await;
+    for id in NODES {
+        let raft = cluster.raft(id).unwrap();
+        raft.wait(Some(Duration::from_secs(30)))
+            .applied_index_at_least(Some(barrier.index), "the last write applied")
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: node {id} did not catch up: {e}"));
+    }
+
+    let held: BTreeMap<NodeId, Holding> = NODES
+        .into_iter()
+        .map(|id| (id, holding(&cluster.shared(id).unwrap())))
+        .collect();
+    let (sessions, stages) = &held[&1];
+    for id in [2, 3] {
+        assert_eq!(held[&id], held[&1], "seed {seed}: node {id} holds what node 1 holds");
+    }
+    assert_eq!(stages.len(), 2, "seed {seed}: {stages:?}");
+    for (stage, viewers, capacity) in stages {
+        assert!(viewers <= capacity, "seed {seed}: stage {stage} over capacity");
+        let seated = sessions.iter().filter(|s| s.2 == *stage).count();
+        assert_eq!(
+            *viewers as usize, seated,
+            "seed {seed}: stage {stage}'s count is its sessions"
+        );
+    }
+    let users: BTreeSet<&String> = sessions.iter().map(|s| &s.1).collect();
+    assert_eq!(users.len(), sessions.len(), "seed {seed}: no viewer holds two seats");
+    let mut exact = 0;
+    for ledger in &ledgers {
+        let found = sessions.iter().find(|s| s.1 == ledger.user);
+        match (&ledger.seated, ledger.left) {
+            (Some((id, stage)), false) => {
+                assert_eq!(
+                    found.map(|s| (&s.0, &s.2)),
+                    Some((id, stage)),
+                    "seed {seed}: {}'s acknowledged seat is kept",
+                    ledger.user
+                );
+                exact += 1;
+            }
+            (Some(_), true) if !ledger.in_doubt => {
+                assert_eq!(found, None, "seed {seed}: {}'s acknowledged leave is kept", ledger.user);
+                exact += 1;
+            }
+            (None, _) if !ledger.in_doubt => {
+                assert_eq!(found, None, "seed {seed}: {} was never seated", ledger.user);
+                exact += 1;
+            }
+            _ => {}
+        }
+    }
+    let w = &cluster.wire;
+    eprintln!(
+        "sim seed {seed}: {} seated, {} left, {} refused or gave up, {} in doubt, {exact} checked exactly; {} kept answers checked; \
+         messages {} delivered, {} lost, {} snapshot chunks; {} restarts; faults: {}",
+        sessions.len(),
+        ledgers.iter().filter(|l| l.left).count(),
+        ledgers.iter().filter(|l| l.seated.is_none()).count(),
+        ledgers.iter().filter(|l| l.in_doubt).count(),
+        ledgers.iter().map(|l| l.kept_answers_checked).sum::<u32>(),
+        w.delivered.load(Ordering::Relaxed),
+        w.lost.load(Ordering::Relaxed),
+        w.snapshot_chunks.load(Ordering::Relaxed),
+        cluster.restarts.load(Ordering::Relaxed),
+        faults.join(", "),
+    );
+    for id in NODES {
+        cluster.stop(id).await;
+    }
+}
+
+fn seeds(first_default: u64, count_default: u64) -> std::ops::Range<u64> {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+            .unwrap_or(default)
+    };
+    let first = env("STAGEFLEET_SIM_SEED", first_default);
+    first..first + env("STAGEFLEET_SIM_SEEDS", count_default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_store_under_lost_messages_cut_links_and_restarts_keeps_every_acknowledged_write() {
+    for seed in seeds(1, 2) {
+        simulate(seed).await;
+    }
+}
