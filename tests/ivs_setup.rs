@@ -100,7 +100,7 @@ async fn a_failing_ivs_call_is_a_typed_error_and_leaves_no_trace() {
 }
 
 #[tokio::test]
-async fn real_aws_without_credentials_fails_fast_with_a_clear_message() {
+async fn real_aws_without_credentials_fails_fast_with_a_clear_message_and_the_data_dir_starts_again() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = Command::new(common::binary())
@@ -131,6 +131,12 @@ async fn real_aws_without_credentials_fails_fast_with_a_clear_message() {
         stderr.contains("ImportPublicKey"),
         "the error says what failed: {stderr}"
     );
+    // The failed first start had already seeded the policy, with no signing key yet: the same
+    // data dir starts once IVS answers (here the built-in emulator) and serves joins.
+    let n = TestNode::start(dir.path(), &[]);
+    n.start_broadcast("b").await;
+    let j = n.join("b", "v").await.expect("a join after the failed first start");
+    assert_eq!(n.emulator_join(j["token"].as_str().unwrap(), false).await.0, 200);
 }
 
 #[tokio::test]
