@@ -2,7 +2,8 @@
 //! cores, sled log stores and state machines, wired by an in-memory network that delays messages,
 //! loses requests and answers, and cuts links one way or both; nodes stopped and started again
 //! from their data directories (a clean stop: a kill that loses what sled had not flushed is the
-//! real-process tests' SIGKILL, `tests/cluster.rs`); viewers joining and leaving through whichever node leads, some
+//! real-process tests' SIGKILL, `tests/cluster.rs`); a follower replaced by an empty node (removed
+//! from the membership, wiped, added back as a learner, then a voter); viewers joining and leaving through whichever node leads, some
 //! batches named as forwarded by a follower (which then answers them from its own apply).
 //!
 //! What crosses the simulated wire is the JSON the real Raft port carries. Snapshots are small
@@ -311,6 +312,56 @@ impl Cluster {
         }
     }
 
+    /// What an operator does for a lost disk: remove the node from the membership, wipe its data,
+    /// start it empty, add it back as a learner (it catches up by snapshot) and then as a voter;
+    /// each step asked of the leader of the moment until it is done, faults or not.
+    async fn replace(&self, id: NodeId) {
+        let others: BTreeSet<NodeId> = NODES.into_iter().filter(|n| *n != id).collect();
+        self.until_done("remove the node", |raft| {
+            let others = others.clone();
+            async move { raft.change_membership(others, false).await.map(|_| ()) }
+        })
+        .await;
+        self.stop(id).await;
+        std::fs::remove_dir_all(&self.dirs[&id]).expect("the node's data is wiped");
+        self.start(id).await;
+        self.until_done("add it as a learner", |raft| async move {
+            raft.add_learner(
+                id,
+                BasicNode {
+                    addr: format!("sim-{id}"),
+                },
+                true,
+            )
+            .await
+            .map(|_| ())
+        })
+        .await;
+        self.until_done("make it a voter", |raft| async move {
+            raft.change_membership(BTreeSet::from(NODES), false).await.map(|_| ())
+        })
+        .await;
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ask the leader of the moment to do `what` until it answers done.
+    async fn until_done<F, Fut, E>(&self, what: &str, step: F)
+    where
+        F: Fn(Raft) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Debug,
+    {
+        for _ in 0..400 {
+            if let Some((_, raft)) = self.leader()
+                && let Ok(Ok(())) = tokio::time::timeout(WRITE_WITHIN, step(raft)).await
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("could not {what} within 400 attempts");
+    }
+
     fn raft(&self, id: NodeId) -> Option<Raft> {
         self.nodes.lock().unwrap().get(&id).map(|n| n.raft.clone())
     }
@@ -513,6 +564,7 @@ async fn viewer(cluster: Arc<Cluster>, user: String, seed: u64) -> Ledger {
 async fn inject_faults(cluster: Arc<Cluster>, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let down = Arc::new(Mutex::new(BTreeSet::new()));
+    let replacing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut faults = Vec::new();
     let until = tokio::time::Instant::now() + FAULTS_FOR;
     while tokio::time::Instant::now() < until {
@@ -533,9 +585,12 @@ async fn inject_faults(cluster: Arc<Cluster>, seed: u64) -> Vec<String> {
             .filter(|n| *n != node)
             .nth(rng.random_range(0..2))
             .unwrap();
-        let kind = rng.random_range(0..4);
+        let kind = rng.random_range(0..5);
+        // A node is replaced only while it follows, and one at a time (one membership change).
+        let replaced = if Some(node) == leader { other } else { node };
         let cluster = cluster.clone();
         let down = down.clone();
+        let replacing = replacing.clone();
         faults.push(tokio::spawn(async move {
             match kind {
                 0 => {
@@ -558,6 +613,12 @@ async fn inject_faults(cluster: Arc<Cluster>, seed: u64) -> Vec<String> {
                     cluster.restarts.fetch_add(1, Ordering::Relaxed);
                     down.lock().unwrap().remove(&node);
                     format!("stopped {who} for {lasts:?}")
+                }
+                4 if !replacing.swap(true, Ordering::SeqCst) && down.lock().unwrap().insert(replaced) => {
+                    cluster.replace(replaced).await;
+                    down.lock().unwrap().remove(&replaced);
+                    replacing.store(false, Ordering::SeqCst);
+                    format!("replaced {replaced} by an empty node")
                 }
                 _ => {
                     cluster.wire.loss_permille.fetch_add(300, Ordering::Relaxed);
@@ -759,7 +820,8 @@ fn seeds(first_default: u64, count_default: u64) -> std::ops::Range<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_store_under_lost_messages_cut_links_and_restarts_keeps_every_acknowledged_write() {
+async fn a_three_node_store_under_lost_messages_cut_links_restarts_and_a_replaced_node_keeps_every_acknowledged_write()
+{
     for seed in seeds(1, 2) {
         simulate(seed).await;
     }
