@@ -13,7 +13,7 @@ use crate::fleet::admission::{client_seat_cap, validate_attributes, validate_id,
 use crate::fleet::transition::{JoinRequest, Seated};
 use crate::fleet::{BroadcastState, Millis, Refusal, Session, Stage};
 use crate::ivs::signer::{Deliver, Signer};
-use crate::ivs::token::{Claims, TokenCapabilities, random_id};
+use crate::ivs::token::{Claims, TokenCapabilities, random_id, session_id};
 use crate::metrics::label;
 use crate::state::batcher::{BatchKind, Reply, answer_each};
 use crate::state::{ProposalError, View, proposal};
@@ -243,7 +243,7 @@ impl Node {
             broadcast_id: broadcast_id.to_string(),
             user_id: user_id.to_string(),
             attributes,
-            session_id: random_id(22),
+            session_id: session_id(crate::clock::now_ms()),
             participant_id: random_id(16),
             // Apply counts seats per client only for requests that name one; without a cap the
             // log entry stays as small as before.

@@ -27,9 +27,9 @@ struct Indexed {
     client: Option<String>,
 }
 
-/// Session ids are drawn by the nodes (random), never chosen by a client, so the maps keyed by
-/// them hash fast; a user id is a client's choice, so those maps keep the std hasher (SipHash,
-/// seeded per process) against crafted collisions.
+/// Session ids are drawn by the nodes (`ivs::token::session_id`), never chosen by a client, so
+/// the maps keyed by them hash fast; a user id is a client's choice, so those maps keep the std
+/// hasher (SipHash, seeded per process) against crafted collisions.
 type Fast = foldhash::fast::RandomState;
 
 /// Every lookup of sessions other than by id, in memory.
