@@ -13,20 +13,20 @@ use super::{TestNode, binary, eventually};
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
 /// A port free on loopback right now, below the kernel's ephemeral range (so no connection's
-/// source port takes it before the node binds it), from a block of this test process's own and
-/// never the same twice in one process: nodes keep fixed addresses across restarts.
+/// source port and no other test's port 0 takes it before the node binds it), never the same
+/// twice in one process (nodes keep fixed addresses across restarts). Each test process starts at
+/// its own place in 20,000–32,499 (by pid) and walks on from there; it never asks the kernel for
+/// one, which once handed out a port that was taken again before the node bound it.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 200) as u16 * 60;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_500;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 50) * 250;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = if n < 60 {
-            base + n
-        } else {
-            // Past this process's block: let the kernel choose.
-            return TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        };
+        assert!(n < PORTS, "this test process used every port of 20,000–32,499");
+        let port = (FIRST + (start + n) % PORTS) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
