@@ -323,6 +323,9 @@ impl Cluster {
         })
         .await;
         self.stop(id).await;
+        // The stopped node's last tasks (a snapshot being written, sled's flusher) may still write
+        // there: once its database opens here, they have let go of it.
+        drop(open_db(&self.dirs[&id]).await);
         std::fs::remove_dir_all(&self.dirs[&id]).expect("the node's data is wiped");
         self.start(id).await;
         self.until_done("add it as a learner", |raft| async move {
