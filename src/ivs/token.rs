@@ -265,13 +265,11 @@ pub fn random_id(len: usize) -> String {
 pub fn session_id(now_ms: i64) -> String {
     // ASCII order, so the prefix sorts as the number does; 62^8 ms is some 6,900 years.
     const SORTABLE: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut t = now_ms.max(0) as u64;
-    let mut prefix = [b'0'; 8];
-    for c in prefix.iter_mut().rev() {
-        *c = SORTABLE[(t % 62) as usize];
-        t /= 62;
-    }
-    let mut id = String::from_utf8(prefix.to_vec()).expect("ASCII");
+    let t = now_ms.max(0) as u64;
+    let mut id: String = (0..8u32)
+        .rev()
+        .map(|place| char::from(SORTABLE[(t / 62u64.pow(place) % 62) as usize]))
+        .collect();
     id.push_str(&random_id(17));
     id
 }

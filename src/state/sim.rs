@@ -25,28 +25,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
-use openraft::{AnyError, BasicNode, ServerState, SnapshotPolicy};
+use openraft::error::RaftError;
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::log_store::LogStore;
 use super::machine::{Shared, StateMachine};
-use super::{Command, LogId, NodeId, Raft, Response, TypeConfig};
+use super::{Command, LogId, NodeId, Raft, Response};
 use crate::fleet::admission::FleetPolicy;
 use crate::fleet::transition::JoinRequest;
 use crate::fleet::{Refusal, StageRole, StageUrls};
+
+mod wire;
+
+use wire::{Running, SimNetwork, Wire};
 
 const NODES: [NodeId; 3] = [1, 2, 3];
 /// Seats per stage; two stages, more viewers than seats: some are refused, and seats freed by
@@ -60,6 +57,9 @@ const WRITE_WITHIN: Duration = Duration::from_secs(3);
 /// How long after the faults end a viewer keeps asking before it gives up on an operation.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
 const BROADCAST: &str = "b";
+/// Raft's election time-out, upper bound: also how recently a quorum must have acknowledged a
+/// leader for clients to write through it.
+const ELECTION_TIMEOUT_MAX_MS: u64 = 500;
 
 fn raft_config() -> Arc<openraft::Config> {
     Arc::new(
@@ -67,7 +67,7 @@ fn raft_config() -> Arc<openraft::Config> {
             cluster_name: "sim".into(),
             heartbeat_interval: 50,
             election_timeout_min: 250,
-            election_timeout_max: 500,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
             install_snapshot_timeout: 1_000,
             // Many chunks per snapshot, each of which the wire may lose.
             snapshot_max_chunk_size: 2_048,
@@ -81,194 +81,9 @@ fn raft_config() -> Arc<openraft::Config> {
     )
 }
 
-/// The simulated network: who is up, which links are cut, and the dice for every message.
-struct Wire {
-    up: Mutex<BTreeMap<NodeId, Raft>>,
-    /// `(from, to)`: messages from `from` to `to` are not delivered while faults cut it (counted:
-    /// faults overlap, and the link is up again when the last of them heals).
-    cut: Mutex<BTreeMap<(NodeId, NodeId), u32>>,
-    rng: Mutex<StdRng>,
-    loss_permille: AtomicU32,
-    max_delay_ms: AtomicU64,
-    delivered: AtomicU64,
-    lost: AtomicU64,
-    snapshot_chunks: AtomicU64,
-}
-
-impl Wire {
-    fn new(seed: u64) -> Self {
-        Wire {
-            up: Mutex::default(),
-            cut: Mutex::default(),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            loss_permille: AtomicU32::new(20),
-            max_delay_ms: AtomicU64::new(8),
-            delivered: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-            snapshot_chunks: AtomicU64::new(0),
-        }
-    }
-
-    /// How long the next message takes, and whether it is lost on the way.
-    fn fate(&self) -> (Duration, bool) {
-        let mut rng = self.rng.lock().unwrap();
-        let delay = Duration::from_millis(rng.random_range(0..=self.max_delay_ms.load(Ordering::Relaxed)));
-        let lost = rng.random_range(0..1_000) < self.loss_permille.load(Ordering::Relaxed);
-        (delay, lost)
-    }
-
-    fn link_up(&self, from: NodeId, to: NodeId) -> bool {
-        !self.cut.lock().unwrap().contains_key(&(from, to))
-    }
-
-    /// `to`'s Raft, if it runs and the link from `from` carries messages.
-    fn reach(&self, from: NodeId, to: NodeId) -> Option<Raft> {
-        if !self.link_up(from, to) {
-            return None;
-        }
-        self.up.lock().unwrap().get(&to).cloned()
-    }
-
-    fn cut(&self, links: &[(NodeId, NodeId)], cut: bool) {
-        let mut cuts = self.cut.lock().unwrap();
-        for link in links {
-            let n = cuts.entry(*link).or_default();
-            if cut {
-                *n += 1;
-            } else {
-                *n -= 1;
-                if *n == 0 {
-                    cuts.remove(link);
-                }
-            }
-        }
-    }
-
-    /// Both ways between `node` and every other node.
-    fn links_of(node: NodeId) -> Vec<(NodeId, NodeId)> {
-        NODES
-            .into_iter()
-            .filter(|n| *n != node)
-            .flat_map(|other| [(node, other), (other, node)])
-            .collect()
-    }
-}
-
-/// The JSON round trip every internode message makes between real nodes.
-fn over_the_wire<T: Serialize + DeserializeOwned>(value: &T) -> T {
-    serde_json::from_slice(&serde_json::to_vec(value).expect("encodes")).expect("decodes")
-}
-
-#[derive(Clone)]
-struct SimNetwork {
-    from: NodeId,
-    wire: Arc<Wire>,
-}
-
-struct SimPeer {
-    from: NodeId,
-    to: NodeId,
-    wire: Arc<Wire>,
-}
-
-impl RaftNetworkFactory<TypeConfig> for SimNetwork {
-    type Network = SimPeer;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> SimPeer {
-        SimPeer {
-            from: self.from,
-            to: target,
-            wire: self.wire.clone(),
-        }
-    }
-}
-
-type Rpc<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
-
-fn network_error<E: std::error::Error>(why: String) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-    RPCError::Network(NetworkError::new(&AnyError::error(why)))
-}
-
-impl SimPeer {
-    async fn deliver<Req, Resp, E, F, Fut>(&self, req: Req, opt: &RPCOption, call: F) -> Rpc<Resp, E>
-    where
-        Req: Serialize + DeserializeOwned,
-        Resp: Serialize + DeserializeOwned,
-        E: std::error::Error + Serialize + DeserializeOwned,
-        F: FnOnce(Raft, Req) -> Fut,
-        Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
-    {
-        let (from, to) = (self.from, self.to);
-        let trip = async {
-            let (delay, lost) = self.wire.fate();
-            tokio::time::sleep(delay).await;
-            let Some(raft) = self.wire.reach(from, to) else {
-                let why = AnyError::error(format!("node {to} is not reachable from node {from}"));
-                return Err(RPCError::Unreachable(Unreachable::new(&why)));
-            };
-            if lost {
-                self.wire.lost.fetch_add(1, Ordering::Relaxed);
-                return Err(network_error(format!("request from {from} to {to} lost")));
-            }
-            let answer = call(raft, over_the_wire(&req)).await;
-            let (delay, lost) = self.wire.fate();
-            tokio::time::sleep(delay).await;
-            if lost || !self.wire.link_up(to, from) {
-                self.wire.lost.fetch_add(1, Ordering::Relaxed);
-                return Err(network_error(format!("answer from {to} to {from} lost")));
-            }
-            self.wire.delivered.fetch_add(1, Ordering::Relaxed);
-            over_the_wire(&answer).map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))
-        };
-        match tokio::time::timeout(opt.hard_ttl(), trip).await {
-            Ok(answer) => answer,
-            Err(_) => Err(network_error(format!(
-                "no answer from {to} within {:?}",
-                opt.hard_ttl()
-            ))),
-        }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for SimPeer {
-    async fn append_entries(
-        &mut self,
-        req: AppendEntriesRequest<TypeConfig>,
-        opt: RPCOption,
-    ) -> Rpc<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.deliver(req, &opt, |raft, req| async move { raft.append_entries(req).await })
-            .await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        req: InstallSnapshotRequest<TypeConfig>,
-        opt: RPCOption,
-    ) -> Rpc<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.wire.snapshot_chunks.fetch_add(1, Ordering::Relaxed);
-        self.deliver(req, &opt, |raft, req| async move { raft.install_snapshot(req).await })
-            .await
-    }
-
-    async fn vote(
-        &mut self,
-        req: VoteRequest<NodeId>,
-        opt: RPCOption,
-    ) -> Rpc<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.deliver(req, &opt, |raft, req| async move { raft.vote(req).await })
-            .await
-    }
-}
-
-struct Running {
-    raft: Raft,
-    shared: Arc<Shared>,
-}
-
 struct Cluster {
     wire: Arc<Wire>,
     dirs: BTreeMap<NodeId, PathBuf>,
-    nodes: Mutex<BTreeMap<NodeId, Running>>,
     restarts: AtomicU64,
 }
 
@@ -300,13 +115,11 @@ impl Cluster {
         let raft = Raft::new(id, raft_config(), network, log, sm)
             .await
             .expect("raft starts");
-        self.wire.up.lock().unwrap().insert(id, raft.clone());
-        self.nodes.lock().unwrap().insert(id, Running { raft, shared });
+        self.wire.up.lock().unwrap().insert(id, Running { raft, shared });
     }
 
     async fn stop(&self, id: NodeId) {
-        self.wire.up.lock().unwrap().remove(&id);
-        let running = self.nodes.lock().unwrap().remove(&id);
+        let running = self.wire.up.lock().unwrap().remove(&id);
         if let Some(running) = running {
             running.raft.shutdown().await.expect("raft stops");
         }
@@ -347,18 +160,18 @@ impl Cluster {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Ask the leader of the moment to do `what` until it answers done.
-    async fn until_done<F, Fut, E>(&self, what: &str, step: F)
+    /// Ask the leader of the moment to do `what` until it answers done (membership changes,
+    /// setup and the final barrier: nothing else is in doubt then).
+    async fn until_done<T, E, F, Fut>(&self, what: &str, step: F) -> T
     where
         F: Fn(Raft) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Debug,
+        Fut: Future<Output = Result<T, E>>,
     {
         for _ in 0..400 {
             if let Some((_, raft)) = self.leader()
-                && let Ok(Ok(())) = tokio::time::timeout(WRITE_WITHIN, step(raft)).await
+                && let Ok(Ok(done)) = tokio::time::timeout(WRITE_WITHIN, step(raft)).await
             {
-                return;
+                return done;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -366,23 +179,23 @@ impl Cluster {
     }
 
     fn raft(&self, id: NodeId) -> Option<Raft> {
-        self.nodes.lock().unwrap().get(&id).map(|n| n.raft.clone())
+        self.wire.up.lock().unwrap().get(&id).map(|n| n.raft.clone())
     }
 
     fn shared(&self, id: NodeId) -> Option<Arc<Shared>> {
-        self.nodes.lock().unwrap().get(&id).map(|n| n.shared.clone())
+        self.wire.up.lock().unwrap().get(&id).map(|n| n.shared.clone())
     }
 
     /// The node that leads in the highest term, as its own metrics say, and that a quorum
     /// acknowledged within an election time-out (a leader cut off from the others does not know
     /// it was replaced; the real nodes' leader lease is the same test).
     fn leader(&self) -> Option<(NodeId, Raft)> {
-        let nodes = self.nodes.lock().unwrap();
+        let nodes = self.wire.up.lock().unwrap();
         nodes
             .iter()
             .filter_map(|(id, n)| {
                 let m = n.raft.metrics().borrow().clone();
-                let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms < 500);
+                let acked = m.millis_since_quorum_ack.is_some_and(|ms| ms < ELECTION_TIMEOUT_MAX_MS);
                 (m.state == ServerState::Leader && acked).then(|| (m.current_term, *id, n.raft.clone()))
             })
             .max_by_key(|(term, id, _)| (*term, *id))
@@ -403,15 +216,15 @@ impl Cluster {
         }
     }
 
-    /// Write until answered (setup and the final barrier: nothing else is in doubt then).
+    /// Write until answered.
     async fn write_surely(&self, command: Command) -> (LogId, Response) {
-        for _ in 0..200 {
-            if let Attempt::Answered(log_id, answer) = self.write(command.clone()).await {
-                return (log_id, *answer);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{command:?} was not answered within 200 attempts");
+        let written = self
+            .until_done(&format!("write {command:?}"), |raft| {
+                let command = command.clone();
+                async move { raft.client_write(command).await }
+            })
+            .await;
+        (written.log_id, written.data)
     }
 
     /// What the emulator's CreateStage would report for the stage intent `intent` logged.
@@ -665,7 +478,6 @@ async fn simulate(seed: u64) {
     let cluster = Arc::new(Cluster {
         wire: Arc::new(Wire::new(seed)),
         dirs,
-        nodes: Mutex::default(),
         restarts: AtomicU64::new(0),
     });
     for id in NODES {
